@@ -1,0 +1,33 @@
+"""One module per task: its data, model, loss and metrics, behind one small interface.
+
+A task module provides ``build(spec, manifest) -> Task``; the engine needs nothing else.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch.nn as nn
+from torch.utils.data import Dataset
+
+
+@dataclass
+class Task:
+    name: str
+    train_set: Dataset
+    val_set: Dataset
+    model: nn.Module
+    loss: Callable
+    new_meter: Callable[[], object]
+    # The metric that decides "best" and is reported first, and whether higher is better.
+    main_metric: str
+    higher_is_better: bool = True
+
+
+def build_task(spec: dict, manifest: dict | None) -> Task:
+    name = spec["task"]
+    if name == "classification":
+        from clipbench.tasks import classification as mod
+    else:
+        raise ValueError(f"unknown task {name!r}")
+    return mod.build(spec, manifest)

@@ -1,0 +1,24 @@
+# clipbench: the thesis' experiments, end to end.
+#   snakemake --cores 2                                   embedded default (offline, CPU, minutes)
+#   snakemake --cores all --configfile config/thesis.yaml  the full replication
+# Rules are thin: each calls the `clipbench` command line, where everything testable lives.
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        "report/index.html",
+        "report/report.tex",
+    default_target: True

@@ -1,0 +1,138 @@
+"""The ``clipbench`` command line: what the Snakemake rules call.
+
+    clipbench prepare DATASET  (--configfile F ... | --json CFG) --out DIR
+    clipbench train            (--configfile F ... --task T --method M --seed S | --spec JSON) --data MANIFEST --out DIR
+    clipbench collect          [METRICS.json ...] --out CSV
+    clipbench report           --summary CSV --out DIR
+    clipbench bench optim      [options of the optimizer benchmark]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from clipbench import config as cfgmod
+
+
+def _json_arg(text: str, what: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"clipbench: {what} is not valid JSON: {exc}")
+    if not isinstance(value, dict):
+        raise SystemExit(f"clipbench: {what} must be a JSON object")
+    return value
+
+
+def cmd_prepare(args) -> int:
+    from clipbench.data.prepare import prepare
+
+    if args.json:
+        ds_cfg = _json_arg(args.json, "--json")
+    else:
+        config = cfgmod.load(*args.configfile)
+        ds_cfg = config["datasets"].get(args.dataset, {})
+    manifest = prepare(args.dataset, ds_cfg, args.out)
+    print(f"{args.dataset}: {manifest['source']} at {manifest['root']}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from clipbench.data.prepare import load_manifest
+    from clipbench.engine.train import train
+
+    if args.spec:
+        spec = _json_arg(args.spec, "--spec")
+    else:
+        if not (args.configfile and args.task and args.method and args.seed is not None):
+            raise SystemExit("clipbench train: give --spec, or --configfile with --task, --method and --seed")
+        spec = cfgmod.run_spec(cfgmod.load(*args.configfile), args.task, args.method, args.seed)
+    manifest = load_manifest(args.data) if args.data else None
+    result = train(spec, manifest, args.out)
+    print(json.dumps({k: result[k] for k in ("task", "method", "seed", "status", "final")}))
+    fail = spec.get("engine", {}).get("fail_on_divergence", False)
+    return 3 if (fail and result["status"] == "diverged") else 0
+
+
+def cmd_collect(args) -> int:
+    from clipbench.report.collect import collect, run_dirs
+
+    runs = [Path(m).parent for m in args.metrics] if args.metrics else run_dirs(args.runs)
+    summary = collect(runs, args.out)
+    print(f"{args.out}: {len(summary)} rows")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from clipbench.report.render import build_report
+
+    paths = build_report(args.summary, args.out)
+    for p in paths:
+        print(p)
+    return 0
+
+
+def cmd_bench(args, rest: list[str]) -> int:
+    if args.what == "optim":
+        from clipbench.optim.bench import main as bench_main
+
+        return bench_main(rest)
+    raise SystemExit(f"clipbench bench: unknown benchmark {args.what!r} (known: optim)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="clipbench", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("prepare", help="make a dataset ready (generate, download, check) and write its manifest")
+    s.add_argument("dataset")
+    s.add_argument("--configfile", action="append", default=[], help="config file(s), merged in order")
+    s.add_argument("--json", help="the dataset's settings as JSON (what the Snakemake rule passes)")
+    s.add_argument("--out", required=True, type=Path, help="folder for the prepared data and manifest.json")
+    s.set_defaults(func=cmd_prepare)
+
+    s = sub.add_parser("train", help="run (or resume) one training run")
+    s.add_argument("--spec", help="the run's resolved settings as JSON (what the Snakemake rule passes)")
+    s.add_argument("--configfile", action="append", default=[])
+    s.add_argument("--task", choices=cfgmod.TASKS)
+    s.add_argument("--method", choices=cfgmod.METHODS)
+    s.add_argument("--seed", type=int)
+    s.add_argument("--data", type=Path, help="the dataset's manifest.json from `clipbench prepare`")
+    s.add_argument("--out", required=True, type=Path, help="the run folder")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("collect", help="gather every run's metrics into one tidy table")
+    s.add_argument("metrics", nargs="*", type=Path, help="runs' metrics.json files (default: every run under --runs)")
+    s.add_argument("--runs", type=Path, default=Path("results/runs"))
+    s.add_argument("--out", type=Path, default=Path("results/summary.csv"))
+    s.set_defaults(func=cmd_collect)
+
+    s = sub.add_parser("report", help="figures, tables and the HTML/LaTeX report")
+    s.add_argument("--summary", type=Path, default=Path("results/summary.csv"))
+    s.add_argument("--out", type=Path, default=Path("report"))
+    s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("bench", help="benchmarks (`clipbench bench optim --help`)")
+    s.add_argument("what", choices=["optim"])
+    s.set_defaults(func=None)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "bench":
+        return cmd_bench(args, rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    try:
+        return args.func(args)
+    except cfgmod.ConfigError as exc:
+        print(f"clipbench: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

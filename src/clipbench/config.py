@@ -1,0 +1,145 @@
+"""Loading, validating and resolving the clipbench configuration.
+
+The schema in ``workflow/schemas/config.schema.yaml`` is the single source of truth: the
+Snakefile validates with it, and so does the command line, so both fill in the same
+defaults and reject the same mistakes.
+"""
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+TASKS = ("classification", "segmentation", "superres", "heavytail")
+METHODS = ("sgd", "adam", "clipped_sgd", "clipped_sstm")
+# Keys of a method's config that belong to the training engine, not the optimizer.
+ENGINE_METHOD_KEYS = ("batch_multiplier", "schedule")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the offending key."""
+
+
+def load_schema() -> dict:
+    text = resources.files("clipbench").joinpath("resources/config.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _with_defaults(validator_class):
+    validate_props = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for key, sub in properties.items():
+                if isinstance(sub, dict) and "default" in sub and key not in instance:
+                    instance[key] = copy.deepcopy(sub["default"])
+        yield from validate_props(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    path = ".".join(str(p) for p in error.absolute_path)
+    return path or "<top level>"
+
+
+def validate(config: dict, source: str = "config") -> dict:
+    """Validate ``config`` in place (filling defaults) and return it.
+
+    Raises ConfigError naming the key, e.g. ``tasks.classification.methods.sgd.lr``.
+    """
+    schema = load_schema()
+    cls = _with_defaults(jsonschema.validators.validator_for(schema))
+    errors = sorted(cls(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for err in errors:
+            if err.validator == "additionalProperties":
+                lines.append(f"{_key_path(err)}: {err.message} (check the spelling; see workflow/schemas/config.schema.yaml)")
+            else:
+                lines.append(f"{_key_path(err)}: {err.message}")
+        raise ConfigError(f"invalid {source}:\n  " + "\n  ".join(lines))
+    _check_matrix(config, source)
+    return config
+
+
+def _check_matrix(config: dict, source: str) -> None:
+    """Every (task, method) in the run matrix must have settings."""
+    missing = []
+    for task in config["run"]["tasks"]:
+        task_cfg = config.get("tasks", {}).get(task)
+        if task_cfg is None:
+            missing.append(f"tasks.{task}")
+            continue
+        for method in config["run"]["methods"]:
+            if method not in task_cfg.get("methods", {}):
+                missing.append(f"tasks.{task}.methods.{method}")
+    if missing:
+        raise ConfigError(
+            f"invalid {source}: the run matrix (run.tasks x run.methods) needs settings for: "
+            + ", ".join(missing)
+        )
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """Merge key by key, as Snakemake merges several --configfile files."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load(*paths: str | Path) -> dict:
+    """Load and merge config files (later ones win), then validate."""
+    if not paths:
+        raise ConfigError("no config file given")
+    config: dict = {}
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        config = deep_merge(config, data)
+    return validate(config, source=" + ".join(str(p) for p in paths))
+
+
+def run_spec(config: dict, task: str, method: str, seed: int) -> dict[str, Any]:
+    """Everything one training run needs, and nothing else.
+
+    Snakemake passes this to ``clipbench train`` as a rule parameter, so a run is redone
+    exactly when its own settings change, and the run folder records what it ran with.
+    """
+    task_cfg = copy.deepcopy(config["tasks"][task])
+    method_cfg = task_cfg.pop("methods")[method]
+    dataset = task_cfg.get("dataset")
+    spec = {
+        "task": task,
+        "method": method,
+        "seed": int(seed),
+        "task_config": task_cfg,
+        "method_config": method_cfg,
+        "engine": copy.deepcopy(config.get("engine", {})),
+    }
+    if dataset is not None:
+        spec["dataset"] = dataset
+        spec["dataset_config"] = copy.deepcopy(config.get("datasets", {}).get(dataset, {}))
+    return spec
+
+
+def split_method_config(method_cfg: dict) -> tuple[dict, dict]:
+    """(optimizer options, engine options) of one method's settings."""
+    opt = {k: v for k, v in method_cfg.items() if k not in ENGINE_METHOD_KEYS}
+    eng = {k: v for k, v in method_cfg.items() if k in ENGINE_METHOD_KEYS}
+    return opt, eng

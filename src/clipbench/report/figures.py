@@ -1,0 +1,44 @@
+"""Training curves per task, like the thesis' Figs. 1-3 (seaborn; mean and spread over seeds)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from clipbench.io import atomic_path  # noqa: E402
+from clipbench.report.names import METHOD_COLOR, METRIC_LABEL, TASK_LABEL, method_label, ordered_methods  # noqa: E402
+
+
+def curve_figures(history: pd.DataFrame, out_dir: str | Path) -> dict[str, list[Path]]:
+    """One figure per (task, metric), train and val side by side; returns paths per task."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    made: dict[str, list[Path]] = {}
+    sns.set_theme(style="whitegrid", context="notebook")
+    for (task, metric), df in history.groupby(["task", "metric"], sort=False):
+        methods = ordered_methods(df["method"])
+        df = df.assign(Method=df["method"].map(method_label))
+        grid = sns.relplot(
+            data=df, x="epoch", y="value", hue="Method", col="split", col_order=[s for s in ("train", "val") if s in set(df["split"])],
+            kind="line", marker="o", errorbar="sd", height=3.4, aspect=1.25,
+            hue_order=[method_label(m) for m in methods],
+            palette={method_label(m): METHOD_COLOR.get(m, "gray") for m in methods},
+            facet_kws={"sharey": True},
+        )
+        grid.set_axis_labels("epoch", METRIC_LABEL.get(metric, metric))
+        for ax in grid.axes.flat:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        grid.set_titles("{col_name}")
+        grid.figure.suptitle(f"{TASK_LABEL.get(task, task)}: {METRIC_LABEL.get(metric, metric)}", y=1.03)
+        path = out_dir / f"{task}_{metric}.png"
+        with atomic_path(path) as tmp:
+            grid.figure.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+        plt.close(grid.figure)
+        made.setdefault(task, []).append(path)
+    return made

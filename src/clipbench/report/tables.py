@@ -1,0 +1,46 @@
+"""The report's tables: our final numbers per method beside the thesis' published ones."""
+from __future__ import annotations
+
+from importlib import resources
+
+import pandas as pd
+import yaml
+
+from clipbench.report.names import method_label, ordered_methods
+
+# The metric each task is judged by (split "val").
+MAIN_METRIC = {"classification": "top1", "segmentation": "miou", "superres": "psnr", "heavytail": "gap"}
+
+
+def published() -> dict:
+    return yaml.safe_load(resources.files("clipbench").joinpath("report/published.yaml").read_text())
+
+
+def final_table(summary: pd.DataFrame, task: str) -> list[dict]:
+    """One row per method: mean and sd over seeds of each final val metric, thesis value, runs' status."""
+    pub = published().get(task, {})
+    df = summary[summary["task"] == task]
+    rows = []
+    for method in ordered_methods(df["method"]):
+        d = df[df["method"] == method]
+        val = d[d["split"] == "val"]
+        metrics = {}
+        for metric, g in val.groupby("metric"):
+            metrics[metric] = {"mean": g["value"].mean(), "sd": g["value"].std(ddof=1) if len(g) > 1 else None, "n": len(g)}
+        statuses = d.drop_duplicates("seed")["status"].tolist()
+        rows.append({
+            "method": method,
+            "label": method_label(method),
+            "metrics": metrics,
+            "seeds": int(d["seed"].nunique()),
+            "diverged": sum(s == "diverged" for s in statuses),
+            "published": pub.get("values", {}).get(method),
+            "wall_time_s": d.drop_duplicates("seed")["wall_time_s"].sum(),
+        })
+    return rows
+
+
+def metric_names(rows: list[dict], task: str) -> list[str]:
+    names = sorted({m for r in rows for m in r["metrics"]})
+    main = MAIN_METRIC.get(task)
+    return ([main] if main in names else []) + [n for n in names if n != main]

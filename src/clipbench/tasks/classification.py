@@ -1,0 +1,47 @@
+"""ImageNet-100 classification with ResNet-18, as the thesis' section 4.1."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch.nn as nn
+from torchvision import datasets
+from torchvision.transforms import v2 as T
+import torch
+
+from clipbench.metrics import ClassificationMeter
+from clipbench.models import build_model
+from clipbench.tasks import Task
+
+# ImageNet statistics, as torchvision's classification reference uses.
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+def transforms(image_size: int, train: bool):
+    # torchvision's reference recipe: random-resized crop and flip for training,
+    # resize to 256/224 of the crop then center-crop for evaluation.
+    if train:
+        ops = [T.RandomResizedCrop(image_size, antialias=True), T.RandomHorizontalFlip()]
+    else:
+        ops = [T.Resize(int(round(image_size * 256 / 224)), antialias=True), T.CenterCrop(image_size)]
+    return T.Compose([T.PILToTensor(), *ops, T.ToDtype(torch.float32, scale=True), T.Normalize(MEAN, STD)])
+
+
+def build(spec: dict, manifest: dict) -> Task:
+    cfg = spec["task_config"]
+    root = Path(manifest["root"])
+    size = cfg.get("image_size", 224)
+    train_set = datasets.ImageFolder(root / "train", transform=transforms(size, train=True))
+    val_set = datasets.ImageFolder(root / "val", transform=transforms(size, train=False))
+    if train_set.classes != val_set.classes:
+        raise ValueError(f"{root}: train/ and val/ hold different classes")
+    model = build_model(cfg.get("model", "resnet18"), num_classes=len(train_set.classes))
+    return Task(
+        name="classification",
+        train_set=train_set,
+        val_set=val_set,
+        model=model,
+        loss=nn.CrossEntropyLoss(),
+        new_meter=ClassificationMeter,
+        main_metric="top1",
+    )

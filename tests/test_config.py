@@ -1,0 +1,86 @@
+import copy
+
+import pytest
+import yaml
+
+from clipbench import config as cfgmod
+
+
+def test_default_config_is_valid_and_gets_defaults(default_config):
+    cfg = cfgmod.validate(copy.deepcopy(default_config))
+    assert cfg["engine"]["fail_on_divergence"] is False
+    assert cfg["tasks"]["classification"]["methods"]["sgd"]["batch_multiplier"] == 1
+    assert cfg["tasks"]["classification"]["methods"]["clipped_sstm"]["nu"] == 1.0
+
+
+def test_thesis_config_overrides_default(repo):
+    cfg = cfgmod.load(repo / "config/config.yaml", repo / "config/thesis.yaml")
+    methods = cfg["tasks"]["classification"]["methods"]
+    assert methods["sgd"] == {"lr": 1e-4, "momentum": 0.99, "nesterov": False, "weight_decay": 0.0, "batch_multiplier": 1}
+    assert methods["clipped_sgd"]["clipping"] == "coordinate" and methods["clipped_sgd"]["clip_level"] == 0.1
+    assert methods["clipped_sstm"]["a"] == 1e5 and methods["clipped_sstm"]["L"] == 10
+    assert methods["clipped_sstm"]["batch_multiplier"] == 2
+    assert methods["adam"]["batch_multiplier"] == 4
+    assert cfg["tasks"]["classification"]["image_size"] == 224
+
+
+@pytest.mark.parametrize("mutate, key", [
+    (lambda c: c["run"]["methods"].append("lion"), "run.methods.4"),
+    (lambda c: c["tasks"]["classification"]["methods"]["sgd"].update(lr=-0.1), "tasks.classification.methods.sgd.lr"),
+    (lambda c: c["tasks"]["classification"]["methods"]["sgd"].update(lrr=0.1), "tasks.classification.methods.sgd"),
+    (lambda c: c["tasks"]["classification"].update(epochz=3), "tasks.classification"),
+    (lambda c: c["tasks"]["classification"].update(batch_size="32"), "tasks.classification.batch_size"),
+    (lambda c: c["tasks"]["classification"]["methods"]["clipped_sgd"].update(clipping="global"),
+     "tasks.classification.methods.clipped_sgd.clipping"),
+    (lambda c: c["run"].update(seeds=[-1]), "run.seeds.0"),
+    (lambda c: c.update(enigne={}), "<top level>"),
+])
+def test_bad_config_names_the_key(default_config, mutate, key):
+    cfg = copy.deepcopy(default_config)
+    mutate(cfg)
+    with pytest.raises(cfgmod.ConfigError) as err:
+        cfgmod.validate(cfg)
+    assert key in str(err.value)
+
+
+def test_typo_message_says_which_key(default_config):
+    cfg = copy.deepcopy(default_config)
+    cfg["tasks"]["classification"]["methods"]["sgd"]["lrr"] = 0.1
+    with pytest.raises(cfgmod.ConfigError, match="'lrr' was unexpected"):
+        cfgmod.validate(cfg)
+
+
+def test_run_matrix_needs_settings(default_config):
+    cfg = copy.deepcopy(default_config)
+    del cfg["tasks"]["classification"]["methods"]["adam"]
+    with pytest.raises(cfgmod.ConfigError, match=r"tasks\.classification\.methods\.adam"):
+        cfgmod.validate(cfg)
+
+
+def test_load_reports_missing_and_broken_files(tmp_path):
+    with pytest.raises(cfgmod.ConfigError, match="not found"):
+        cfgmod.load(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("run: [unclosed\n")
+    with pytest.raises(cfgmod.ConfigError, match="bad.yaml is not valid YAML"):
+        cfgmod.load(bad)
+
+
+def test_run_spec_holds_only_the_run(default_config):
+    cfg = cfgmod.validate(copy.deepcopy(default_config))
+    spec = cfgmod.run_spec(cfg, "classification", "adam", 3)
+    assert spec["seed"] == 3 and spec["method"] == "adam"
+    assert spec["method_config"]["lr"] == 1e-3
+    assert "methods" not in spec["task_config"]
+    assert spec["dataset"] == "imagenet100" and spec["dataset_config"]["source"] == "synthetic"
+    opt, eng = cfgmod.split_method_config(spec["method_config"])
+    assert eng == {"batch_multiplier": 4} and "batch_multiplier" not in opt
+
+
+def test_deep_merge_is_key_by_key():
+    merged = cfgmod.deep_merge({"a": {"b": 1, "c": 2}, "d": [1]}, {"a": {"c": 3}, "d": [2]})
+    assert merged == {"a": {"b": 1, "c": 3}, "d": [2]}
+
+
+def test_schema_file_is_what_the_package_reads(repo):
+    assert cfgmod.load_schema() == yaml.safe_load((repo / "workflow/schemas/config.schema.yaml").read_text())

@@ -1,0 +1,51 @@
+import json
+
+import clipbench.config as cb_config
+
+# clipbench's own check first: its messages name the offending key; then Snakemake's, with
+# the same schema, so both fill in the same defaults.
+cb_config.validate(config, source="the workflow config")
+validate(config, "../schemas/config.schema.yaml")
+
+TASKS = config["run"]["tasks"]
+METHODS = config["run"]["methods"]
+SEEDS = config["run"]["seeds"]
+ENGINE = config["engine"]
+
+
+wildcard_constraints:
+    task="|".join(cb_config.TASKS),
+    method="|".join(cb_config.METHODS),
+    dataset="[a-z0-9]+",
+    seed=r"\d+",
+
+
+def run_dir(task, method, seed):
+    return f"results/runs/{task}/{method}/seed{seed}"
+
+
+def all_runs(name):
+    return [
+        f"{run_dir(t, m, s)}/{name}"
+        for t in TASKS
+        for m in METHODS
+        for s in SEEDS
+    ]
+
+
+def dataset_of(task):
+    return config["tasks"][task].get("dataset")
+
+
+def manifest_for(wildcards):
+    ds = dataset_of(wildcards.task)
+    return [f"data/prepared/{ds}/manifest.json"] if ds else []
+
+
+def run_spec_json(wildcards):
+    spec = cb_config.run_spec(config, wildcards.task, wildcards.method, int(wildcards.seed))
+    return json.dumps(spec, sort_keys=True)
+
+
+def dataset_json(wildcards):
+    return json.dumps(config["datasets"].get(wildcards.dataset, {}), sort_keys=True)

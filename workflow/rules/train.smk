@@ -1,0 +1,24 @@
+# One run = one (task, method, seed). Its checkpoint.pt is deliberately not an output:
+# Snakemake removes the outputs of a failed job, and the checkpoint is what lets
+# `snakemake --rerun-incomplete` resume it.
+rule train:
+    input:
+        manifest_for,
+    output:
+        metrics="results/runs/{task}/{method}/seed{seed}/metrics.json",
+        history="results/runs/{task}/{method}/seed{seed}/history.csv",
+    params:
+        spec=run_spec_json,
+        out=lambda wc: run_dir(wc.task, wc.method, wc.seed),
+        data=lambda wc, input: f"--data {input[0]}" if input else "",
+    threads: ENGINE["threads"]
+    resources:
+        gpu=ENGINE["gpus"],
+    log:
+        "results/logs/train/{task}/{method}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/train/{task}/{method}/seed{seed}.tsv"
+    conda:
+        "../../environment.yml"
+    shell:
+        "clipbench train --spec {params.spec:q} {params.data} --out {params.out} > {log} 2>&1"
