@@ -199,7 +199,7 @@ def extract_tar(tf: tarfile.TarFile, dest, archive_label: str, *, select=None,
         # The 'data' filter re-checks paths, links and modes; ours runs first so that
         # absolute paths are refused instead of silently made relative.
         tf.extractall(dest, members=iterator, filter="data")
-        _check_tar_end(tf, archive_label)
+        check_tar_end(tf, archive_label)
     except ArchiveError:
         raise
     except tarfile.FilterError as exc:
@@ -209,7 +209,7 @@ def extract_tar(tf: tarfile.TarFile, dest, archive_label: str, *, select=None,
     return written
 
 
-def _check_tar_end(tf: tarfile.TarFile, archive_label: str) -> None:
+def check_tar_end(tf: tarfile.TarFile, archive_label: str) -> None:
     # tarfile stops quietly when a tar is cut exactly between two members; a complete
     # tar always ends with a zero block right after the last member.
     tf.fileobj.seek(tf.offset)
@@ -237,7 +237,8 @@ def _extract_zip_file(archive: Path, staging: Path, progress: bool) -> None:
                         f"{label}: refusing member {info.filename!r}: symbolic links in "
                         f"zip archives are not extracted. The archive is not safe to extract."
                     )
-                if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                # Many writers store no file type at all (0): that means a regular file.
+                if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
                     raise UnsafeArchiveError(
                         f"{label}: refusing member {info.filename!r}: not a regular file or "
                         f"folder. The archive is not safe to extract."

@@ -6,15 +6,16 @@ base URLs (the file name is appended to a base).  A user's
 
 Where each value comes from (nothing here is invented):
 
-* VOC2012 md5: torchvision ``torchvision/datasets/voc.py`` (``DATASET_YEAR_DICT['2012']``).
+* VOC2012 md5: torchvision ``torchvision/datasets/voc.py`` (``DATASET_YEAR_DICT['2012']``,
+  checked against the installed torchvision 0.29.1).
   VOC2012 size: tensorflow-datasets ``tensorflow_datasets/url_checksums/voc.txt``, which
   also lists sha256 ``e14f763270cf193d0b5f74b169f44157a4b0c6efa708f4dd0ff78ee691763bcb``
   for the same file (pjreddie.com copy); it is not pinned because it was measured on a
   different mirror, and md5 + size already identify the file.
-* SBD md5s and URLs: torchvision ``torchvision/datasets/sbd.py``.
+* SBD md5s and URLs: torchvision ``torchvision/datasets/sbd.py`` (0.29.1 and older).
 * DIV2K size and sha256: tensorflow-datasets ``tensorflow_datasets/url_checksums/div2k.txt``
   (commit 333639b37af6c6fedf3610a4a2d42f1c6ef6f7d5), copied verbatim.
-* ILSVRC2012 md5s: torchvision ``torchvision/datasets/imagenet.py`` (``ARCHIVE_META``);
+* ILSVRC2012 md5s: torchvision ``torchvision/datasets/imagenet.py`` (``ARCHIVE_META``, 0.29.1);
   train/val sizes: tensorflow-datasets ``url_checksums/imagenet2012.txt``, which also lists
   sha256 ``b08200a27a8e34218a0e58fde36b0fe8f73bc377f4acea2d91602057c3ca45bb`` (train) and
   ``c7e06a6c0baccf06d8dbeb6577d71efff84673a5dbdd50633ab44f8ea0456ae0`` (val).
@@ -24,7 +25,10 @@ from __future__ import annotations
 
 import copy
 
+# torchvision 0.29's address first (host.robots.ox.ac.uk is often down), then the
+# addresses the VOC page has published over the years.
 VOC_BASES = [
+    "https://thor.robots.ox.ac.uk/pascal/VOC/voc2012/",
     "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/",
     "http://thor.robots.ox.ac.uk/pascal/VOC/voc2012/",
 ]
@@ -61,7 +65,8 @@ SOURCES: dict[str, dict] = {
                 "md5": "82b4d87ceb2ed10f6038a1cba92111cb",
                 "sha256": None,
                 "size": None,
-                "mirrors": [
+                "mirrors": [  # torchvision 0.29's address, then the older one
+                    "https://www2.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/semantic_contours/",
                     "http://www.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/semantic_contours/",
                 ],
                 "extract": True,
@@ -72,7 +77,10 @@ SOURCES: dict[str, dict] = {
                 "md5": "79bff800c5f0b1ec6b21080a3c066722",
                 "sha256": None,
                 "size": None,
-                "mirrors": ["http://home.bharathh.info/pubs/codes/SBD/"],
+                "mirrors": [
+                    "https://www.cs.cornell.edu/~bharathh/",
+                    "http://home.bharathh.info/pubs/codes/SBD/",
+                ],
                 "extract": False,
             },
         ],
