@@ -164,3 +164,34 @@ def test_retries_then_gives_up_on_a_server_that_always_cuts(http_server, tmp_pat
     # After the last attempt that got further than before, `retries` more attempts.
     assert len(http_server.requests) == FAST["retries"] + 1
     assert not (tmp_path / "data.bin").exists()
+
+
+def test_complete_part_file_is_verified_and_renamed(http_server, tmp_path):
+    data = _payload(5000)
+    md5, _ = _publish(http_server, "data.bin", data)
+    (tmp_path / "data.bin.part").write_bytes(data)
+    out = download("data.bin", [http_server.url + "data.bin"], tmp_path, md5=md5, **FAST)
+    assert out.read_bytes() == data
+    assert [r.status for r in http_server.requests] == [416]
+
+
+def test_file_url_mirror(tmp_path):
+    src = tmp_path / "mirror"
+    src.mkdir()
+    data = _payload(5000)
+    (src / "data.bin").write_bytes(data)
+    (tmp_path / "dl").mkdir()
+    (tmp_path / "dl" / "data.bin.part").write_bytes(data[:100])  # file:// ignores Range
+    urls = mirror_urls("data.bin", [(tmp_path / "nowhere").as_uri(), src.as_uri()])
+    out = download("data.bin", urls, tmp_path / "dl", md5=hashlib.md5(data).hexdigest(),
+                   **FAST)
+    assert out.read_bytes() == data
+
+
+def test_stale_part_from_another_file_is_redownloaded_once(http_server, tmp_path):
+    data = _payload(5000)
+    md5, _ = _publish(http_server, "data.bin", data)
+    (tmp_path / "data.bin.part").write_bytes(b"x" * 100)  # not a prefix of data
+    out = download("data.bin", [http_server.url + "data.bin"], tmp_path, md5=md5, **FAST)
+    assert out.read_bytes() == data
+    assert [r.range for r in http_server.requests] == ["bytes=100-", None]

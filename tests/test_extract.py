@@ -78,6 +78,18 @@ def test_zip_extracts_and_merges_with_existing_folders(tmp_path):
     assert is_extracted(archive, dest)
 
 
+def test_merge_follows_a_user_symlinked_folder(tmp_path):
+    elsewhere = tmp_path / "bigdisk"
+    elsewhere.mkdir()
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "top").symlink_to(elsewhere)
+    archive = _make_tar(tmp_path / "a.tar", {"top/a.txt": b"A"})
+    safe_extract(archive, dest)
+    assert (dest / "top").is_symlink()
+    assert (elsewhere / "a.txt").read_bytes() == b"A"
+
+
 def test_interrupted_extraction_leaves_nothing_that_looks_complete(tmp_path):
     archive = _make_tar(tmp_path / "a.tar", {"top/a.txt": b"A"})
     dest = tmp_path / "out"

@@ -130,13 +130,21 @@ def download(
     part = dest_dir / (filename + ".part")
     failures: list[str] = []
     bad_checksum = False
+    fetch_args = (part, filename, size, retries, backoff, timeout, progress)
     for url in urls:
+        resumed = part.exists() and part.stat().st_size > 0
         try:
-            _fetch_with_retries(url, part, filename, size, retries, backoff, timeout, progress)
+            _fetch_with_retries(url, *fetch_args)
+            problems = mismatches(part, **expected)
+            if problems and resumed:
+                # The old part may have come from another file version or mirror: one
+                # fresh download from this URL before blaming it.
+                part.unlink(missing_ok=True)
+                _fetch_with_retries(url, *fetch_args)
+                problems = mismatches(part, **expected)
         except (_Retryable, _Permanent) as exc:
             failures.append(f"{url}: {exc}")
             continue
-        problems = mismatches(part, **expected)
         if problems:
             # A finished but wrong file cannot be resumed into a right one.
             part.unlink(missing_ok=True)

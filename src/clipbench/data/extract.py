@@ -156,6 +156,9 @@ def corrupt_message(archive, exc: BaseException) -> str:
 
 
 _TAR_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError)
+# Python < 3.11.4 has no extraction filters; the member checks above still apply there.
+_DATA_FILTER = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+_FILTER_ERROR = getattr(tarfile, "FilterError", ())
 
 
 def _extract_tar_file(archive: Path, staging: Path, progress: bool) -> None:
@@ -198,11 +201,11 @@ def extract_tar(tf: tarfile.TarFile, dest, archive_label: str, *, select=None,
     try:
         # The 'data' filter re-checks paths, links and modes; ours runs first so that
         # absolute paths are refused instead of silently made relative.
-        tf.extractall(dest, members=iterator, filter="data")
+        tf.extractall(dest, members=iterator, **_DATA_FILTER)
         check_tar_end(tf, archive_label)
     except ArchiveError:
         raise
-    except tarfile.FilterError as exc:
+    except _FILTER_ERROR as exc:
         raise UnsafeArchiveError(f"{archive_label}: {exc}. The archive is not safe to extract.") from exc
     except _TAR_ERRORS as exc:
         raise CorruptArchiveError(corrupt_message(archive_label, exc)) from exc
@@ -261,12 +264,16 @@ def _merge_into(src: Path, dst: Path) -> None:
     """Move every entry of ``src`` into ``dst``, merging folders that already exist."""
     for entry in os.scandir(src):
         target = dst / entry.name
-        if entry.is_dir(follow_symlinks=False) and target.is_dir() and not target.is_symlink():
+        # A folder the user made a symlink (e.g. to a bigger disk) is merged into, not
+        # replaced: links in dest are the user's; the archive's own links were checked.
+        if entry.is_dir(follow_symlinks=False) and target.is_dir():
             _merge_into(Path(entry.path), target)
-        else:
-            if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target)
-            os.replace(entry.path, target)
+            continue
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+        os.replace(entry.path, target)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

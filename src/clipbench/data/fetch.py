@@ -41,6 +41,8 @@ def fetch_files(dataset: str, dest, *, mirrors=None, checksums=None, progress=Tr
     """
     dest = Path(dest)
     archive_dir = dest / ARCHIVES
+    if isinstance(mirrors, str):  # a single URL written without a YAML list
+        mirrors = [mirrors]
     paths = []
     for spec in sources.files(dataset):
         name = spec["name"]
