@@ -8,6 +8,7 @@ from PIL import Image
 
 from clipbench.data import sources
 from clipbench.data.download import ChecksumError
+from clipbench.data.extract import CorruptArchiveError
 from clipbench.data.fetch import (
     DatasetLayoutError,
     check_div2k_root,
@@ -194,6 +195,19 @@ def test_imagenet100_wrong_archive_checksum(tmp_path):
                             checksums=sums, progress=False)
     msg = str(err.value)
     assert "ILSVRC2012_img_val.tar" in msg and "0" * 32 in msg and "image-net.org" in msg
+
+
+def test_imagenet100_truncated_archive_leaves_nothing(tmp_path):
+    archives, _, _ = _ilsvrc(tmp_path)
+    val = archives / "ILSVRC2012_img_val.tar"
+    val.write_bytes(val.read_bytes()[: val.stat().st_size // 2])
+    sums = {p.name: {"md5": digests(p)["md5"]} for p in archives.iterdir()}
+    out = tmp_path / "out"
+    with pytest.raises(CorruptArchiveError) as err:
+        prepare_imagenet100(out, archive_dir=archives, wnids=PICKED, checksums=sums,
+                            progress=False)
+    assert str(val) in str(err.value) and "download it again" in str(err.value)
+    assert list(out.iterdir()) == []
 
 
 def test_imagenet100_missing_archives_message(tmp_path):

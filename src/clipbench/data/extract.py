@@ -19,6 +19,7 @@ it) so that the renames never cross a file system boundary.
 
 from __future__ import annotations
 
+import gzip
 import os
 import posixpath
 import shutil
@@ -155,7 +156,12 @@ def corrupt_message(archive, exc: BaseException) -> str:
     )
 
 
-_TAR_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError)
+# Errors that mean the archive's bytes are bad.  Other OSErrors (a full disk, no
+# permission) are about the target and pass through unchanged: telling the user to
+# delete a good 140 GB archive because the disk is full would be wrong.
+ARCHIVE_READ_ERRORS = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile,
+                       zipfile.BadZipFile)
+_TAR_ERRORS = ARCHIVE_READ_ERRORS
 # Python < 3.11.4 has no extraction filters; the member checks above still apply there.
 _DATA_FILTER = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
 _FILTER_ERROR = getattr(tarfile, "FilterError", ())
@@ -253,7 +259,7 @@ def _extract_zip_file(archive: Path, staging: Path, progress: bool) -> None:
                 zf.extract(info, staging)
     except ArchiveError:
         raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error, OSError) as exc:
+    except ARCHIVE_READ_ERRORS as exc:
         raise CorruptArchiveError(corrupt_message(archive, exc)) from exc
 
 

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from clipbench.data import sources
 from clipbench.data.download import mismatches
 from clipbench.data.extract import (
+    ARCHIVE_READ_ERRORS,
     CorruptArchiveError,
     check_tar_end,
     check_tar_member,
@@ -222,7 +223,7 @@ def read_devkit(devkit) -> list[str]:
                     meta = tf.extractfile(member).read()
                 elif member.name.endswith("data/ILSVRC2012_validation_ground_truth.txt"):
                     truth = tf.extractfile(member).read().decode()
-    except (tarfile.TarError, EOFError, OSError) as exc:
+    except ARCHIVE_READ_ERRORS as exc:
         raise CorruptArchiveError(corrupt_message(devkit, exc)) from exc
     if meta is None or truth is None:
         raise ImageNetError(
@@ -297,7 +298,7 @@ def _extract_train(train_tar: Path, dest: Path, wnids, progress: bool) -> None:
                 found.add(wnid)
                 bar.update(1)
             check_tar_end(outer, label)
-    except (tarfile.TarError, EOFError, OSError) as exc:
+    except ARCHIVE_READ_ERRORS as exc:
         raise CorruptArchiveError(corrupt_message(train_tar, exc)) from exc
     missing = sorted(wanted - found)
     if missing:
