@@ -19,6 +19,7 @@ it) so that the renames never cross a file system boundary.
 
 from __future__ import annotations
 
+import copy
 import gzip
 import os
 import posixpath
@@ -195,7 +196,9 @@ def extract_tar(tf: tarfile.TarFile, dest, archive_label: str, *, select=None,
             if select is not None and not select(member):
                 continue
             if rename is not None:
-                member = member.replace(name=rename(member), deep=False)
+                renamed = copy.copy(member)
+                renamed.name = rename(member)
+                member = renamed
                 check_tar_member(member, archive_label)
             written.append(member.name)
             yield member
@@ -212,7 +215,9 @@ def extract_tar(tf: tarfile.TarFile, dest, archive_label: str, *, select=None,
     except ArchiveError:
         raise
     except _FILTER_ERROR as exc:
-        raise UnsafeArchiveError(f"{archive_label}: {exc}. The archive is not safe to extract.") from exc
+        raise UnsafeArchiveError(
+            f"{archive_label}: {exc}. The archive is not safe to extract."
+        ) from exc
     except _TAR_ERRORS as exc:
         raise CorruptArchiveError(corrupt_message(archive_label, exc)) from exc
     return written
