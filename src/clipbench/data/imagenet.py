@@ -66,7 +66,7 @@ def load_class_list(name: str) -> list[str]:
             f"unknown ImageNet-100 class list {name!r}; choose one of "
             f"{', '.join(CLASS_LISTS)} (datasets.imagenet100.class_list)"
         ) from None
-    text = resources.files("clipbench.resources").joinpath(filename).read_text()
+    text = resources.files("clipbench").joinpath("resources", filename).read_text()
     return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
