@@ -1,0 +1,284 @@
+"""Resumable, verified downloads over HTTP(S) with mirrors.
+
+Guarantees: the final file appears (by rename) only after it matched every checksum
+given; a half-downloaded ``<name>.part`` never counts as done and is resumed with a
+``Range`` request on the next try; a user's existing file that fails verification is
+never deleted for them.
+
+Not handled: two processes downloading the same file into the same folder at once
+(the workflow engine never schedules that).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tqdm import tqdm
+
+CHUNK = 1 << 20
+USER_AGENT = "clipbench-downloader/0.1 (+python urllib)"
+# Client errors that will not change on a retry; 408 and 429 are "try later" and retried.
+_PERMANENT_HTTP = {400, 401, 403, 404, 405, 410, 451}
+_MAX_SLEEP = 60.0
+
+
+class DownloadError(RuntimeError):
+    """Every mirror failed, or the target cannot be written."""
+
+
+class ChecksumError(DownloadError):
+    """A file does not match its pinned size or digest."""
+
+
+class _Retryable(Exception):
+    """A failure worth another attempt at the same URL."""
+
+
+class _Permanent(Exception):
+    """A failure that makes this URL useless: go to the next mirror."""
+
+
+def mirror_urls(filename: str, bases: list[str]) -> list[str]:
+    """The full URLs of ``filename`` on each mirror base, in order."""
+    if isinstance(bases, str):
+        raise TypeError(f"mirror bases must be a list of URLs, got the string {bases!r}")
+    return [base.rstrip("/") + "/" + filename for base in bases]
+
+
+def digests(path: str | os.PathLike, algorithms=("md5", "sha256")) -> dict[str, str]:
+    """Hex digests of ``path`` for each algorithm, reading it once in chunks."""
+    hashers = {name: hashlib.new(name) for name in algorithms}
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            for h in hashers.values():
+                h.update(chunk)
+    return {name: h.hexdigest() for name, h in hashers.items()}
+
+
+def mismatches(path, md5=None, sha256=None, size=None) -> list[str]:
+    """Human-readable differences between ``path`` and the expected values ([] = verified)."""
+    path = Path(path)
+    problems = []
+    actual_size = path.stat().st_size
+    if size is not None and actual_size != int(size):
+        problems.append(f"size expected {int(size)} bytes, actual {actual_size} bytes")
+    wanted = {name: value.lower() for name, value in (("md5", md5), ("sha256", sha256)) if value}
+    if wanted:
+        actual = digests(path, tuple(wanted))
+        for name, value in wanted.items():
+            if actual[name] != value:
+                problems.append(f"{name} expected {value}, actual {actual[name]}")
+    return problems
+
+
+def verify(path, md5=None, sha256=None, size=None) -> bool:
+    """True when ``path`` exists and matches every expected value that is given."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    # The size is free to check and rules out most bad files before hashing gigabytes.
+    if size is not None and path.stat().st_size != int(size):
+        return False
+    return not mismatches(path, md5=md5, sha256=sha256)
+
+
+def download(
+    filename: str,
+    urls: list[str],
+    dest_dir,
+    *,
+    md5: str | None = None,
+    sha256: str | None = None,
+    size: int | None = None,
+    retries: int = 5,
+    backoff: float = 1.0,
+    timeout: float = 60,
+    progress: bool = True,
+) -> Path:
+    """Download ``filename`` into ``dest_dir`` from the first of ``urls`` that works.
+
+    ``urls`` are full URLs (see :func:`mirror_urls`), tried in order.  Each URL gets
+    ``1 + retries`` attempts with exponential backoff (``backoff * 2**k`` seconds); an
+    attempt that got further than any before it does not use up a retry.  Returns the
+    path of the verified file.
+    """
+    if isinstance(urls, str):
+        urls = [urls]
+    dest_dir = Path(dest_dir)
+    final = dest_dir / filename
+    expected = dict(md5=md5, sha256=sha256, size=size)
+
+    if final.exists():
+        problems = mismatches(final, **expected)
+        if not problems:
+            return final
+        raise ChecksumError(
+            f"{final} already exists but does not match its pinned checksum: "
+            f"{'; '.join(problems)}. Delete it to download again, or check the mirror "
+            f"it came from."
+        )
+    if not urls:
+        raise DownloadError(f"no URL to download {filename} from (the mirror list is empty)")
+
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    part = dest_dir / (filename + ".part")
+    failures: list[str] = []
+    bad_checksum = False
+    fetch_args = (part, filename, size, retries, backoff, timeout, progress)
+    for url in urls:
+        resumed = part.exists() and part.stat().st_size > 0
+        try:
+            _fetch_with_retries(url, *fetch_args)
+            problems = mismatches(part, **expected)
+            if problems and resumed:
+                # The old part may have come from another file version or mirror: one
+                # fresh download from this URL before blaming it.
+                part.unlink(missing_ok=True)
+                _fetch_with_retries(url, *fetch_args)
+                problems = mismatches(part, **expected)
+        except (_Retryable, _Permanent) as exc:
+            failures.append(f"{url}: {exc}")
+            continue
+        if problems:
+            # A finished but wrong file cannot be resumed into a right one.
+            part.unlink(missing_ok=True)
+            bad_checksum = True
+            failures.append(
+                f"{url}: downloaded {filename} does not match its pinned checksum: "
+                f"{'; '.join(problems)} (the bad download was deleted)"
+            )
+            continue
+        os.replace(part, final)
+        return final
+
+    listing = "\n  ".join(failures)
+    if bad_checksum:
+        raise ChecksumError(
+            f"could not get a verified copy of {filename} into {dest_dir}:\n  {listing}\n"
+            f"Check the mirror (it may serve a different or corrupted file) or pass another "
+            f"one with datasets.<name>.mirrors; the pinned checksums stay."
+        )
+    raise DownloadError(
+        f"every mirror failed to deliver {filename} into {dest_dir}:\n  {listing}\n"
+        f"Check the network and the URLs, or set datasets.<name>.mirrors to a reachable "
+        f"mirror. A partial download is kept as {part} and resumed next time."
+    )
+
+
+def _fetch_with_retries(url, part, filename, size, retries, backoff, timeout, progress):
+    attempt = 0
+    total_attempts = 0
+    best = part.stat().st_size if part.exists() else 0
+    while True:
+        total_attempts += 1
+        try:
+            _fetch_once(url, part, filename, size, timeout, progress)
+            return
+        except _Permanent:
+            raise
+        except _Retryable as exc:
+            now = part.stat().st_size if part.exists() else 0
+            if now > best:
+                best = now
+                attempt = 0
+            if attempt >= retries:
+                raise _Retryable(
+                    f"{exc} (gave up after {total_attempts} attempts, the last "
+                    f"{attempt + 1} without progress)"
+                ) from None
+            time.sleep(min(backoff * (2**attempt), _MAX_SLEEP))
+            attempt += 1
+
+
+def _fetch_once(url, part, filename, size, timeout, progress):
+    offset = part.stat().st_size if part.exists() else 0
+    if size is not None and offset > int(size):
+        # Longer than the real file: not a prefix of it, start over.
+        part.unlink()
+        offset = 0
+    if size is not None and offset == int(size):
+        return  # complete already; the caller verifies it
+
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    if offset:
+        request.add_header("Range", f"bytes={offset}-")
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        if exc.code == 416 and offset:
+            # The server has nothing past our offset: the part is complete or bogus.
+            # Let verification decide; if it is bogus the caller deletes it.
+            return
+        if exc.code in _PERMANENT_HTTP:
+            raise _Permanent(f"HTTP {exc.code} {exc.reason}") from None
+        raise _Retryable(f"HTTP {exc.code} {exc.reason}") from None
+    except ValueError as exc:  # a malformed URL
+        raise _Permanent(str(exc)) from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, FileNotFoundError) or isinstance(reason, str):
+            # A missing file:// path, or urllib refusing the URL: no retry will help.
+            raise _Permanent(f"{type(exc).__name__}: {reason}") from None
+        raise _Retryable(f"{type(reason).__name__}: {reason}") from None
+
+    with response:
+        status = getattr(response, "status", None) or 200
+        start = offset
+        if offset and status == 206:
+            start = _content_range_start(response.headers.get("Content-Range"))
+            if start != offset:
+                part.unlink(missing_ok=True)
+                raise _Retryable(
+                    f"server resumed at byte {start} instead of {offset}; restarting from 0"
+                )
+        elif offset:
+            # The server ignored Range and sends the whole file: overwrite from the start.
+            start = 0
+        length = response.headers.get("Content-Length")
+        total = start + int(length) if length is not None else None
+        mode = "ab" if start else "wb"
+        received = 0
+        with open(part, mode) as out, tqdm(
+            total=total or size,
+            initial=start,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=filename,
+            disable=not progress,
+            leave=False,
+        ) as bar:
+            try:
+                while chunk := response.read(CHUNK):
+                    out.write(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+            except (OSError, http.client.HTTPException) as exc:
+                raise _Retryable(
+                    f"connection lost after {start + received} bytes ({type(exc).__name__})"
+                ) from None
+            finally:
+                out.flush()
+                os.fsync(out.fileno())
+        if length is not None and received < int(length):
+            # urllib returns a short body silently when the peer closes early.
+            raise _Retryable(
+                f"connection closed after {start + received} of {total} bytes"
+            )
+
+
+def _content_range_start(header: str | None) -> int | None:
+    # "bytes 100-199/200"
+    if not header or not header.startswith("bytes "):
+        return None
+    try:
+        return int(header[6:].split("-", 1)[0])
+    except ValueError:
+        return None
