@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 from torchvision import datasets
 
-from clipbench.data import layout
+from clipbench.data import imagenet
 from clipbench.data.prepare import load_manifest, prepare
 
 
@@ -21,8 +21,8 @@ def test_synthetic_imagenet_has_the_real_layout(tiny_imagenet):
     from pathlib import Path
 
     root = Path(tiny_imagenet["root"])
-    wnids = layout.class_list("first100")[:4]
-    assert tiny_imagenet["classes"] == wnids
+    wnids = imagenet.load_class_list("first100")[:4]
+    assert tiny_imagenet["wnids"] == wnids
     for split, n in (("train", 8), ("val", 4)):
         for wnid in wnids:
             files = sorted((root / split / wnid).glob("*.JPEG"))
@@ -57,29 +57,23 @@ def test_manifest_root_is_relative_so_the_folder_can_move(tmp_path):
     assert load_manifest(tmp_path / "y" / "manifest.json")["root"] == str((tmp_path / "y" / "data").resolve())
 
 
-def test_root_uses_an_existing_tree_as_it_is(tiny_imagenet, tmp_path):
-    m = prepare("imagenet100", {"root": tiny_imagenet["root"]}, tmp_path)
-    assert m["source"] == "root" and m["root"] == tiny_imagenet["root"]
-    assert m["counts"]["val"][m["classes"][0]] == 4
-    assert not (tmp_path / "data").exists()
+def test_root_uses_an_existing_tree_as_it_is(tmp_path):
+    root = tmp_path / "kaggle"
+    for split in ("train", "val"):
+        for wnid in imagenet.load_class_list("first100"):
+            (root / split / wnid).mkdir(parents=True)
+            Image.new("RGB", (8, 8)).save(root / split / wnid / f"{wnid}_1.JPEG")
+    m = prepare("imagenet100", {"root": str(root)}, tmp_path / "out")
+    assert load_manifest(tmp_path / "out" / "manifest.json")["root"] == str(root.resolve())
+    assert m["splits"]["val"]["images"] == 100
+    assert not (tmp_path / "out" / "data").exists()
+    with pytest.raises(imagenet.ImageNetError, match="class folder"):
+        prepare("imagenet100", {"root": str(root), "class_list": "cmc"}, tmp_path / "out")
 
 
 def test_root_with_wrong_layout_names_the_path(tmp_path):
     (tmp_path / "train" / "n01440764").mkdir(parents=True)
-    Image.new("RGB", (8, 8)).save(tmp_path / "train" / "n01440764" / "a.JPEG")
-    with pytest.raises(FileNotFoundError, match=r"datasets\.imagenet100\.root.*val"):
-        prepare("imagenet100", {"root": str(tmp_path)}, tmp_path / "out")
-    (tmp_path / "val" / "n01440764").mkdir(parents=True)
-    with pytest.raises(FileNotFoundError, match=r"n01440764 holds no images"):
-        prepare("imagenet100", {"root": str(tmp_path)}, tmp_path / "out")
-
-
-def test_root_with_mismatched_classes(tmp_path):
-    for split, wnid in (("train", "n01440764"), ("val", "n01443537")):
-        d = tmp_path / split / wnid
-        d.mkdir(parents=True)
-        Image.new("RGB", (8, 8)).save(d / "a.JPEG")
-    with pytest.raises(ValueError, match="different classes"):
+    with pytest.raises(imagenet.ImageNetError, match=r"class folder.*missing.*datasets\.imagenet100\.root"):
         prepare("imagenet100", {"root": str(tmp_path)}, tmp_path / "out")
 
 
@@ -90,5 +84,15 @@ def test_missing_manifest_root(tmp_path):
 
 
 def test_unknown_class_list():
-    with pytest.raises(ValueError, match="first100, cmc"):
-        layout.class_list("first1000")
+    with pytest.raises(imagenet.ImageNetError, match="first100, cmc"):
+        imagenet.load_class_list("first1000")
+
+
+def test_synthetic_manifest_counts(tiny_imagenet):
+    assert tiny_imagenet["source"] == "synthetic"
+    assert tiny_imagenet["splits"]["train"]["images"] == 32 and len(tiny_imagenet["files_sha1"]) == 40
+
+
+def test_unknown_source_names_the_key(tmp_path):
+    with pytest.raises(ValueError, match=r"datasets\.voc2012\.source"):
+        prepare("voc2012", {"source": "torrent"}, tmp_path)

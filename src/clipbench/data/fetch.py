@@ -31,7 +31,7 @@ class DatasetLayoutError(RuntimeError):
 
 
 def fetch_files(dataset: str, dest, *, mirrors=None, checksums=None, progress=True,
-                retries=5, backoff=1.0, timeout=60) -> list[Path]:
+                retries=5, backoff=1.0, timeout=60, archive_dir=None) -> list[Path]:
     """Download and verify every pinned file of ``dataset`` into ``dest/archives/``.
 
     ``mirrors`` (a list of base URLs) replaces the pinned bases of every file.
@@ -40,7 +40,7 @@ def fetch_files(dataset: str, dest, *, mirrors=None, checksums=None, progress=Tr
     Archives marked for extraction are safe-extracted into ``dest``.
     """
     dest = Path(dest)
-    archive_dir = dest / ARCHIVES
+    archive_dir = Path(archive_dir) if archive_dir is not None else dest / ARCHIVES
     if isinstance(mirrors, str):  # a single URL written without a YAML list
         mirrors = [mirrors]
     paths = []
@@ -67,13 +67,14 @@ def fetch_files(dataset: str, dest, *, mirrors=None, checksums=None, progress=Tr
 
 
 def fetch_voc2012(dest, mirrors=None, sbd=False, *, sbd_mirrors=None, checksums=None,
-                  progress=True, retries=5, backoff=1.0, timeout=60) -> Path:
+                  progress=True, retries=5, backoff=1.0, timeout=60, archive_dir=None) -> Path:
     """PASCAL VOC 2012 into ``dest/VOCdevkit/VOC2012``; with ``sbd``, SBD into
     ``dest/benchmark_RELEASE/dataset`` (plus its ``train_noval.txt`` there).
     Returns the VOC2012 folder."""
     dest = Path(dest)
+    archive_dir = Path(archive_dir) if archive_dir is not None else dest / ARCHIVES
     opts = dict(checksums=checksums, progress=progress, retries=retries, backoff=backoff,
-                timeout=timeout)
+                timeout=timeout, archive_dir=archive_dir)
     fetch_files("voc2012", dest, mirrors=mirrors, **opts)
     voc = check_voc_root(dest)
     if sbd:
@@ -81,7 +82,7 @@ def fetch_voc2012(dest, mirrors=None, sbd=False, *, sbd_mirrors=None, checksums=
         sbd_root = dest / "benchmark_RELEASE" / "dataset"
         if not sbd_root.is_dir():
             raise DatasetLayoutError(
-                f"{dest / ARCHIVES / 'benchmark.tgz'} did not unpack to {sbd_root}; "
+                f"{archive_dir / 'benchmark.tgz'} did not unpack to {sbd_root}; "
                 f"delete the archive and its marker {dest / '.extracted-benchmark.tgz'} "
                 f"and fetch again."
             )
@@ -89,17 +90,17 @@ def fetch_voc2012(dest, mirrors=None, sbd=False, *, sbd_mirrors=None, checksums=
         split = sbd_root / "train_noval.txt"
         if not split.exists():
             tmp = split.with_name(split.name + ".tmp")
-            shutil.copyfile(dest / ARCHIVES / "train_noval.txt", tmp)
+            shutil.copyfile(archive_dir / "train_noval.txt", tmp)
             os.replace(tmp, split)
     return voc
 
 
 def fetch_div2k(dest, mirrors=None, *, checksums=None, progress=True, retries=5,
-                backoff=1.0, timeout=60) -> Path:
+                backoff=1.0, timeout=60, archive_dir=None) -> Path:
     """DIV2K HR train/valid and bicubic x4 LR into ``dest`` as the official zips unpack."""
     dest = Path(dest)
     fetch_files("div2k", dest, mirrors=mirrors, checksums=checksums, progress=progress,
-                retries=retries, backoff=backoff, timeout=timeout)
+                retries=retries, backoff=backoff, timeout=timeout, archive_dir=archive_dir)
     return check_div2k_root(dest)
 
 

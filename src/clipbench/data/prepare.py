@@ -1,9 +1,13 @@
 """``clipbench prepare <dataset>``: make a dataset ready to train on, and describe it.
 
 The result is ``<out>/manifest.json``: where the data is (``root``), where it came from,
-its classes and counts. Training reads only the manifest, so a dataset on the user's disk
-(``datasets.<name>.root``), one built from archives and the embedded synthetic one are all
-used the same way.
+and what it holds. Training reads only the manifest, so a dataset already on the user's
+disk (``datasets.<name>.root``), one downloaded or built from archives, and the embedded
+synthetic one are all used the same way.
+
+Archives (downloaded, or the user's ImageNet tars) live in ``datasets.<name>.archives``
+(default ``data/archives/<name>``), the folder DVC versions; extracted and generated trees
+live under ``<out>/data``, which DVC does not track (it is slow on 100k small files).
 """
 from __future__ import annotations
 
@@ -12,45 +16,69 @@ import tempfile
 from pathlib import Path
 
 from clipbench import io
-from clipbench.data import layout, synthetic
+from clipbench.data import fetch, imagenet, synthetic
 
-DATASETS = ("imagenet100",)
+DATASETS = ("imagenet100", "voc2012", "div2k")
+
+
+def archive_dir(name: str, cfg: dict) -> Path:
+    return Path(cfg.get("archives") or f"data/archives/{name}")
 
 
 def prepare(name: str, cfg: dict, out: str | Path) -> dict:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r} (known: {', '.join(DATASETS)})")
     out = Path(out)
-    if cfg.get("root"):
-        root = Path(cfg["root"]).expanduser().resolve()
-        info = _check(name, root)
-        manifest = {"dataset": name, "source": "root", "root": str(root), **info}
+    out.mkdir(parents=True, exist_ok=True)
+    root = Path(cfg["root"]).expanduser().resolve() if cfg.get("root") else None
+    source = "root" if root else cfg.get("source", "synthetic")
+
+    if name == "imagenet100":
+        class_list = cfg.get("class_list", "first100")
+        if source == "synthetic":
+            manifest = _synthetic(out, lambda tmp: synthetic.make_imagenet100(tmp, **cfg.get("synthetic", {})))
+            manifest.update(imagenet.index_tree(out / "data", manifest["classes"], class_list=class_list,
+                                                source="synthetic"), root="data")
+        elif source == "root":
+            manifest = imagenet.prepare_imagenet100(out, root=root, class_list=class_list)
+        elif source == "archives":
+            manifest = imagenet.prepare_imagenet100(out, archive_dir=archive_dir(name, cfg), class_list=class_list)
+        else:
+            raise ValueError(f"datasets.{name}.source: unknown source {source!r}")
     else:
-        manifest = _build(name, cfg, out)
+        check = fetch.check_voc_root if name == "voc2012" else fetch.check_div2k_root
+        if source == "synthetic":
+            make = synthetic.make_voc2012 if name == "voc2012" else synthetic.make_div2k
+            manifest = _synthetic(out, lambda tmp: make(tmp, **cfg.get("synthetic", {})))
+        elif source == "root":
+            check(root)
+            manifest = {"root": str(root)}
+        elif source == "download":
+            dest = out / "data"
+            opts = {"mirrors": cfg.get("mirrors") or None, "archive_dir": archive_dir(name, cfg)}
+            if name == "voc2012":
+                fetch.fetch_voc2012(dest, sbd=cfg.get("sbd", False), **opts)
+            else:
+                fetch.fetch_div2k(dest, **opts)
+            manifest = {"root": "data"}
+        else:
+            raise ValueError(f"datasets.{name}.source: unknown source {source!r}")
+        manifest.update(dataset=name, source=source)
+        if name == "voc2012":
+            manifest["sbd"] = bool(cfg.get("sbd", False)) and source == "download"
     io.write_json(out / "manifest.json", manifest)
     return manifest
 
 
-def _check(name: str, root: Path) -> dict:
-    if name == "imagenet100":
-        return layout.check_imagefolder(root, what=f"datasets.{name}.root ({root})")
-    raise AssertionError(name)
+def _synthetic(out: Path, make) -> dict:
+    """Generate into a temporary sibling, then move it into place as ``out/data``.
 
-
-def _build(name: str, cfg: dict, out: Path) -> dict:
-    source = cfg.get("source", "synthetic")
+    A crash leaves nothing that looks finished.
+    """
     data_dir = out / "data"
-    # Build in a temporary sibling, then move it into place: a crash leaves nothing that
-    # looks finished.
-    out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=out))
     try:
-        if name == "imagenet100" and source == "synthetic":
-            info = synthetic.make_imagenet100(tmp, **cfg.get("synthetic", {}))
-        elif name == "imagenet100" and source == "archives":
-            raise NotImplementedError("building ImageNet-100 from the ILSVRC2012 archives")
-        else:
-            raise ValueError(f"datasets.{name}.source: unknown source {source!r}")
+        info = make(tmp) or {}
         if data_dir.exists():
             shutil.rmtree(data_dir)
         tmp.rename(data_dir)
@@ -58,7 +86,7 @@ def _build(name: str, cfg: dict, out: Path) -> dict:
         if tmp.exists():
             shutil.rmtree(tmp)
     # Relative to the manifest, so the prepared folder can move (or be restored by DVC).
-    return {"dataset": name, "source": source, "root": "data", **info}
+    return {**info, "root": "data", "source": "synthetic"}
 
 
 def load_manifest(path: str | Path) -> dict:

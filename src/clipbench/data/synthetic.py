@@ -10,7 +10,7 @@ from PIL import Image
 from pathlib import Path
 from tqdm import tqdm
 
-from clipbench.data.layout import class_list
+from clipbench.data.imagenet import load_class_list
 
 
 def _class_styles(num_classes: int, rng: np.random.Generator) -> list[dict]:
@@ -50,7 +50,7 @@ def make_imagenet100(out: Path, num_classes: int = 10, train_per_class: int = 40
     The wnids are the first ``num_classes`` of the thesis' class list, so file names look
     like the real ImageNet-100 (the Kaggle layout) and the same code reads both.
     """
-    wnids = class_list("first100")[:num_classes]
+    wnids = load_class_list("first100")[:num_classes]
     if len(wnids) < num_classes:
         raise ValueError(f"num_classes={num_classes} exceeds the {len(wnids)} known wnids")
     rng = np.random.default_rng(seed)
