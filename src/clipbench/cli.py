@@ -57,10 +57,13 @@ def cmd_train(args) -> int:
 
 
 def cmd_collect(args) -> int:
-    from clipbench.report.collect import collect, run_dirs
+    from clipbench.report.collect import collect, dvc_views, load_histories, run_dirs
 
     runs = [Path(m).parent for m in args.metrics] if args.metrics else run_dirs(args.runs)
     summary = collect(runs, args.out)
+    if args.dvc_metrics or args.dvc_plots:
+        dvc_views(summary, load_histories(runs), args.dvc_metrics or args.out.with_name("metrics.json"),
+                  args.dvc_plots or args.out.with_name("plots"))
     print(f"{args.out}: {len(summary)} rows")
     return 0
 
@@ -107,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("metrics", nargs="*", type=Path, help="runs' metrics.json files (default: every run under --runs)")
     s.add_argument("--runs", type=Path, default=Path("results/runs"))
     s.add_argument("--out", type=Path, default=Path("results/summary.csv"))
+    s.add_argument("--dvc-metrics", type=Path, help="also write the final metrics as JSON for `dvc metrics show`")
+    s.add_argument("--dvc-plots", type=Path, help="also write per-epoch curves as CSVs for `dvc plots show`")
     s.set_defaults(func=cmd_collect)
 
     s = sub.add_parser("report", help="figures, tables and the HTML/LaTeX report")

@@ -4,7 +4,7 @@ import clipbench.config as cb_config
 
 # clipbench's own check first: its messages name the offending key; then Snakemake's, with
 # the same schema, so both fill in the same defaults.
-cb_config.validate(config, source="the workflow config")
+cb_config.validate(config, source="workflow config (config/config.yaml + --configfile)")
 validate(config, "../schemas/config.schema.yaml")
 
 TASKS = config["run"]["tasks"]
@@ -33,13 +33,21 @@ def all_runs(name):
     ]
 
 
+RUN_METRICS = " ".join(all_runs("metrics.json"))
+
+
 def dataset_of(task):
     return config["tasks"][task].get("dataset")
 
 
 def manifest_for(wildcards):
     ds = dataset_of(wildcards.task)
-    return [f"data/prepared/{ds}/manifest.json"] if ds else []
+    return [f"prepared/{ds}/manifest.json"] if ds else []
+
+
+def all_manifests():
+    datasets = sorted({dataset_of(t) for t in TASKS} - {None})
+    return [f"prepared/{ds}/manifest.json" for ds in datasets]
 
 
 def run_spec_json(wildcards):

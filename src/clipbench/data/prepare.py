@@ -6,7 +6,7 @@ disk (``datasets.<name>.root``), one downloaded or built from archives, and the 
 synthetic one are all used the same way.
 
 Archives (downloaded, or the user's ImageNet tars) live in ``datasets.<name>.archives``
-(default ``data/archives/<name>``), the folder DVC versions; extracted and generated trees
+(default ``data/<name>``), the folder DVC versions; extracted and generated trees
 live under ``<out>/data``, which DVC does not track (it is slow on 100k small files).
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ DATASETS = ("imagenet100", "voc2012", "div2k")
 
 
 def archive_dir(name: str, cfg: dict) -> Path:
-    return Path(cfg.get("archives") or f"data/archives/{name}")
+    return Path(cfg.get("archives") or f"data/{name}")
 
 
 def prepare(name: str, cfg: dict, out: str | Path) -> dict:
