@@ -33,17 +33,17 @@ def _methods():
     sgd = dict(lr=1e-3, momentum=0.9)
     return {
         "sgd": lambda ps: torch.optim.SGD(ps, **sgd),
-        "clip_grad_norm_+sgd": lambda ps: _ClipThenSGD(ps, 1.0),
-        "clipped_sgd norm grad": lambda ps: ClippedSGD(ps, clipping="norm", clip_level=1.0, **sgd),
-        "clipped_sgd norm momentum": lambda ps: ClippedSGD(ps, clipping="norm", clip_level=1.0,
+        "clip_grad_norm+sgd": lambda ps: _ClipThenSGD(ps, 1.0),
+        "clipped_sgd:norm:grad": lambda ps: ClippedSGD(ps, clipping="norm", clip_level=1.0, **sgd),
+        "clipped_sgd:norm:momentum": lambda ps: ClippedSGD(ps, clipping="norm", clip_level=1.0,
                                                            clip_target="momentum", **sgd),
-        "clipped_sgd coordinate grad": lambda ps: ClippedSGD(ps, clipping="coordinate", clip_level=1e-3, **sgd),
-        "clipped_sgd coordinate momentum": lambda ps: ClippedSGD(ps, clipping="coordinate", clip_level=1e-3,
+        "clipped_sgd:coordinate:grad": lambda ps: ClippedSGD(ps, clipping="coordinate", clip_level=1e-3, **sgd),
+        "clipped_sgd:coordinate:momentum": lambda ps: ClippedSGD(ps, clipping="coordinate", clip_level=1e-3,
                                                                  clip_target="momentum", **sgd),
-        "clipped_sgd layer grad": lambda ps: ClippedSGD(ps, clipping="layer", clip_level=1.0, **sgd),
-        "clipped_sgd layer momentum": lambda ps: ClippedSGD(ps, clipping="layer", clip_level=1.0,
+        "clipped_sgd:layer:grad": lambda ps: ClippedSGD(ps, clipping="layer", clip_level=1.0, **sgd),
+        "clipped_sgd:layer:momentum": lambda ps: ClippedSGD(ps, clipping="layer", clip_level=1.0,
                                                             clip_target="momentum", **sgd),
-        "clipped_sstm norm": lambda ps: ClippedSSTM(ps, a=1e5, L=10.0, B=1.0, clipping="norm"),
+        "clipped_sstm:norm": lambda ps: ClippedSSTM(ps, a=1e5, L=10.0, B=1.0, clipping="norm"),
         "adam": lambda ps: torch.optim.Adam(ps, lr=1e-4),
     }
 
@@ -78,7 +78,7 @@ def run(device: str = "cpu", rounds: int = 20, warmup: int = 3, methods: list[st
         for r in range(warmup + rounds):
             for name in names:
                 params, grads, opt = setups[name]
-                if name == "clip_grad_norm_+sgd":
+                if name == "clip_grad_norm+sgd":
                     for p, g in zip(params, grads):
                         p.grad.copy_(g)
                 sync()
@@ -95,13 +95,16 @@ def run(device: str = "cpu", rounds: int = 20, warmup: int = 3, methods: list[st
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="clipbench bench optim", description=__doc__.splitlines()[0])
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=20, help="timed rounds (each runs every method once)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--methods", nargs="+", default=None, help="subset of methods (default: all)")
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda: CUDA is not available")
-    rows = run(args.device, args.rounds, args.warmup, args.methods)
+    try:
+        rows = run(args.device, args.rounds, args.warmup, args.methods)
+    except ValueError as e:
+        ap.error(str(e))
     print(f"device={args.device} threads={torch.get_num_threads()} rounds={args.rounds} torch={torch.__version__}")
     print(f"{'method':34s} {'median ms':>10s} {'x SGD':>7s}")
     for row in rows:
