@@ -449,3 +449,16 @@ def test_build_optimizer():
         build_optimizer("sgd", p, {"lrr": 0.1})
     with pytest.raises(ValueError, match="known: sgd, adam, clipped_sgd, clipped_sstm"):
         build_optimizer("lamb", p, {})
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_deepcopy_keeps_settings(name):
+    import copy
+
+    params = make_params()
+    opt = FACTORIES[name](params)
+    set_grads(params, 0)
+    opt.step()
+    clone = copy.deepcopy(opt)
+    assert clone.clipping == opt.clipping and clone.track_stats == opt.track_stats
+    assert clone.state_dict()["param_groups"] == opt.state_dict()["param_groups"]

@@ -94,6 +94,17 @@ class ClippedSSTM(Optimizer):
         param_group.setdefault("A", 0.0)
         super().add_param_group(param_group)
 
+    def __getstate__(self) -> dict:
+        # torch's Optimizer pickles only defaults/state/param_groups; keep the settings too.
+        state = super().__getstate__()
+        state.update({k: getattr(self, k) for k in ("clipping", "foreach", "impl", "track_stats")})
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._scratch = Scratch()
+        self._stats = ClipStats()
+
     @property
     def last_clip_stats(self) -> dict:
         return self._stats.as_dict()
