@@ -33,9 +33,6 @@ def all_runs(name):
     ]
 
 
-RUN_METRICS = " ".join(all_runs("metrics.json"))
-
-
 def dataset_of(task):
     return config["tasks"][task].get("dataset")
 

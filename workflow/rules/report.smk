@@ -1,7 +1,7 @@
 rule collect:
     input:
-        all_runs("metrics.json"),
-        all_runs("history.csv"),
+        metrics=all_runs("metrics.json"),
+        histories=all_runs("history.csv"),
     output:
         summary="results/summary.csv",
         metrics="results/metrics.json",
@@ -12,7 +12,7 @@ rule collect:
         "../../environment.yml"
     shell:
         "clipbench collect --out {output.summary} --dvc-metrics {output.metrics}"
-        " --dvc-plots {output.plots} {RUN_METRICS} > {log} 2>&1"
+        " --dvc-plots {output.plots} {input.metrics} > {log} 2>&1"
 
 
 rule report:
