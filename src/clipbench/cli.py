@@ -1,10 +1,11 @@
 """The ``clipbench`` command line: what the Snakemake rules call.
 
     clipbench prepare DATASET  (--configfile F ... | --json CFG) --out DIR
+    clipbench track-data       [data]
     clipbench train            (--configfile F ... --task T --method M --seed S | --spec JSON) --data MANIFEST --out DIR
     clipbench collect          [METRICS.json ...] --out CSV
     clipbench report           --summary CSV --out DIR
-    clipbench bench optim      [options of the optimizer benchmark]
+    clipbench bench optim|data [options of that benchmark; --help]
 """
 from __future__ import annotations
 
@@ -36,6 +37,13 @@ def cmd_prepare(args) -> int:
         ds_cfg = config["datasets"].get(args.dataset, {})
     manifest = prepare(args.dataset, ds_cfg, args.out)
     print(f"{args.dataset}: {manifest['source']} at {manifest['root']}")
+    return 0
+
+
+def cmd_track_data(args) -> int:
+    from clipbench.data.dvc import track
+
+    print(track(args.path))
     return 0
 
 
@@ -80,9 +88,11 @@ def cmd_report(args) -> int:
 def cmd_bench(args, rest: list[str]) -> int:
     if args.what == "optim":
         from clipbench.optim.bench import main as bench_main
-
-        return bench_main(rest)
-    raise SystemExit(f"clipbench bench: unknown benchmark {args.what!r} (known: optim)")
+    elif args.what == "data":
+        from clipbench.data.bench import main as bench_main
+    else:
+        raise SystemExit(f"clipbench bench: unknown benchmark {args.what!r}")
+    return bench_main(rest)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", help="the dataset's settings as JSON (what the Snakemake rule passes)")
     s.add_argument("--out", required=True, type=Path, help="folder for the prepared data and manifest.json")
     s.set_defaults(func=cmd_prepare)
+
+    s = sub.add_parser("track-data", help="version the raw archives with DVC (`dvc add data`)")
+    s.add_argument("path", nargs="?", default="data")
+    s.set_defaults(func=cmd_track_data)
 
     s = sub.add_parser("train", help="run (or resume) one training run")
     s.add_argument("--spec", help="the run's resolved settings as JSON (what the Snakemake rule passes)")
@@ -120,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("bench", help="benchmarks (`clipbench bench optim --help`)")
-    s.add_argument("what", choices=["optim"])
+    s.add_argument("what", choices=["optim", "data"])
     s.set_defaults(func=None)
     return p
 

@@ -54,3 +54,12 @@ def run_spec_json(wildcards):
 
 def dataset_json(wildcards):
     return json.dumps(config["datasets"].get(wildcards.dataset, {}), sort_keys=True)
+
+
+def uses_archives():
+    """Whether a dataset in use comes from archives in data/ (then data.dvc is kept current)."""
+    for ds in {dataset_of(t) for t in TASKS} - {None}:
+        cfg = config["datasets"].get(ds, {})
+        if not cfg.get("root") and cfg.get("source") in ("download", "archives"):
+            return True
+    return False

@@ -25,3 +25,18 @@ rule datasets:
         "../../environment.yml"
     shell:
         "ls {input} > {output} 2> {log}"
+
+
+# After archives were downloaded (or the user's ImageNet tars are in data/), data.dvc is
+# brought up to date, so `dvc push` shares exactly what the runs used.
+rule track_data:
+    input:
+        all_manifests(),
+    output:
+        "prepared/data.dvc.log",
+    log:
+        "results/logs/prepare/track_data.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "clipbench track-data data > {output} 2> {log}"
