@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.optim import Optimizer
 
 from .clipping import (
-    ClipStats,
+    ClippedOptimizer,
     Scratch,
-    check_clipping,
     check_positive,
     clip_stats,
     global_norm,
@@ -24,7 +22,7 @@ CLIP_TARGETS = ("grad", "momentum")
 _FUSABLE = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-class ClippedSGD(Optimizer):
+class ClippedSGD(ClippedOptimizer):
     r"""SGD on a clipped stochastic gradient, with heavy-ball momentum.
 
     With ``d = g + weight_decay·x`` (``g`` the mini-batch gradient in ``p.grad``):
@@ -65,6 +63,8 @@ class ClippedSGD(Optimizer):
     ``grad_norm``, ``scale``, ``clipped`` (converted from tensors only when read).
     """
 
+    _settings = ClippedOptimizer._settings + ("clip_target",)
+
     def __init__(
         self,
         params,
@@ -79,14 +79,10 @@ class ClippedSGD(Optimizer):
         impl: str | None = None,
         track_stats: bool | None = None,
     ) -> None:
-        self.clipping = check_clipping(clipping)
+        self._init_settings(clipping, foreach, impl, track_stats)
         if clip_target not in CLIP_TARGETS:
             raise ValueError(f"Invalid clip_target: {clip_target!r} (must be one of {', '.join(CLIP_TARGETS)})")
         self.clip_target = clip_target
-        self.foreach, self.impl, self.track_stats = foreach, impl, track_stats
-        resolve_impl(impl, foreach, [])  # validates impl
-        self._scratch = Scratch()
-        self._stats = ClipStats()
         defaults = dict(lr=lr, momentum=momentum, clip_level=clip_level, weight_decay=weight_decay)
         _check_group(defaults)
         super().__init__(params, defaults)
@@ -94,21 +90,6 @@ class ClippedSGD(Optimizer):
     def add_param_group(self, param_group: dict) -> None:
         _check_group({**self.defaults, **param_group})
         super().add_param_group(param_group)
-
-    def __getstate__(self) -> dict:
-        # torch's Optimizer pickles only defaults/state/param_groups; keep the settings too.
-        state = super().__getstate__()
-        state.update({k: getattr(self, k) for k in ("clipping", "clip_target", "foreach", "impl", "track_stats")})
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        super().__setstate__(state)
-        self._scratch = Scratch()
-        self._stats = ClipStats()
-
-    @property
-    def last_clip_stats(self) -> dict:
-        return self._stats.as_dict()
 
     @torch.no_grad()
     def step(self, closure=None):

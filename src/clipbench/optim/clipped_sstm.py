@@ -6,12 +6,10 @@ import contextlib
 
 import torch
 from torch import Tensor
-from torch.optim import Optimizer
 
 from .clipping import (
-    ClipStats,
+    ClippedOptimizer,
     Scratch,
-    check_clipping,
     check_positive,
     clip_stats,
     global_norm,
@@ -28,7 +26,7 @@ def sstm_alpha(k: int, a: float, L: float, nu: float) -> float:
     return (k + 2) ** (2 * nu / (1 + nu)) / (2 * a * L)
 
 
-class ClippedSSTM(Optimizer):
+class ClippedSSTM(ClippedOptimizer):
     r"""Clipped-SSTM.  With ``A_0 = 0`` and ``y_0 = z_0 = x_0``, step ``k = 0, 1, ...``:
 
     ``α_{k+1} = (k+2)^{2ν/(1+ν)}/(2aL)``, ``A_{k+1} = A_k + α_{k+1}``, ``λ_{k+1} = B/α_{k+1}``,
@@ -79,11 +77,7 @@ class ClippedSSTM(Optimizer):
         impl: str | None = None,
         track_stats: bool | None = None,
     ) -> None:
-        self.clipping = check_clipping(clipping)
-        self.foreach, self.impl, self.track_stats = foreach, impl, track_stats
-        resolve_impl(impl, foreach, [])
-        self._scratch = Scratch()
-        self._stats = ClipStats()
+        self._init_settings(clipping, foreach, impl, track_stats)
         defaults = dict(a=a, L=L, B=B, nu=nu, ratio_bound=ratio_bound)
         _check_group(defaults)
         super().__init__(params, defaults)
@@ -93,21 +87,6 @@ class ClippedSSTM(Optimizer):
         param_group.setdefault("step", 0)
         param_group.setdefault("A", 0.0)
         super().add_param_group(param_group)
-
-    def __getstate__(self) -> dict:
-        # torch's Optimizer pickles only defaults/state/param_groups; keep the settings too.
-        state = super().__getstate__()
-        state.update({k: getattr(self, k) for k in ("clipping", "foreach", "impl", "track_stats")})
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        super().__setstate__(state)
-        self._scratch = Scratch()
-        self._stats = ClipStats()
-
-    @property
-    def last_clip_stats(self) -> dict:
-        return self._stats.as_dict()
 
     @torch.no_grad()
     def step(self, closure=None):

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+from torch.optim import Optimizer
 
 __all__ = [
     "CLIPPINGS",
@@ -213,3 +214,32 @@ def clip_stats(clipping: str, level: float, norm: Tensor | None, scale: Tensor |
         maxabs = torch.stack([g.abs().amax().to(norm.dtype) for g in grads]).amax() if grads else torch.zeros(())
         return ClipStats(norm, None, maxabs > level, **extra)
     return ClipStats(norm, None, torch.zeros((), dtype=torch.bool), **extra)
+
+
+class ClippedOptimizer(Optimizer):
+    """What ClippedSGD and ClippedSSTM share: optimizer-wide settings that survive
+    pickling and deepcopy, a scratch workspace, and the last step's clipping telemetry."""
+
+    _settings: tuple[str, ...] = ("clipping", "foreach", "impl", "track_stats")
+
+    def _init_settings(self, clipping: str, foreach, impl, track_stats) -> None:
+        self.clipping = check_clipping(clipping)
+        self.foreach, self.impl, self.track_stats = foreach, impl, track_stats
+        resolve_impl(impl, foreach, [])  # validates impl
+        self._scratch = Scratch()
+        self._stats = ClipStats()
+
+    def __getstate__(self) -> dict:
+        # torch's Optimizer pickles only defaults/state/param_groups; keep the settings too.
+        state = super().__getstate__()
+        state.update({k: getattr(self, k) for k in self._settings})
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._scratch = Scratch()
+        self._stats = ClipStats()
+
+    @property
+    def last_clip_stats(self) -> dict:
+        return self._stats.as_dict()
