@@ -5,6 +5,7 @@
     clipbench collect          [METRICS.json ...] --out CSV
     clipbench report           --summary CSV --out DIR
     clipbench bench optim      [options of the optimizer benchmark]
+    clipbench bench train      [options of the training-step benchmark]
 """
 from __future__ import annotations
 
@@ -79,7 +80,11 @@ def cmd_bench(args, rest: list[str]) -> int:
         from clipbench.optim.bench import main as bench_main
 
         return bench_main(rest)
-    raise SystemExit(f"clipbench bench: unknown benchmark {args.what!r} (known: optim)")
+    if args.what == "train":
+        from clipbench.engine.bench import main as bench_main
+
+        return bench_main(rest)
+    raise SystemExit(f"clipbench bench: unknown benchmark {args.what!r} (known: optim, train)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,8 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, default=Path("report"))
     s.set_defaults(func=cmd_report)
 
-    s = sub.add_parser("bench", help="benchmarks (`clipbench bench optim --help`)")
-    s.add_argument("what", choices=["optim"])
+    s = sub.add_parser("bench", help="benchmarks (`clipbench bench optim --help`, `clipbench bench train --help`)")
+    s.add_argument("what", choices=["optim", "train"])
     s.set_defaults(func=None)
     return p
 
