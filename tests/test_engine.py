@@ -331,3 +331,21 @@ def test_engine_config_keys_validate(default_config):
     cfg["engine"]["amp"] = "fp8"
     with pytest.raises(cfgmod.ConfigError, match="engine.amp"):
         cfgmod.validate(cfg)
+
+
+def test_amp_needs_cuda_and_is_recorded(monkeypatch, tmp_path, capsys):
+    use_tiny_task(monkeypatch)
+    r = T.train(tiny_spec(engine={"amp": "fp16", "channels_last": True}), None, tmp_path / "run")
+    assert r["status"] == "ok" and r["amp"] == "none"
+    assert "needs CUDA" in capsys.readouterr().out
+
+
+def test_bench_train_reports_ratios_and_skips_unknown_methods(capsys):
+    from clipbench import cli
+
+    rc = cli.main(["bench", "train", "--methods", "sgd,adam,no_such_method", "--image-size", "32",
+                   "--batch-size", "2", "--num-classes", "3", "--rounds", "2", "--steps", "1", "--warmup", "0"])
+    out, err = capsys.readouterr()
+    assert rc == 0
+    assert "| sgd |" in out and "1.000x" in out and "| adam |" in out
+    assert "skipping no_such_method" in err

@@ -47,6 +47,8 @@ class Runner:
         if args.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.model.train()
+        if method not in METHOD_CONFIGS:
+            raise ValueError(f"no benchmark settings for {method!r} (known: {', '.join(METHOD_CONFIGS)})")
         self.opt = build_optimizer(method, self.model.parameters(), METHOD_CONFIGS[method])
         g = torch.Generator().manual_seed(0)
         x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, generator=g)
@@ -92,6 +94,10 @@ def alternating(args, device) -> int:
     if "sgd" not in methods:
         methods.insert(0, "sgd")
     runners, skipped = _runners(methods, args, device)
+    if args.control:
+        # A second, identical SGD: its ratio to SGD is the noise floor of this machine.
+        control, _ = _runners(["sgd"], args, device)
+        runners["sgd (A/A control)"] = control["sgd"]
     names = list(runners)
     for r in runners.values():
         for _ in range(args.warmup):
@@ -165,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--amp", default="none", choices=["none", "bf16"])
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--no-control", dest="control", action="store_false",
+                   help="leave out the second SGD whose ratio to SGD shows the timing noise")
     p.add_argument("--gpu-table", action="store_true", help="the GPU table at --gpu-batches (needs CUDA)")
     p.add_argument("--gpu-batches", type=lambda s: [int(x) for x in s.split(",")], default=[32, 256])
     return p

@@ -29,10 +29,12 @@ class Dist:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    # DDP even with one process (torchrun --nproc_per_node=1): the same code path as with many.
+    ddp: bool = False
 
     @property
     def enabled(self) -> bool:
-        return self.world > 1
+        return self.ddp or self.world > 1
 
     @property
     def main(self) -> bool:
@@ -52,7 +54,7 @@ def init(eng: dict, device_type: str) -> Dist:
                            "`torchrun --nproc_per_node=N -m clipbench.cli train ...`")
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)), ddp=True)
 
 
 def shutdown(d: Dist) -> None:
