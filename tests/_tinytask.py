@@ -92,3 +92,15 @@ def ddp_worker(rank, world, port, spec, out_dir):
 
     T.build_task = lambda spec, manifest: tiny_task(dropout=0.0)
     T.train(copy.deepcopy(spec), None, out_dir)
+
+
+def torch_globals():
+    """What ``train()`` sets process-wide (threads, deterministic mode), to restore after a test."""
+    return torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), \
+        torch.is_deterministic_algorithms_warn_only_enabled()
+
+
+def restore_torch_globals(saved):
+    threads, det, warn_only = saved
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(det, warn_only=warn_only)

@@ -10,11 +10,18 @@ import pytest
 import torch
 import torch.nn as nn
 
-from _tinytask import ReportingSGD, tiny_spec, tiny_task, use_tiny_task
+from _tinytask import ReportingSGD, tiny_spec, tiny_task, use_tiny_task, restore_torch_globals, torch_globals
 from clipbench import config as cfgmod
 from clipbench.engine import checkpoint, train as T
 from clipbench.engine.distributed import Dist, EpochBatchSampler
 from clipbench.engine.schedule import build_scheduler
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_globals():
+    saved = torch_globals()
+    yield
+    restore_torch_globals(saved)
 
 
 def without_timing(m: dict) -> dict:
@@ -343,8 +350,8 @@ def test_amp_needs_cuda_and_is_recorded(monkeypatch, tmp_path, capsys):
 def test_bench_train_reports_ratios_and_skips_unknown_methods(capsys):
     from clipbench import cli
 
-    rc = cli.main(["bench", "train", "--methods", "sgd,adam,no_such_method", "--image-size", "32",
-                   "--batch-size", "2", "--num-classes", "3", "--rounds", "2", "--steps", "1", "--warmup", "0"])
+    rc = cli.main(["bench", "train", "--methods", "sgd,adam,no_such_method", "--image-size", "32", "--no-control",
+                   "--batch-size", "2", "--num-classes", "3", "--rounds", "1", "--steps", "1", "--warmup", "0"])
     out, err = capsys.readouterr()
     assert rc == 0
     assert "| sgd |" in out and "1.000x" in out and "| adam |" in out

@@ -15,11 +15,19 @@ from pathlib import Path
 import pytest
 import torch
 
+from _tinytask import restore_torch_globals, torch_globals
 from conftest import tiny_spec
 from clipbench.engine import checkpoint
 from clipbench.engine.train import train
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_globals():
+    saved = torch_globals()
+    yield
+    restore_torch_globals(saved)
 
 
 def _env() -> dict:
