@@ -21,4 +21,5 @@ rule all:
     input:
         "report/index.html",
         "report/report.tex",
+        ["prepared/data.dvc.log"] if uses_archives() else [],
     default_target: True

@@ -2,6 +2,7 @@ import hashlib
 import json
 
 import pytest
+from pathlib import Path
 from PIL import Image
 from torchvision import datasets
 
@@ -96,3 +97,17 @@ def test_synthetic_manifest_counts(tiny_imagenet):
 def test_unknown_source_names_the_key(tmp_path):
     with pytest.raises(ValueError, match=r"datasets\.voc2012\.source"):
         prepare("voc2012", {"source": "torrent"}, tmp_path)
+
+
+def test_resize_option_points_the_manifest_at_the_copy(tmp_path):
+    root = tmp_path / "kaggle"
+    for split in ("train", "val"):
+        for wnid in imagenet.load_class_list("first100"):
+            (root / split / wnid).mkdir(parents=True)
+            Image.new("RGB", (60, 40)).save(root / split / wnid / f"{wnid}_1.JPEG")
+    m = prepare("imagenet100", {"root": str(root), "resize": {"shorter_side": 32, "quality": 90, "workers": 1}},
+                tmp_path / "out")
+    assert m["root"] == "resized32" and m["resized_from"] == str(root.resolve())
+    resized = load_manifest(tmp_path / "out" / "manifest.json")["root"]
+    with Image.open(next(Path(resized).glob("train/*/*.JPEG"))) as im:
+        assert im.size == (48, 32)

@@ -1,11 +1,11 @@
 """The ``clipbench`` command line: what the Snakemake rules call.
 
     clipbench prepare DATASET  (--configfile F ... | --json CFG) --out DIR
+    clipbench track-data       [data]
     clipbench train            (--configfile F ... --task T --method M --seed S | --spec JSON) --data MANIFEST --out DIR
     clipbench collect          [METRICS.json ...] --out CSV
     clipbench report           --summary CSV --out DIR
-    clipbench bench optim      [options of the optimizer benchmark]
-    clipbench bench train      [options of the training-step benchmark]
+    clipbench bench optim|data|train [options of that benchmark; --help]
 """
 from __future__ import annotations
 
@@ -40,6 +40,13 @@ def cmd_prepare(args) -> int:
     return 0
 
 
+def cmd_track_data(args) -> int:
+    from clipbench.data.dvc import track
+
+    print(track(args.path))
+    return 0
+
+
 def cmd_train(args) -> int:
     from clipbench.data.prepare import load_manifest
     from clipbench.engine.train import train
@@ -58,10 +65,13 @@ def cmd_train(args) -> int:
 
 
 def cmd_collect(args) -> int:
-    from clipbench.report.collect import collect, run_dirs
+    from clipbench.report.collect import collect, dvc_views, load_histories, run_dirs
 
     runs = [Path(m).parent for m in args.metrics] if args.metrics else run_dirs(args.runs)
     summary = collect(runs, args.out)
+    if args.dvc_metrics or args.dvc_plots:
+        dvc_views(summary, load_histories(runs), args.dvc_metrics or args.out.with_name("metrics.json"),
+                  args.dvc_plots or args.out.with_name("plots"))
     print(f"{args.out}: {len(summary)} rows")
     return 0
 
@@ -78,13 +88,13 @@ def cmd_report(args) -> int:
 def cmd_bench(args, rest: list[str]) -> int:
     if args.what == "optim":
         from clipbench.optim.bench import main as bench_main
-
-        return bench_main(rest)
-    if args.what == "train":
+    elif args.what == "data":
+        from clipbench.data.bench import main as bench_main
+    elif args.what == "train":
         from clipbench.engine.bench import main as bench_main
-
-        return bench_main(rest)
-    raise SystemExit(f"clipbench bench: unknown benchmark {args.what!r} (known: optim, train)")
+    else:
+        raise SystemExit(f"clipbench bench: unknown benchmark {args.what!r}")
+    return bench_main(rest)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", help="the dataset's settings as JSON (what the Snakemake rule passes)")
     s.add_argument("--out", required=True, type=Path, help="folder for the prepared data and manifest.json")
     s.set_defaults(func=cmd_prepare)
+
+    s = sub.add_parser("track-data", help="version the raw archives with DVC (`dvc add data`)")
+    s.add_argument("path", nargs="?", default="data")
+    s.set_defaults(func=cmd_track_data)
 
     s = sub.add_parser("train", help="run (or resume) one training run")
     s.add_argument("--spec", help="the run's resolved settings as JSON (what the Snakemake rule passes)")
@@ -112,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("metrics", nargs="*", type=Path, help="runs' metrics.json files (default: every run under --runs)")
     s.add_argument("--runs", type=Path, default=Path("results/runs"))
     s.add_argument("--out", type=Path, default=Path("results/summary.csv"))
+    s.add_argument("--dvc-metrics", type=Path, help="also write the final metrics as JSON for `dvc metrics show`")
+    s.add_argument("--dvc-plots", type=Path, help="also write per-epoch curves as CSVs for `dvc plots show`")
     s.set_defaults(func=cmd_collect)
 
     s = sub.add_parser("report", help="figures, tables and the HTML/LaTeX report")
@@ -120,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("bench", help="benchmarks (`clipbench bench optim --help`, `clipbench bench train --help`)")
-    s.add_argument("what", choices=["optim", "train"])
+    s.add_argument("what", choices=["optim", "data", "train"])
     s.set_defaults(func=None)
     return p
 

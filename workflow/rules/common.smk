@@ -4,7 +4,7 @@ import clipbench.config as cb_config
 
 # clipbench's own check first: its messages name the offending key; then Snakemake's, with
 # the same schema, so both fill in the same defaults.
-cb_config.validate(config, source="the workflow config")
+cb_config.validate(config, source="workflow config (config/config.yaml + --configfile)")
 validate(config, "../schemas/config.schema.yaml")
 
 TASKS = config["run"]["tasks"]
@@ -39,7 +39,12 @@ def dataset_of(task):
 
 def manifest_for(wildcards):
     ds = dataset_of(wildcards.task)
-    return [f"data/prepared/{ds}/manifest.json"] if ds else []
+    return [f"prepared/{ds}/manifest.json"] if ds else []
+
+
+def all_manifests():
+    datasets = sorted({dataset_of(t) for t in TASKS} - {None})
+    return [f"prepared/{ds}/manifest.json" for ds in datasets]
 
 
 def run_spec_json(wildcards):
@@ -49,3 +54,12 @@ def run_spec_json(wildcards):
 
 def dataset_json(wildcards):
     return json.dumps(config["datasets"].get(wildcards.dataset, {}), sort_keys=True)
+
+
+def uses_archives():
+    """Whether a dataset in use comes from archives in data/ (then data.dvc is kept current)."""
+    for ds in {dataset_of(t) for t in TASKS} - {None}:
+        cfg = config["datasets"].get(ds, {})
+        if not cfg.get("root") and cfg.get("source") in ("download", "archives"):
+            return True
+    return False

@@ -1,6 +1,8 @@
+# Archives (downloads, or the user's ImageNet tars) live in data/<dataset>/, which data.dvc
+# versions; extracted and generated trees live in prepared/<dataset>/, which it does not.
 rule prepare:
     output:
-        "data/prepared/{dataset}/manifest.json",
+        "prepared/{dataset}/manifest.json",
     params:
         cfg=dataset_json,
     log:
@@ -9,4 +11,32 @@ rule prepare:
         "../../environment.yml"
     shell:
         "clipbench prepare {wildcards.dataset} --json {params.cfg:q}"
-        " --out data/prepared/{wildcards.dataset} > {log} 2>&1"
+        " --out prepared/{wildcards.dataset} > {log} 2>&1"
+
+
+rule datasets:
+    input:
+        all_manifests(),
+    output:
+        "prepared/datasets.txt",
+    log:
+        "results/logs/prepare/datasets.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "ls {input} > {output} 2> {log}"
+
+
+# After archives were downloaded (or the user's ImageNet tars are in data/), data.dvc is
+# brought up to date, so `dvc push` shares exactly what the runs used.
+rule track_data:
+    input:
+        all_manifests(),
+    output:
+        "prepared/data.dvc.log",
+    log:
+        "results/logs/prepare/track_data.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "clipbench track-data data > {output} 2> {log}"

@@ -1,14 +1,18 @@
 rule collect:
     input:
-        all_runs("metrics.json"),
+        metrics=all_runs("metrics.json"),
+        histories=all_runs("history.csv"),
     output:
-        "results/summary.csv",
+        summary="results/summary.csv",
+        metrics="results/metrics.json",
+        plots=directory("results/plots"),
     log:
         "results/logs/collect.log",
     conda:
         "../../environment.yml"
     shell:
-        "clipbench collect --out {output} {input} > {log} 2>&1"
+        "clipbench collect --out {output.summary} --dvc-metrics {output.metrics}"
+        " --dvc-plots {output.plots} {input.metrics} > {log} 2>&1"
 
 
 rule report:
@@ -18,6 +22,7 @@ rule report:
     output:
         html="report/index.html",
         tex="report/report.tex",
+        figures=directory("report/figures"),
     log:
         "results/logs/report.log",
     conda:

@@ -15,8 +15,7 @@ the file list; it is written last (atomically) and marks a finished build.
 from __future__ import annotations
 
 import hashlib
-import io
-import json
+import io as _stdio
 import multiprocessing
 import os
 import re
@@ -28,6 +27,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from clipbench import io
 from clipbench.data import sources
 from clipbench.data.download import mismatches
 from clipbench.data.extract import (
@@ -126,19 +126,6 @@ def index_tree(root, wnids, *, class_list: str, source: str = "tree") -> dict:
     }
 
 
-def write_manifest(path, manifest: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def read_manifest(path) -> dict:
-    return json.loads(Path(path).read_text())
-
-
 # ------------------------------------------------------------------ entry point
 
 
@@ -157,7 +144,7 @@ def prepare_imagenet100(out, *, root=None, archive_dir=None, class_list: str = "
         raise ImageNetError(f"class list {class_list!r} has duplicate wnids")
     if root is not None:
         manifest = index_tree(root, wnids, class_list=class_list, source="tree")
-        write_manifest(out / MANIFEST, manifest)
+        io.write_json(out / MANIFEST, manifest)
         return manifest
     archive_dir = Path(archive_dir) if archive_dir is not None else out / "archives"
     return build_from_archives(archive_dir, out, wnids, class_list=class_list,
@@ -230,7 +217,7 @@ def read_devkit(devkit) -> list[str]:
             f"{devkit} has no data/meta.mat or data/ILSVRC2012_validation_ground_truth.txt; "
             f"it is not the ILSVRC2012 classification devkit ({DEVKIT})."
         )
-    synsets = loadmat(io.BytesIO(meta), squeeze_me=True)["synsets"]
+    synsets = loadmat(_stdio.BytesIO(meta), squeeze_me=True)["synsets"]
     # Leaves (no children) are the 1000 classes; ILSVRC2012_ID numbers them from 1.
     id_to_wnid = {
         int(s["ILSVRC2012_ID"]): str(s["WNID"])
@@ -246,7 +233,7 @@ def build_from_archives(archive_dir, out, wnids, *, class_list: str, checksums=N
     out = Path(out)
     manifest_path = out / MANIFEST
     if manifest_path.is_file():
-        done = read_manifest(manifest_path)
+        done = io.read_json(manifest_path)
         if done.get("wnids") == list(wnids) and done.get("source") == "archives":
             return done
         raise ImageNetError(
@@ -272,7 +259,7 @@ def build_from_archives(archive_dir, out, wnids, *, class_list: str, checksums=N
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     manifest = index_tree(out, wnids, class_list=class_list, source="archives")
-    write_manifest(manifest_path, manifest)
+    io.write_json(manifest_path, manifest)
     return manifest
 
 

@@ -6,7 +6,7 @@ disk (``datasets.<name>.root``), one downloaded or built from archives, and the 
 synthetic one are all used the same way.
 
 Archives (downloaded, or the user's ImageNet tars) live in ``datasets.<name>.archives``
-(default ``data/archives/<name>``), the folder DVC versions; extracted and generated trees
+(default ``data/<name>``), the folder DVC versions; extracted and generated trees
 live under ``<out>/data``, which DVC does not track (it is slow on 100k small files).
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ DATASETS = ("imagenet100", "voc2012", "div2k")
 
 
 def archive_dir(name: str, cfg: dict) -> Path:
-    return Path(cfg.get("archives") or f"data/archives/{name}")
+    return Path(cfg.get("archives") or f"data/{name}")
 
 
 def prepare(name: str, cfg: dict, out: str | Path) -> dict:
@@ -45,6 +45,9 @@ def prepare(name: str, cfg: dict, out: str | Path) -> dict:
             manifest = imagenet.prepare_imagenet100(out, archive_dir=archive_dir(name, cfg), class_list=class_list)
         else:
             raise ValueError(f"datasets.{name}.source: unknown source {source!r}")
+        resize = cfg.get("resize") or {}
+        if resize.get("shorter_side") and source != "synthetic":
+            manifest = _resized(manifest, out, resize)
     else:
         check = fetch.check_voc_root if name == "voc2012" else fetch.check_div2k_root
         if source == "synthetic":
@@ -68,6 +71,19 @@ def prepare(name: str, cfg: dict, out: str | Path) -> dict:
             manifest["sbd"] = bool(cfg.get("sbd", False)) and source == "download"
     io.write_json(out / "manifest.json", manifest)
     return manifest
+
+
+def _resized(manifest: dict, out: Path, resize: dict) -> dict:
+    """Point the manifest at a pre-resized copy of the tree (built once, resumable)."""
+    side = resize["shorter_side"]
+    src = Path(manifest["root"])
+    if not src.is_absolute():
+        src = out / src
+    dst = out / f"resized{side}"
+    rate = imagenet.resize_tree(src, dst, shorter_side=side, quality=resize.get("quality", 90),
+                                workers=resize.get("workers"))
+    return {**manifest, "root": dst.name, "resized_from": str(src), "resize": dict(resize),
+            "resize_images_per_s": rate or None}
 
 
 def _synthetic(out: Path, make) -> dict:

@@ -1,10 +1,20 @@
-"""TEMPORARY until the optimizers branch lands: torch's SGD and Adam only."""
-import torch
+"""Optimizers compared by clipbench: clipped-SGD, clipped-SSTM, and a builder for all four methods."""
 
+from .build import METHODS, build_optimizer
+from .clipped_sgd import CLIP_TARGETS, ClippedSGD
+from .clipped_sstm import ClippedSSTM, sstm_alpha
+from .clipping import CLIPPINGS, clip_, clipped, global_norm, norm_scale
 
-def build_optimizer(name, params, cfg):
-    if name == "sgd":
-        return torch.optim.SGD(params, **cfg)
-    if name == "adam":
-        return torch.optim.Adam(params, **cfg)
-    raise ValueError(f"optimizer {name!r} not available yet")
+__all__ = [
+    "CLIPPINGS",
+    "CLIP_TARGETS",
+    "METHODS",
+    "ClippedSGD",
+    "ClippedSSTM",
+    "build_optimizer",
+    "clip_",
+    "clipped",
+    "global_norm",
+    "norm_scale",
+    "sstm_alpha",
+]

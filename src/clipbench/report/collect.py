@@ -52,3 +52,24 @@ def load_histories(runs: list[Path]) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=["step", "epoch", "split", "metric", "value", "task", "method", "seed"])
     return pd.concat(frames, ignore_index=True)
+
+
+def dvc_views(summary: pd.DataFrame, history: pd.DataFrame, metrics_json: str | Path, plots_dir: str | Path) -> None:
+    """What ``dvc metrics show`` and ``dvc plots show`` read.
+
+    ``metrics_json``: {task: {method: {"<split>_<metric>": mean over seeds}}} of the final values.
+    ``plots_dir/<task>_<split>_<metric>.csv``: one row per epoch, one column per method
+    (mean over seeds), so DVC draws one line per method.
+    """
+    metrics: dict = {}
+    final = summary.dropna(subset=["metric"])
+    for (task, method, split, metric), g in final.groupby(["task", "method", "split", "metric"]):
+        metrics.setdefault(task, {}).setdefault(method, {})[f"{split}_{metric}"] = float(g["value"].mean())
+    io.write_json(metrics_json, metrics)
+    plots_dir = Path(plots_dir)
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    epochs = history[history["split"].isin(["train", "val"])]
+    for (task, split, metric), g in epochs.groupby(["task", "split", "metric"]):
+        wide = g.pivot_table(index="epoch", columns="method", values="value", aggfunc="mean").reset_index()
+        wide.columns.name = None
+        io.write_text(plots_dir / f"{task}_{split}_{metric}.csv", wide.to_csv(index=False))

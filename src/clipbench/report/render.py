@@ -62,7 +62,8 @@ def build_report(summary_csv: str | Path, out: str | Path, templates: str | Path
             "main_metric": tables.MAIN_METRIC.get(task),
             "published": pub,
             "figures": [{"path": p.relative_to(out).as_posix(), "name": p.stem,
-                         "data": base64.b64encode(p.read_bytes()).decode()} for p in figs.get(task, [])],
+                         "data": base64.b64encode(p.read_bytes()).decode()}
+                        for p in _main_first(figs.get(task, []), task, tables.MAIN_METRIC.get(task))],
         })
     context = {
         "title": "clipbench: gradient-clipping optimizers, replicated",
@@ -80,6 +81,11 @@ def build_report(summary_csv: str | Path, out: str | Path, templates: str | Path
     if pdf:
         written.append(pdf)
     return written
+
+
+def _main_first(paths: list[Path], task: str, main: str | None) -> list[Path]:
+    """The figure of the task's main metric first, as the thesis shows them."""
+    return sorted(paths, key=lambda p: (p.stem != f"{task}_{main}", p.stem))
 
 
 def _pdflatex(tex: Path) -> Path | None:

@@ -1,0 +1,116 @@
+"""Step-time benchmark of the optimizers on ResNet-18's parameters (11.7M), against torch's SGD.
+
+Methods are interleaved within each round (so machine load hits all of them alike) and the
+median over rounds is reported, with the ratio to ``torch.optim.SGD(momentum=0.9)`` measured
+in the same run.  ``clipbench bench optim --device cpu --rounds 30``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from .clipped_sgd import ClippedSGD
+from .clipped_sstm import ClippedSSTM
+
+
+class _ClipThenSGD:
+    """The usual way: ``clip_grad_norm_`` (modifies the grads) then ``SGD.step``."""
+
+    def __init__(self, params, level: float) -> None:
+        self.params, self.level = params, level
+        self.opt = torch.optim.SGD(params, lr=1e-3, momentum=0.9)
+
+    def step(self) -> None:
+        torch.nn.utils.clip_grad_norm_(self.params, self.level)
+        self.opt.step()
+
+
+def _methods():
+    sgd = dict(lr=1e-3, momentum=0.9)
+    return {
+        "sgd": lambda ps: torch.optim.SGD(ps, **sgd),
+        "clip_grad_norm+sgd": lambda ps: _ClipThenSGD(ps, 1.0),
+        "clipped_sgd:norm:grad": lambda ps: ClippedSGD(ps, clipping="norm", clip_level=1.0, **sgd),
+        "clipped_sgd:norm:momentum": lambda ps: ClippedSGD(ps, clipping="norm", clip_level=1.0,
+                                                           clip_target="momentum", **sgd),
+        "clipped_sgd:coordinate:grad": lambda ps: ClippedSGD(ps, clipping="coordinate", clip_level=1e-3, **sgd),
+        "clipped_sgd:coordinate:momentum": lambda ps: ClippedSGD(ps, clipping="coordinate", clip_level=1e-3,
+                                                                 clip_target="momentum", **sgd),
+        "clipped_sgd:layer:grad": lambda ps: ClippedSGD(ps, clipping="layer", clip_level=1.0, **sgd),
+        "clipped_sgd:layer:momentum": lambda ps: ClippedSGD(ps, clipping="layer", clip_level=1.0,
+                                                            clip_target="momentum", **sgd),
+        "clipped_sstm:norm": lambda ps: ClippedSSTM(ps, a=1e5, L=10.0, B=1.0, clipping="norm"),
+        "adam": lambda ps: torch.optim.Adam(ps, lr=1e-4),
+    }
+
+
+def _params(device: str, seed: int) -> list[torch.Tensor]:
+    import torchvision
+
+    torch.manual_seed(seed)
+    model = torchvision.models.resnet18(weights=None).to(device)
+    params = [p for p in model.parameters()]
+    for p in params:
+        p.grad = torch.randn_like(p)  # norm ~3400: norm clipping at 1 is active
+    return params
+
+
+def run(device: str = "cpu", rounds: int = 20, warmup: int = 3, methods: list[str] | None = None) -> list[dict]:
+    available = _methods()
+    names = methods or list(available)
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown} (known: {', '.join(available)})")
+    if "sgd" not in names:
+        names = ["sgd", *names]
+    setups = {}
+    for name in names:
+        params = _params(device, 0)
+        grads = [p.grad.clone() for p in params]  # restored for methods that modify p.grad
+        setups[name] = (params, grads, available[name](params))
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    with torch.no_grad():
+        for r in range(warmup + rounds):
+            for name in names:
+                params, grads, opt = setups[name]
+                if name == "clip_grad_norm+sgd":
+                    for p, g in zip(params, grads):
+                        p.grad.copy_(g)
+                sync()
+                t0 = time.perf_counter()
+                opt.step()
+                sync()
+                if r >= warmup:
+                    times[name].append(time.perf_counter() - t0)
+    base = statistics.median(times["sgd"])
+    return [dict(method=n, median_ms=statistics.median(times[n]) * 1e3,
+                 ratio=statistics.median(times[n]) / base) for n in names]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="clipbench bench optim", description=__doc__.splitlines()[0])
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--rounds", type=int, default=20, help="timed rounds (each runs every method once)")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--methods", nargs="+", default=None, help="subset of methods (default: all)")
+    args = ap.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: CUDA is not available")
+    try:
+        rows = run(args.device, args.rounds, args.warmup, args.methods)
+    except ValueError as e:
+        ap.error(str(e))
+    print(f"device={args.device} threads={torch.get_num_threads()} rounds={args.rounds} torch={torch.__version__}")
+    print(f"{'method':34s} {'median ms':>10s} {'x SGD':>7s}")
+    for row in rows:
+        print(f"{row['method']:34s} {row['median_ms']:10.2f} {row['ratio']:7.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,81 @@
+"""DVC: a second machine gets the raw archives with `dvc pull`, and nothing is downloaded."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from clipbench.data.fetch import fetch_voc2012
+from tests._fakedata import digests, make_voc_tar
+from tests._httpserver import http_server  # noqa: F401  (pytest fixture)
+from tests.test_workflow import _checkout
+
+VOC_TAR = "VOCtrainval_11-May-2012.tar"
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+
+
+def _run(cwd, *cmd):
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env={**os.environ, **GIT_ENV})
+    assert proc.returncode == 0, f"{cmd}: {proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def _dvc(cwd, *args):
+    dvc = shutil.which("dvc") or sys.exit("dvc not installed")
+    return _run(cwd, dvc, *args)
+
+
+@pytest.mark.slow
+def test_fresh_clone_pulls_archives_and_skips_download(tmp_path, http_server):
+    repo = _checkout(tmp_path / "repo")
+    _run(repo, "git", "init", "-q")
+    _run(repo, "git", "add", "-A")
+    _run(repo, "git", "commit", "-qm", "init")
+    (repo / "data" / "voc2012").mkdir(parents=True)
+    tar = make_voc_tar(repo / "data" / "voc2012" / VOC_TAR)
+    checksums = {VOC_TAR: digests(tar)}
+
+    remote = tmp_path / "dvc-remote"
+    _dvc(repo, "add", "data")
+    _dvc(repo, "remote", "add", "-d", "store", str(remote))
+    _dvc(repo, "push")
+    _run(repo, "git", "add", "data.dvc", ".dvc/config")
+    _run(repo, "git", "commit", "-qm", "data: archives")
+
+    clone = tmp_path / "clone"
+    _run(tmp_path, "git", "clone", "-q", str(repo), str(clone))
+    assert not (clone / "data" / "voc2012").exists()
+    _dvc(clone, "pull")
+    assert (clone / "data" / "voc2012" / VOC_TAR).read_bytes() == tar.read_bytes()
+
+    # The data rule's fetch finds the pulled archive verified and never asks the mirror.
+    voc = fetch_voc2012(clone / "prepared" / "voc2012" / "data", mirrors=[http_server.url],
+                        archive_dir=clone / "data" / "voc2012", checksums=checksums, progress=False)
+    assert http_server.requests == []
+    assert (voc / "ImageSets" / "Segmentation" / "train.txt").exists()
+
+
+def test_track_data_explains_when_it_cannot_run(tmp_path, monkeypatch):
+    from clipbench.data.dvc import track
+
+    monkeypatch.chdir(tmp_path)
+    assert "not a DVC repository" in track("data")
+    (tmp_path / ".dvc").mkdir()
+    monkeypatch.setenv("DVC_STAGE", "prepare")
+    assert "inside `dvc repro`" in track("data")
+
+
+@pytest.mark.slow
+def test_track_data_versions_the_archives(tmp_path, monkeypatch):
+    from clipbench.data.dvc import track
+
+    _run(tmp_path, "git", "init", "-q")
+    _dvc(tmp_path, "init", "-q")
+    (tmp_path / "data" / "div2k").mkdir(parents=True)
+    (tmp_path / "data" / "div2k" / "DIV2K_valid_HR.zip").write_bytes(b"zip")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    assert "versioned data" in track("data")
+    assert "path: data" in (tmp_path / "data.dvc").read_text()

@@ -1,0 +1,464 @@
+"""ClippedSGD / ClippedSSTM against plain float64 re-implementations of Algorithms 3.2 and 3.3,
+plus the optimizer contract: arguments, state, output(), AMP order, builder."""
+
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from clipbench.optim import METHODS, ClippedSGD, ClippedSSTM, build_optimizer, clip_
+
+IMPLS = ("reference", "loop", "foreach")
+
+
+# --- independent float64 references (numpy, written from the thesis' formulas) ------------
+
+
+def np_clip(g, mode, lam):
+    if mode == "coordinate":
+        return np.clip(g, -lam, lam)
+    if mode == "none":
+        return g
+    n = np.linalg.norm(g)
+    return g * min(1.0, lam / n) if n > 0 else g
+
+
+def quadratic(dim=6, seed=0):
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal((dim, dim))
+    A = q @ q.T / dim + np.eye(dim)
+    b = rng.standard_normal(dim)
+    noise = rng.standard_t(2, size=(400, dim))  # heavy tails: infinite variance
+    return A, b, noise
+
+
+def ref_clipped_sgd(x0, A, b, noise, steps, lr, mu, mode, lam, target):
+    x, buf = x0.copy(), None
+    for k in range(steps):
+        g = A @ x - b + noise[k]
+        if target == "grad" or mu == 0:
+            d = np_clip(g, mode, lam)
+            if mu:
+                buf = d.copy() if buf is None else mu * buf + d
+                d = buf
+        else:
+            buf = g.copy() if buf is None else mu * buf + g
+            if mode == "norm":
+                d = buf * min(1.0, lam / np.linalg.norm(g))
+            else:
+                d = np_clip(buf, mode, lam)
+        x = x - lr * d
+    return x
+
+
+def ref_clipped_sstm(x0, A_mat, b, noise, steps, a, L, B, nu, mode, ratio_bound=None):
+    A, y, z = 0.0, x0.copy(), x0.copy()
+    for k in range(steps):
+        alpha = (k + 2) ** (2 * nu / (1 + nu)) / (2 * a * L)
+        A_next = A + alpha
+        w = A / A_next if ratio_bound is None else min(A / A_next, ratio_bound)
+        x = w * y + (1 - w) * z
+        g = A_mat @ x - b + noise[k]
+        z = z - alpha * np_clip(g, mode, B / alpha)
+        y = w * y + (1 - w) * z
+        A = A_next
+    return y, z
+
+
+def run_torch(opt_factory, x0, A, b, noise, steps):
+    x = torch.nn.Parameter(torch.tensor(x0))
+    At, bt = torch.tensor(A), torch.tensor(b)
+    opt = opt_factory([x])
+    for k in range(steps):
+        x.grad = At @ x.detach() - bt + torch.tensor(noise[k])
+        opt.step()
+    return x, opt
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("mode", ["norm", "layer", "coordinate", "none"])
+@pytest.mark.parametrize("mu,target", [(0.0, "grad"), (0.9, "grad"), (0.9, "momentum")])
+def test_clipped_sgd_matches_algorithm_3_2(impl, mode, mu, target):
+    A, b, noise = quadratic()
+    x0 = np.ones(6)
+    lam = 0.3 if mode == "coordinate" else 1.5
+    want = ref_clipped_sgd(x0, A, b, noise, 60, 0.05, mu, "norm" if mode == "layer" else mode, lam, target)
+    x, _ = run_torch(lambda p: ClippedSGD(p, lr=0.05, momentum=mu, clipping=mode, clip_level=lam,
+                                          clip_target=target, impl=impl), x0, A, b, noise, 60)
+    np.testing.assert_allclose(x.detach().numpy(), want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("mode", ["norm", "coordinate", "none"])
+@pytest.mark.parametrize("nu,ratio_bound", [(1.0, None), (0.5, None), (1.0, 0.9)])
+def test_clipped_sstm_matches_algorithm_3_3(impl, mode, nu, ratio_bound):
+    A, b, noise = quadratic(seed=1)
+    x0 = np.full(6, 2.0)
+    a, L, B = 2.0, 3.0, 0.05 if mode == "coordinate" else 0.2
+    y_want, z_want = ref_clipped_sstm(x0, A, b, noise, 60, a, L, B, nu, mode, ratio_bound)
+    x, opt = run_torch(lambda p: ClippedSSTM(p, a=a, L=L, B=B, clipping=mode, nu=nu, ratio_bound=ratio_bound,
+                                             impl=impl), x0, A, b, noise, 60)
+    with opt.output():
+        np.testing.assert_allclose(x.detach().numpy(), y_want, rtol=0, atol=1e-11)
+    st = opt.state[x]
+    np.testing.assert_allclose(st["z"].numpy(), z_want, rtol=0, atol=1e-11)
+
+
+def test_clipping_actually_happens_in_reference_runs():
+    A, b, noise = quadratic()
+    x0 = np.ones(6)
+    clipped = ref_clipped_sgd(x0, A, b, noise, 60, 0.05, 0.0, "norm", 1.5, "grad")
+    plain = ref_clipped_sgd(x0, A, b, noise, 60, 0.05, 0.0, "none", 1.5, "grad")
+    assert np.abs(clipped - plain).max() > 1e-3
+
+
+# --- arguments -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs,msg", [
+    (dict(lr=-1.0), "Invalid lr: -1.0"),
+    (dict(lr=0.1, clip_level=-1.0), "Invalid clip_level: -1.0 (must be > 0)"),
+    (dict(lr=0.1, clip_level=0.0), "Invalid clip_level"),
+    (dict(lr=0.1, momentum=1.0), "Invalid momentum"),
+    (dict(lr=0.1, weight_decay=-1e-4), "Invalid weight_decay"),
+    (dict(lr=0.1, clipping="global"), "Invalid clipping: 'global'"),
+    (dict(lr=0.1, clip_target="buf"), "Invalid clip_target: 'buf'"),
+    (dict(lr=0.1, impl="fast"), "Invalid impl: 'fast'"),
+])
+def test_clipped_sgd_argument_checks(kwargs, msg):
+    with pytest.raises(ValueError, match=msg.replace("(", r"\(").replace(")", r"\)")):
+        ClippedSGD([torch.nn.Parameter(torch.zeros(2))], **kwargs)
+
+
+@pytest.mark.parametrize("kwargs,msg", [
+    (dict(a=0.0, L=1.0), "Invalid a: 0.0"),
+    (dict(a=1.0, L=-2.0), "Invalid L: -2.0"),
+    (dict(a=1.0, L=1.0, B=0), "Invalid B: 0"),
+    (dict(a=1.0, L=1.0, nu=0.0), "Invalid nu: 0.0"),
+    (dict(a=1.0, L=1.0, nu=1.5), "Invalid nu: 1.5"),
+    (dict(a=1.0, L=1.0, ratio_bound=1.0), "Invalid ratio_bound: 1.0"),
+    (dict(a=1.0, L=1.0, clipping="x"), "Invalid clipping"),
+])
+def test_clipped_sstm_argument_checks(kwargs, msg):
+    with pytest.raises(ValueError, match=msg):
+        ClippedSSTM([torch.nn.Parameter(torch.zeros(2))], **kwargs)
+
+
+def test_param_group_arguments_checked():
+    opt = ClippedSGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
+    with pytest.raises(ValueError, match="Invalid clip_level"):
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2))], "clip_level": -1.0})
+    assert len(opt.param_groups) == 1
+
+
+# --- edge cases --------------------------------------------------------------------------
+
+
+def make_params(seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.nn.Parameter(torch.randn(s, generator=g, dtype=dtype)) for s in [(4, 3), (5,), (2, 2, 2)]]
+
+
+def set_grads(params, seed, scale=3.0):
+    g = torch.Generator().manual_seed(seed)
+    for p in params:
+        p.grad = scale * torch.randn(p.shape, generator=g, dtype=p.dtype)
+
+
+def sgd_factory(**kw):
+    base = dict(lr=0.1, momentum=0.9, clipping="norm", clip_level=1.0)
+    base.update(kw)
+    return lambda ps: ClippedSGD(ps, **base)
+
+
+def sstm_factory(**kw):
+    base = dict(a=1.0, L=2.0, B=0.5, clipping="norm")
+    base.update(kw)
+    return lambda ps: ClippedSSTM(ps, **base)
+
+
+FACTORIES = {
+    "sgd-norm-grad": sgd_factory(),
+    "sgd-coord-mom": sgd_factory(clipping="coordinate", clip_level=0.2, clip_target="momentum"),
+    "sgd-layer-mom": sgd_factory(clipping="layer", clip_target="momentum", weight_decay=0.01),
+    "sstm-norm": sstm_factory(),
+    "sstm-coord-rb": sstm_factory(clipping="coordinate", ratio_bound=0.6, nu=0.5),
+}
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("name", FACTORIES)
+def test_zero_gradient_no_nan(name, impl):
+    params = make_params()
+    opt = FACTORIES[name](params)
+    opt.impl = impl
+    for _ in range(3):
+        for p in params:
+            p.grad = torch.zeros_like(p)
+        opt.step()
+    assert all(torch.isfinite(p).all() for p in params)
+    stats = opt.last_clip_stats
+    if name != "sgd-layer-mom":  # weight decay makes d = g + wd*x nonzero
+        assert stats["grad_norm"] in (None, 0.0)
+        assert stats["scale"] in (None, 1.0)
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_grad_none_is_skipped(name):
+    params = make_params()
+    frozen = params[1].detach().clone()
+    opt = FACTORIES[name](params)
+    for k in range(3):
+        set_grads(params, k)
+        params[1].grad = None
+        opt.step()
+    assert torch.equal(params[1].detach(), frozen)
+    assert not opt.state.get(params[1])
+
+
+def test_grad_never_modified():
+    for name, f in FACTORIES.items():
+        for impl in IMPLS:
+            params = make_params()
+            opt = f(params)
+            opt.impl = impl
+            for k in range(2):
+                set_grads(params, k)
+                before = [p.grad.clone() for p in params]
+                opt.step()
+                assert all(torch.equal(p.grad, b) for p, b in zip(params, before)), (name, impl)
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_closure_returns_loss(name):
+    params = make_params()
+    opt = FACTORIES[name](params)
+
+    def closure():
+        opt.zero_grad()
+        loss = sum((p ** 2).sum() for p in params)
+        loss.backward()
+        return loss
+
+    loss = opt.step(closure)
+    assert isinstance(loss, torch.Tensor) and loss.item() > 0
+
+
+def test_momentum_zero_targets_agree():
+    outs = []
+    for target in ("grad", "momentum"):
+        params = make_params()
+        opt = ClippedSGD(params, lr=0.1, clipping="norm", clip_level=0.7, clip_target=target)
+        for k in range(4):
+            set_grads(params, k)
+            opt.step()
+        outs.append(params)
+        assert not any(opt.state.values())  # no buffer kept without momentum
+    assert all(torch.equal(a, b) for a, b in zip(*outs))
+
+
+def test_norm_clipping_is_global_across_groups():
+    params = make_params()
+    opt = ClippedSGD([{"params": params[:1]}, {"params": params[1:], "lr": 0.5}], lr=0.1, clipping="norm",
+                     clip_level=1.0)
+    x0 = [p.detach().clone() for p in params]
+    set_grads(params, 0)
+    grads = [p.grad.clone() for p in params]
+    opt.step()
+    total = torch.sqrt(sum((g ** 2).sum() for g in grads))
+    scale = min(1.0, 1.0 / total.item())
+    assert scale < 1
+    for p, x, g, lr in zip(params, x0, grads, [0.1, 0.5, 0.5]):
+        torch.testing.assert_close(p.detach(), x - lr * scale * g, rtol=0, atol=1e-14)
+    s = opt.last_clip_stats
+    assert s["clipped"] is True and math.isclose(s["grad_norm"], total.item()) and math.isclose(s["scale"], scale)
+
+
+def test_layer_clipping_is_per_tensor():
+    params = make_params()
+    opt = ClippedSGD(params, lr=1.0, clipping="layer", clip_level=1.0)
+    x0 = [p.detach().clone() for p in params]
+    set_grads(params, 1)
+    grads = [p.grad.clone() for p in params]
+    opt.step()
+    for p, x, g in zip(params, x0, grads):
+        torch.testing.assert_close(p.detach(), x - g * min(1.0, 1.0 / g.norm().item()), rtol=0, atol=1e-14)
+
+
+def test_track_stats_for_coordinate():
+    params = make_params()
+    opt = ClippedSGD(params, lr=0.1, clipping="coordinate", clip_level=0.1, track_stats=True)
+    set_grads(params, 0)
+    opt.step()
+    s = opt.last_clip_stats
+    assert s["clipped"] is True and s["grad_norm"] > 0
+    assert ClippedSGD(params, lr=0.1, track_stats=False).last_clip_stats["grad_norm"] is None
+
+
+def test_sstm_stats_and_first_step():
+    params = make_params()
+    x0 = [p.detach().clone() for p in params]
+    opt = ClippedSSTM(params, a=1.0, L=2.0, B=100.0)
+    with opt.output():  # before any step the output is x_0
+        assert all(torch.equal(p, x) for p, x in zip(params, x0))
+    set_grads(params, 0, scale=0.01)
+    grads = [p.grad.clone() for p in params]
+    opt.step()
+    s = opt.last_clip_stats
+    alpha1 = 2 ** 1 / (2 * 1.0 * 2.0)
+    assert math.isclose(s["alpha"], alpha1) and math.isclose(s["lambda"], 100.0 / alpha1)
+    assert s["clipped"] is False and s["scale"] == 1.0
+    # y_1 = z_1 = x_0 - α_1 g; then x_2 = (A_1 y_1 + α_2 z_1)/A_2 = z_1.
+    for p, x, g in zip(params, x0, grads):
+        torch.testing.assert_close(p.detach(), x - alpha1 * g, rtol=0, atol=1e-15)
+
+
+def test_clip_inplace_helper():
+    ts = [torch.full((3,), 3.0), torch.full((4,), -4.0)]
+    total = clip_(ts, "norm", 1.0)
+    assert math.isclose(total.item(), math.sqrt(27 + 64), rel_tol=1e-6)
+    assert math.isclose(torch.sqrt(sum((t ** 2).sum() for t in ts)).item(), 1.0, rel_tol=1e-6)
+    ts = [torch.tensor([3.0, -0.05])]
+    clip_(ts, "coordinate", 0.1)
+    assert ts[0].tolist() == pytest.approx([0.1, -0.05])
+
+
+# --- output() ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_output_holds_y_and_restores_exactly(impl):
+    params = make_params()
+    opt = ClippedSSTM(params, a=1.0, L=2.0, B=0.5, impl=impl)
+    for k in range(3):
+        set_grads(params, k)
+        opt.step()
+    x = [p.detach().clone() for p in params]
+    with opt.output():
+        assert all(torch.equal(p, opt.state[p]["y"]) for p in params)
+    assert all(torch.equal(p, xi) for p, xi in zip(params, x))
+    with pytest.raises(RuntimeError, match="boom"):
+        with opt.output():
+            raise RuntimeError("boom")
+    assert all(torch.equal(p, xi) for p, xi in zip(params, x))
+
+
+# --- state_dict -----------------------------------------------------------------------
+
+
+def _roundtrip(sd):
+    buf = io.BytesIO()
+    torch.save(sd, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("name", FACTORIES)
+def test_resume_is_bit_for_bit(name, impl):
+    factory = FACTORIES[name]
+
+    def run(params, opt, ks):
+        for k in ks:
+            set_grads(params, k)
+            opt.step()
+
+    full = make_params(dtype=torch.float32)
+    opt = factory(full)
+    opt.impl = impl
+    run(full, opt, range(7))
+
+    first = make_params(dtype=torch.float32)
+    opt1 = factory(first)
+    opt1.impl = impl
+    run(first, opt1, range(4))
+    saved_opt = _roundtrip(opt1.state_dict())
+    saved_params = _roundtrip([p.detach().clone() for p in first])
+
+    second = make_params(seed=99, dtype=torch.float32)
+    with torch.no_grad():
+        for p, s in zip(second, saved_params):
+            p.copy_(s)
+    opt2 = factory(second)
+    opt2.impl = impl
+    opt2.load_state_dict(saved_opt)
+    run(second, opt2, range(4, 7))
+    assert all(torch.equal(a, b) for a, b in zip(full, second))
+    if isinstance(opt, ClippedSSTM):
+        with opt.output(), opt2.output():
+            assert all(torch.equal(a, b) for a, b in zip(full, second))
+
+
+def test_sstm_scalar_state_is_plain_python():
+    params = make_params()
+    opt = ClippedSSTM(params, a=1.0, L=1.0)
+    set_grads(params, 0)
+    opt.step()
+    g = opt.state_dict()["param_groups"][0]
+    assert g["step"] == 1 and isinstance(g["A"], float) and g["A"] == 1.0
+
+
+# --- AMP / accumulation -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["sgd-norm-grad", "sgd-coord-mom", "sstm-norm"])
+def test_grad_scaler_unscale_then_step(name):
+    torch.manual_seed(0)
+    data = [torch.randn(8, 4) for _ in range(2)]
+    results = []
+    for use_scaler in (False, True):
+        model = torch.nn.Linear(4, 3)
+        with torch.no_grad():
+            model.weight.copy_(torch.arange(12.0).view(3, 4) / 10)
+            model.bias.zero_()
+        opt = FACTORIES[name](list(model.parameters()))
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10) if use_scaler else None
+        for _ in range(3):
+            opt.zero_grad()
+            for x in data:  # gradient accumulation over two micro-batches
+                loss = model(x).pow(2).mean()
+                (scaler.scale(loss) if scaler else loss).backward()
+            if scaler:
+                scaler.unscale_(opt)
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
+        results.append([p.detach().clone() for p in model.parameters()])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+# --- builder ------------------------------------------------------------------------------
+
+
+def test_build_optimizer():
+    p = [torch.nn.Parameter(torch.zeros(2))]
+    assert METHODS == ("sgd", "adam", "clipped_sgd", "clipped_sstm")
+    assert isinstance(build_optimizer("sgd", p, {"lr": 0.1, "momentum": 0.9, "batch_multiplier": 2}), torch.optim.SGD)
+    assert isinstance(build_optimizer("adam", p, {"lr": 1e-3, "betas": [0.9, 0.99], "schedule": None}),
+                      torch.optim.Adam)
+    o = build_optimizer("clipped_sgd", p, {"lr": 1e-3, "momentum": 0.99, "clipping": "coordinate",
+                                           "clip_level": 0.1, "clip_target": "momentum"})
+    assert isinstance(o, ClippedSGD) and o.clipping == "coordinate" and o.clip_target == "momentum"
+    o = build_optimizer("clipped_sstm", p, {"a": 1e5, "L": 10, "ratio_bound": 0.99})
+    assert isinstance(o, ClippedSSTM) and o.param_groups[0]["ratio_bound"] == 0.99
+    with pytest.raises(ValueError, match=r"unknown option 'lrr' for method 'sgd' \(known: lr, momentum"):
+        build_optimizer("sgd", p, {"lrr": 0.1})
+    with pytest.raises(ValueError, match="known: sgd, adam, clipped_sgd, clipped_sstm"):
+        build_optimizer("lamb", p, {})
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_deepcopy_keeps_settings(name):
+    import copy
+
+    params = make_params()
+    opt = FACTORIES[name](params)
+    set_grads(params, 0)
+    opt.step()
+    clone = copy.deepcopy(opt)
+    assert clone.clipping == opt.clipping and clone.track_stats == opt.track_stats
+    assert clone.state_dict()["param_groups"] == opt.state_dict()["param_groups"]
