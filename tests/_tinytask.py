@@ -1,6 +1,6 @@
 """A BN-free tiny task on tensors, and a test-local optimizer that reports clip telemetry.
 
-Used by the engine tests through ``monkeypatch`` of ``clipbench.engine.train.build_task``,
+Used by the engine tests (``from tests._tinytask import ...``) through ``monkeypatch`` of ``clipbench.engine.train.build_task``,
 so they run the real loop in well under a second.
 """
 from __future__ import annotations

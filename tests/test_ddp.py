@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from _tinytask import ddp_worker, tiny_spec, use_tiny_task, restore_torch_globals, torch_globals
+from tests._tinytask import ddp_worker, tiny_spec, use_tiny_task, restore_torch_globals, torch_globals
 from clipbench.engine import checkpoint, train as T
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs gloo")

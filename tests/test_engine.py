@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from _tinytask import ReportingSGD, tiny_spec, tiny_task, use_tiny_task, restore_torch_globals, torch_globals
+from tests._tinytask import ReportingSGD, tiny_spec, tiny_task, use_tiny_task, restore_torch_globals, torch_globals
 from clipbench import config as cfgmod
 from clipbench.engine import checkpoint, train as T
 from clipbench.engine.distributed import Dist, EpochBatchSampler

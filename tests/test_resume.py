@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from _tinytask import restore_torch_globals, torch_globals
-from conftest import tiny_spec
+from tests._tinytask import restore_torch_globals, torch_globals
+from tests.conftest import tiny_spec
 from clipbench.engine import checkpoint
 from clipbench.engine.train import train
 
