@@ -5,7 +5,7 @@
     clipbench train            (--configfile F ... --task T --method M --seed S | --spec JSON) --data MANIFEST --out DIR
     clipbench collect          [METRICS.json ...] --out CSV
     clipbench report           --summary CSV --out DIR
-    clipbench bench optim|data [options of that benchmark; --help]
+    clipbench bench optim|data|train [options of that benchmark; --help]
 """
 from __future__ import annotations
 
@@ -90,6 +90,8 @@ def cmd_bench(args, rest: list[str]) -> int:
         from clipbench.optim.bench import main as bench_main
     elif args.what == "data":
         from clipbench.data.bench import main as bench_main
+    elif args.what == "train":
+        from clipbench.engine.bench import main as bench_main
     else:
         raise SystemExit(f"clipbench bench: unknown benchmark {args.what!r}")
     return bench_main(rest)
@@ -133,8 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, default=Path("report"))
     s.set_defaults(func=cmd_report)
 
-    s = sub.add_parser("bench", help="benchmarks (`clipbench bench optim --help`)")
-    s.add_argument("what", choices=["optim", "data"])
+    s = sub.add_parser("bench", help="benchmarks (`clipbench bench optim --help`, `clipbench bench train --help`)")
+    s.add_argument("what", choices=["optim", "data", "train"])
     s.set_defaults(func=None)
     return p
 

@@ -64,6 +64,7 @@ def validate(config: dict, source: str = "config") -> dict:
                 lines.append(f"{_key_path(err)}: {err.message}")
         raise ConfigError(f"invalid {source}:\n  " + "\n  ".join(lines))
     _check_matrix(config, source)
+    _check_schedules(config, source)
     return config
 
 
@@ -83,6 +84,18 @@ def _check_matrix(config: dict, source: str) -> None:
             f"invalid {source}: the run matrix (run.tasks x run.methods) needs settings for: "
             + ", ".join(missing)
         )
+
+
+def _check_schedules(config: dict, source: str) -> None:
+    """clipped-SSTM has no learning rate: a schedule on it could only silently do nothing."""
+    for task, task_cfg in config.get("tasks", {}).items():
+        sched = task_cfg.get("methods", {}).get("clipped_sstm", {}).get("schedule")
+        if sched and sched.get("name", "constant") != "constant":
+            raise ConfigError(
+                f"invalid {source}: tasks.{task}.methods.clipped_sstm.schedule: clipped-SSTM has no "
+                f"learning rate to schedule (its steps follow alpha_k from a and L); "
+                f"remove the schedule or use name: constant"
+            )
 
 
 def deep_merge(base: dict, override: dict) -> dict:

@@ -1,6 +1,9 @@
 """Checkpoints that resume a run exactly, and load with ``torch.load(weights_only=True)``."""
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 import random
 from pathlib import Path
 
@@ -8,6 +11,20 @@ import numpy as np
 import torch
 
 from clipbench.io import atomic_path
+
+
+# Engine keys that change how fast a run goes, or what it does on failure, but not its numbers:
+# a checkpoint stays valid when only these change.
+NEUTRAL_ENGINE_KEYS = ("threads", "num_workers", "gpus", "fail_on_divergence", "checkpoint_every_steps", "dvclive")
+
+
+def spec_hash(spec: dict) -> str:
+    """Fingerprint of the settings that decide a run's numbers; a checkpoint resumes only its own run."""
+    spec = copy.deepcopy(spec)
+    for key in NEUTRAL_ENGINE_KEYS:
+        spec.get("engine", {}).pop(key, None)
+    text = json.dumps(spec, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def rng_state() -> dict:

@@ -22,8 +22,9 @@ def collect(runs: list[Path], out: str | Path) -> pd.DataFrame:
     for run in runs:
         run = Path(run)
         m = io.read_json(run / "metrics.json")
-        base = {k: m.get(k) for k in ("task", "method", "seed", "status", "epochs", "steps",
-                                       "wall_time_s", "images_per_s")}
+        base = {k: m.get(k) for k in ("task", "method", "seed", "status", "epochs", "steps")}
+        timing = m.get("timing") or m  # the engine keeps machine-dependent numbers under "timing"
+        base.update({k: timing.get(k) for k in ("wall_time_s", "images_per_s")})
         base["run_dir"] = str(run)
         for split, metrics in (m.get("final") or {}).items():
             for metric, value in metrics.items():

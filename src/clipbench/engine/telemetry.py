@@ -1,0 +1,126 @@
+"""What a run reports beyond its metrics: step losses, clipping, memory, DVCLive."""
+from __future__ import annotations
+
+import math
+import resource
+import sys
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+
+def loss_stride(total_steps: int, max_points: int) -> int:
+    """Keep the loss of every ``stride``-th step: at most ``max_points``, evenly spread.
+
+    It depends only on the planned number of steps, so a resumed run keeps the same steps.
+    """
+    return max(1, math.ceil(total_steps / max(1, max_points)))
+
+
+class ClipStats:
+    """Fraction of steps that clipped and the mean clip scale, from ``opt.last_clip_stats``.
+
+    Values may be 0-dim tensors (no host sync until the epoch's sums are read) or None
+    where a clipping mode has no such number (coordinate clipping has no scale).
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums = {"clipped": 0.0, "scale": 0.0}
+        self.counts = {"clipped": 0, "scale": 0}
+
+    def update(self, stats: dict | None) -> None:
+        for key in ("clipped", "scale"):
+            v = (stats or {}).get(key)
+            if v is not None:
+                self.sums[key] = self.sums[key] + (v.float() if torch.is_tensor(v) else float(v))
+                self.counts[key] += 1
+
+    def compute(self) -> dict[str, float]:
+        out = {}
+        for key, name in (("clipped", "clip_fraction"), ("scale", "clip_scale_mean")):
+            if self.counts[key]:
+                out[name] = float(self.sums[key]) / self.counts[key]
+        return out
+
+    def state_dict(self) -> dict:
+        return {"sums": {k: float(v) for k, v in self.sums.items()}, "counts": dict(self.counts)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sums, self.counts = dict(state["sums"]), dict(state["counts"])
+
+
+def nonfinite_grad_norm(stats: dict | None) -> bool:
+    """Whether the optimizer reported a non-finite gradient norm for its last step."""
+    norm = (stats or {}).get("grad_norm")
+    return norm is not None and not math.isfinite(float(norm))
+
+
+def peak_memory_mb(device: torch.device) -> dict[str, float]:
+    if device.type == "cuda":
+        return {"peak_gpu_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20}
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return {"peak_rss_mb": rss / (2**20 if sys.platform == "darwin" else 2**10)}
+
+
+def meter_state(meter) -> dict:
+    """A task meter's running sums, in a form ``torch.load(weights_only=True)`` accepts."""
+    if hasattr(meter, "state_dict"):
+        return meter.state_dict()
+    return dict(vars(meter))
+
+
+def load_meter_state(meter, state: dict) -> None:
+    if hasattr(meter, "load_state_dict"):
+        meter.load_state_dict(state)
+    else:
+        vars(meter).update(state)
+
+
+def dvclive_enabled(eng: dict) -> bool:
+    want = eng.get("dvclive")
+    if want is False:
+        return False
+    try:
+        import dvclive  # noqa: F401
+    except ImportError:
+        if want:
+            raise RuntimeError("engine.dvclive is true but dvclive is not installed (pip install dvclive)")
+        return False
+    return True
+
+
+def write_dvclive(run_dir: Path, history: list[dict], params: dict) -> None:
+    """Rewrite ``run_dir/dvclive`` from the history (the history, not DVCLive, is the record).
+
+    Rebuilding it whole keeps it consistent with the checkpoint after a crash and resume.
+    ``save_dvc_exp=False, dvcyaml=None``: it needs no Git or DVC repository. DVCLive looks
+    for the DVC repository around the current directory, and *creates one* (``dvc init``
+    and ``git add``) inside a Git repository that has none; a training run must not change
+    the user's repository, so it is told there is none.
+    """
+    try:
+        from unittest import mock
+
+        import dvclive.live
+        from dvclive import Live
+
+        with mock.patch.object(dvclive.live, "get_dvc_repo", return_value=None):
+            live = Live(dir=str(run_dir / "dvclive"), save_dvc_exp=False, dvcyaml=None)
+        live.log_params(params)
+        by_step: dict[int, list[dict]] = {}
+        for row in history:
+            by_step.setdefault(int(row["step"]), []).append(row)
+        for step in sorted(by_step):
+            live.step = step
+            for row in by_step[step]:
+                value = row["value"]
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    live.log_metric(f"{row['split']}/{row['metric']}", value, plot=True)
+        live.end()
+    except Exception as exc:  # a side channel: it must never cost a training run
+        tqdm.write(f"dvclive: not written ({type(exc).__name__}: {exc})")

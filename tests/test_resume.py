@@ -1,0 +1,125 @@
+"""Kill `clipbench train` with SIGKILL at a random moment, rerun the same command, and get
+bit-for-bit the result of an uninterrupted run (ResNet-18 on the tiny ImageNet layout, CPU)."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests._tinytask import restore_torch_globals, torch_globals
+from tests.conftest import tiny_spec
+from clipbench.engine import checkpoint
+from clipbench.engine.train import train
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_globals():
+    saved = torch_globals()
+    yield
+    restore_torch_globals(saved)
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    # The children must import this checkout's clipbench, whatever is pip-installed.
+    env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _command(spec: dict, manifest_dir: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "clipbench.cli", "train", "--spec", json.dumps(spec),
+            "--data", str(manifest_dir / "manifest.json"), "--out", str(out)]
+
+
+def _run(cmd, timeout=120):
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def _run_and_kill(cmd, ckpt: Path, kills_after: int, rng: random.Random) -> bool:
+    """Start ``cmd``; after its ``kills_after``-th checkpoint write, wait a random moment, SIGKILL it.
+
+    Returns False when the run finished before it could be killed.
+    """
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    seen, last = 0, None
+    deadline = time.monotonic() + 120
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                stamp = ckpt.stat().st_mtime_ns, ckpt.stat().st_ino
+            except FileNotFoundError:
+                stamp = None
+            if stamp is not None and stamp != last:
+                seen, last = seen + 1, stamp
+                if seen >= kills_after:
+                    time.sleep(rng.uniform(0.0, 0.15))
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait()
+                    return True
+            time.sleep(0.002)
+        return False
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _compare(ref: Path, run: Path) -> None:
+    a, b = (json.loads((p / "metrics.json").read_text()) for p in (ref, run))
+    assert b["timing"]["resumed_at_steps"], "the run was not resumed"
+    a.pop("timing"), b.pop("timing")
+    assert a == b
+    assert (ref / "history.csv").read_text() == (run / "history.csv").read_text()
+    pa, pb = (checkpoint.load(p / "checkpoint.pt")["model"] for p in (ref, run))
+    for k in pa:
+        assert torch.equal(pa[k], pb[k]), k
+
+
+def _kill_and_resume(tiny_imagenet, tmp_path, spec, kills: list[int], seed: int):
+    rng = random.Random(seed)
+    manifest_dir = tmp_path / "data"
+    manifest_dir.mkdir()
+    (manifest_dir / "manifest.json").write_text(json.dumps(tiny_imagenet))  # root is absolute
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    # The uninterrupted reference runs in this process: one interpreter start less.
+    train(copy.deepcopy(spec), tiny_imagenet, ref)
+    for k in kills:
+        killed = _run_and_kill(_command(spec, manifest_dir, run), run / "checkpoint.pt", k, rng)
+        assert killed, f"the run ended before its checkpoint write #{k}; make it longer"
+        assert not (run / "metrics.json").exists()
+    _run(_command(spec, manifest_dir, run))
+    _compare(ref, run)
+
+
+def test_sigkill_and_rerun_is_bit_for_bit(tiny_imagenet, tmp_path):
+    spec = tiny_spec(epochs=2)
+    spec["engine"].update({"checkpoint_every_steps": 1, "dvclive": False})
+    seed = random.randrange(10**6)
+    kill_at = random.Random(seed).randint(1, 6)  # of 8 checkpoint writes (one per step)
+    print(f"killing after checkpoint write {kill_at} (seed {seed})")
+    _kill_and_resume(tiny_imagenet, tmp_path, spec, [kill_at], seed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method_cfg", [
+    {"lr": 0.01, "momentum": 0.9, "batch_multiplier": 2, "schedule": {"name": "cosine"}},
+    {"lr": 1e-3, "batch_multiplier": 1},
+])
+def test_repeated_sigkills_with_workers(tiny_imagenet, tmp_path, method_cfg):
+    method = "adam" if "momentum" not in method_cfg else "sgd"
+    spec = tiny_spec(method=method, epochs=4, **method_cfg)
+    spec["engine"].update({"checkpoint_every_steps": 1, "num_workers": 2, "dvclive": True})
+    _kill_and_resume(tiny_imagenet, tmp_path, spec, [2, 3, 2], seed=7)
