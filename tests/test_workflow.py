@@ -1,5 +1,6 @@
 """The Snakemake workflow: it plans, it lints, it refuses bad configs before any job."""
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -17,10 +18,12 @@ def _checkout(dst: Path) -> Path:
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, check=True,
                            capture_output=True, text=True).stdout.split()
     for f in files:
-        src = REPO / f
-        if src.is_file():
-            (dst / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst / f, follow_symlinks=False)
+        src, out = REPO / f, dst / f
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_symlink():  # e.g. the package's links to the schema and the templates
+            os.symlink(os.readlink(src), out)
+        elif src.is_file():
+            shutil.copy2(src, out)
     return dst
 
 
@@ -82,6 +85,7 @@ def test_bad_config_stops_before_any_job(checkout, tmp_path, override, key):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3000)
 def test_embedded_default_end_to_end(tmp_path):
     """`snakemake --cores 2` in a fresh checkout runs every task x method and writes the report."""
     repo = _checkout(tmp_path)
