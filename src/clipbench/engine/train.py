@@ -44,10 +44,6 @@ from clipbench.tasks import build_task
 HISTORY_FIELDS = ("step", "epoch", "split", "metric", "value")
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:  # kept for callers of the first version
-    return epoch_seed(seed, epoch)
-
-
 def output_point(optimizer):
     """Evaluate where the method says its answer is (clipped-SSTM: y, not x)."""
     return optimizer.output() if hasattr(optimizer, "output") else contextlib.nullcontext()
