@@ -156,6 +156,7 @@ def train(spec: dict, manifest: dict | None, out_dir: str | Path) -> dict:
         "status": status, "diverged_at_step": diverged_at,
         "final": last_finite,
         "main_metric": task.main_metric,
+        "task_info": task.extra,
         "epochs": epochs, "steps": step, "batch_size": batch_size, "batch_multiplier": accumulate,
         "wall_time_s": wall, "images_per_s": images / wall if wall > 0 else None,
         "device": str(device), "versions": env.versions(), "spec": spec,
