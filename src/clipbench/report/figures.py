@@ -12,7 +12,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from clipbench.io import atomic_path  # noqa: E402
-from clipbench.report.names import METHOD_COLOR, METRIC_LABEL, TASK_LABEL, method_label, ordered_methods  # noqa: E402
+from clipbench.report.names import METHOD_COLOR, METRIC_LABEL, PER_CLASS_PREFIX, TASK_LABEL, method_label, ordered_methods  # noqa: E402
 
 
 def curve_figures(history: pd.DataFrame, out_dir: str | Path) -> dict[str, list[Path]]:
@@ -22,6 +22,8 @@ def curve_figures(history: pd.DataFrame, out_dir: str | Path) -> dict[str, list[
     made: dict[str, list[Path]] = {}
     sns.set_theme(style="whitegrid", context="notebook")
     for (task, metric), df in history.groupby(["task", "metric"], sort=False):
+        if metric.startswith(PER_CLASS_PREFIX):
+            continue  # per-class values go in a table, not 21 more figures
         methods = ordered_methods(df["method"])
         df = df.assign(Method=df["method"].map(method_label))
         grid = sns.relplot(

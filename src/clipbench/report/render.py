@@ -15,7 +15,7 @@ import pandas as pd
 from clipbench import io
 from clipbench.engine.env import versions
 from clipbench.report import collect, figures, tables
-from clipbench.report.names import METRIC_LABEL, TASK_LABEL
+from clipbench.report.names import METRIC_LABEL, TASK_LABEL, TASK_NOTES
 
 TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}"}
@@ -45,8 +45,10 @@ def default_templates() -> Path:
     return Path(str(resources.files("clipbench").joinpath("resources/templates")))
 
 
-def build_report(summary_csv: str | Path, out: str | Path, templates: str | Path | None = None) -> list[Path]:
-    """Figures, tables and the rendered report for the runs listed in ``summary_csv``."""
+def build_report(summary_csv: str | Path, out: str | Path, templates: str | Path | None = None,
+                 baselines: str | Path | None = None) -> list[Path]:
+    """Figures, tables and the rendered report for the runs listed in ``summary_csv``;
+    training-free baselines from ``baselines/<task>.json`` are shown beside them."""
     out = Path(out)
     summary = pd.read_csv(summary_csv)
     history = collect.load_histories(sorted(set(summary["run_dir"])))
@@ -61,6 +63,9 @@ def build_report(summary_csv: str | Path, out: str | Path, templates: str | Path
             "metrics": tables.metric_names(rows, task),
             "main_metric": tables.MAIN_METRIC.get(task),
             "published": pub,
+            "baselines": tables.baseline_rows(baselines, task),
+            "per_class": tables.per_class_table(rows),
+            "notes": TASK_NOTES.get(task, []),
             "figures": [{"path": p.relative_to(out).as_posix(), "name": p.stem,
                          "data": base64.b64encode(p.read_bytes()).decode()} for p in figs.get(task, [])],
         })
