@@ -52,9 +52,11 @@ def build_report(summary_csv: str | Path, out: str | Path, templates: str | Path
     out = Path(out)
     summary = pd.read_csv(summary_csv)
     history = collect.load_histories(sorted(set(summary["run_dir"])))
-    figs = figures.curve_figures(history, out / "figures")
+    shown = [t for t in TASK_LABEL if t in set(summary["task"])]
+    baseline_rows = {t: tables.baseline_rows(baselines, t) for t in shown}
+    figs = figures.curve_figures(history, out / "figures", baselines=baseline_rows)
     tasks = []
-    for task in [t for t in TASK_LABEL if t in set(summary["task"])]:
+    for task in shown:
         rows = tables.final_table(summary, task)
         pub = tables.published().get(task)
         tasks.append({
@@ -63,7 +65,7 @@ def build_report(summary_csv: str | Path, out: str | Path, templates: str | Path
             "metrics": tables.metric_names(rows, task),
             "main_metric": tables.MAIN_METRIC.get(task),
             "published": pub,
-            "baselines": tables.baseline_rows(baselines, task),
+            "baselines": baseline_rows[task],
             "per_class": tables.per_class_table(rows),
             "notes": TASK_NOTES.get(task, []),
             "figures": [{"path": p.relative_to(out).as_posix(), "name": p.stem,

@@ -48,7 +48,10 @@ def metric_names(rows: list[dict], task: str) -> list[str]:
 
 def per_class_table(rows: list[dict], prefix: str = PER_CLASS_PREFIX) -> dict | None:
     """Per-class values (e.g. IoU) as class x method, from ``final_table``'s rows; None if there are none."""
-    names = sorted({m for r in rows for m in r["metrics"] if m.startswith(prefix)})
+    from clipbench.metrics import VOC_CLASSES
+
+    order = {f"{prefix}{c}": i for i, c in enumerate(VOC_CLASSES)}  # label order, as VOC tables list them
+    names = sorted({m for r in rows for m in r["metrics"] if m.startswith(prefix)}, key=lambda m: (order.get(m, 99), m))
     if not names:
         return None
     return {
