@@ -128,7 +128,7 @@ def test_mask_with_labels_outside_voc_names_the_file(tiny_voc, tmp_path):
     bad = Path(task.train_set.masks[1])
     arr = np.asarray(Image.open(bad)).copy()
     arr[0, 0] = 30
-    im = Image.fromarray(arr, mode="P")
+    im = Image.fromarray(arr)
     im.putpalette(voc_palette())
     im.save(bad)
     task.train_set[0]  # the others still load

@@ -131,10 +131,15 @@ def _shape_mask(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
     return np.asarray(canvas, dtype=bool)
 
 
+def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    from PIL import ImageFilter
+
+    im = Image.fromarray(mask.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(2 * radius + 1))
+    return np.asarray(im) > 0
+
+
 def _voc_sample(styles: dict[int, dict], size: int, max_objects: int, border: int,
                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    from scipy import ndimage
-
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     # Background: a smooth random gradient, with clutter the network must learn to ignore.
     c0, c1 = rng.uniform(0.2, 0.8, size=3), rng.uniform(0.2, 0.8, size=3)
@@ -160,7 +165,7 @@ def _voc_sample(styles: dict[int, dict], size: int, max_objects: int, border: in
         band = np.zeros((size, size), dtype=bool)
         for r in regions:
             if r.any():
-                band |= ndimage.binary_dilation(r, iterations=border) & ndimage.binary_dilation(~r, iterations=border)
+                band |= _dilate(r, border) & _dilate(~r, border)
         label[band] = VOC_VOID
     img = img + rng.normal(0, 0.06, size=img.shape)
     return (np.clip(img, 0, 1) * 255).astype(np.uint8), label
@@ -193,8 +198,8 @@ def make_voc2012(out: Path, num_train: int = 48, num_val: int = 16, image_size: 
                 name = f"2012_{n:06d}"
                 img, label = _voc_sample(styles, image_size, max_objects, border, rng)
                 Image.fromarray(img).save(voc / "JPEGImages" / f"{name}.jpg", "JPEG", quality=90)
-                mask = Image.fromarray(label, mode="P")
-                mask.putpalette(palette)
+                mask = Image.fromarray(label)
+                mask.putpalette(palette)  # an "L" image with a palette becomes "P": indices kept
                 mask.save(voc / "SegmentationClass" / f"{name}.png")
                 splits[split].append(name)
                 bar.update()
