@@ -3,6 +3,7 @@
     clipbench prepare DATASET  (--configfile F ... | --json CFG) --out DIR
     clipbench track-data       [data]
     clipbench train            (--configfile F ... --task T --method M --seed S | --spec JSON) --data MANIFEST --out DIR
+    clipbench baseline superres --task-json CFG --data MANIFEST --out JSON
     clipbench collect          [METRICS.json ...] --out CSV
     clipbench report           --summary CSV --out DIR
     clipbench bench optim|data|train [options of that benchmark; --help]
@@ -64,6 +65,24 @@ def cmd_train(args) -> int:
     return 3 if (fail and result["status"] == "diverged") else 0
 
 
+def cmd_baseline(args) -> int:
+    from clipbench import io
+    from clipbench.data.prepare import load_manifest
+
+    if args.task != "superres":
+        raise SystemExit(f"clipbench baseline: no baseline for {args.task!r} (known: superres)")
+    from clipbench.tasks.superres import bicubic_baseline
+
+    if args.task_json:
+        task_cfg = _json_arg(args.task_json, "--task-json")
+    else:
+        task_cfg = cfgmod.load(*args.configfile)["tasks"]["superres"]
+    result = bicubic_baseline(task_cfg, load_manifest(args.data))
+    io.write_json(args.out, {"task": args.task, "rows": [result]})
+    print(json.dumps(result["metrics"]))
+    return 0
+
+
 def cmd_collect(args) -> int:
     from clipbench.report.collect import collect, dvc_views, load_histories, run_dirs
 
@@ -79,7 +98,7 @@ def cmd_collect(args) -> int:
 def cmd_report(args) -> int:
     from clipbench.report.render import build_report
 
-    paths = build_report(args.summary, args.out)
+    paths = build_report(args.summary, args.out, baselines=args.baselines)
     for p in paths:
         print(p)
     return 0
@@ -122,6 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, type=Path, help="the run folder")
     s.set_defaults(func=cmd_train)
 
+    s = sub.add_parser("baseline", help="score a training-free baseline on a task's validation set (superres: bicubic)")
+    s.add_argument("task", choices=["superres"])
+    s.add_argument("--task-json", help="the task's settings as JSON (what the Snakemake rule passes)")
+    s.add_argument("--configfile", action="append", default=[])
+    s.add_argument("--data", required=True, type=Path, help="the dataset's manifest.json")
+    s.add_argument("--out", required=True, type=Path, help="where to write the JSON result")
+    s.set_defaults(func=cmd_baseline)
+
     s = sub.add_parser("collect", help="gather every run's metrics into one tidy table")
     s.add_argument("metrics", nargs="*", type=Path, help="runs' metrics.json files (default: every run under --runs)")
     s.add_argument("--runs", type=Path, default=Path("results/runs"))
@@ -133,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("report", help="figures, tables and the HTML/LaTeX report")
     s.add_argument("--summary", type=Path, default=Path("results/summary.csv"))
     s.add_argument("--out", type=Path, default=Path("report"))
+    s.add_argument("--baselines", type=Path, default=Path("results/baselines"),
+                   help="folder of <task>.json baselines from `clipbench baseline` (shown when present)")
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("bench", help="benchmarks (`clipbench bench optim --help`, `clipbench bench train --help`)")

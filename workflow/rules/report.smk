@@ -15,10 +15,30 @@ rule collect:
         " --dvc-plots {output.plots} {input.metrics} > {log} 2>&1"
 
 
+# Training-free baselines on the same validation data as the runs (superres: bicubic).
+rule baseline:
+    input:
+        manifest=lambda wc: f"data/prepared/{dataset_of(wc.task)}/manifest.json",
+    output:
+        "results/baselines/{task}.json",
+    params:
+        cfg=lambda wc: json.dumps({k: v for k, v in config["tasks"][wc.task].items() if k != "methods"}, sort_keys=True),
+    wildcard_constraints:
+        task="superres",
+    log:
+        "results/logs/baseline/{task}.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "clipbench baseline {wildcards.task} --task-json {params.cfg:q} --data {input.manifest}"
+        " --out {output} > {log} 2>&1"
+
+
 rule report:
     input:
         summary="results/summary.csv",
         histories=all_runs("history.csv"),
+        baselines=["results/baselines/superres.json"] if "superres" in TASKS else [],
     output:
         html="report/index.html",
         tex="report/report.tex",
@@ -28,4 +48,4 @@ rule report:
     conda:
         "../../environment.yml"
     shell:
-        "clipbench report --summary {input.summary} --out report > {log} 2>&1"
+        "clipbench report --summary {input.summary} --baselines results/baselines --out report > {log} 2>&1"

@@ -337,6 +337,7 @@ def _run(spec: dict, manifest, out_dir: Path, eng: dict, device: torch.device, d
         "status": status, "diverged_at_step": diverged_at,
         "final": _final_from_history(history),
         "main_metric": task.main_metric,
+        "task_info": task.extra,
         "epochs": epochs, "steps": step, "batch_size": batch_size, "batch_multiplier": accumulate,
         "world_size": d.world, "amp": amp,
         "telemetry": {**_last(history, "train", ("clip_fraction", "clip_scale_mean", "lr")),

@@ -12,16 +12,23 @@ import seaborn as sns  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from clipbench.io import atomic_path  # noqa: E402
-from clipbench.report.names import METHOD_COLOR, METRIC_LABEL, TASK_LABEL, method_label, ordered_methods  # noqa: E402
+from clipbench.report.names import METHOD_COLOR, METRIC_LABEL, PER_CLASS_PREFIX, TASK_LABEL, method_label, ordered_methods  # noqa: E402
 
 
-def curve_figures(history: pd.DataFrame, out_dir: str | Path) -> dict[str, list[Path]]:
-    """One figure per (task, metric), train and val side by side; returns paths per task."""
+def curve_figures(history: pd.DataFrame, out_dir: str | Path,
+                  baselines: dict[str, list[dict]] | None = None) -> dict[str, list[Path]]:
+    """One figure per (task, metric), train and val side by side; returns paths per task.
+
+    ``baselines`` (task -> rows as ``tables.baseline_rows`` gives) are drawn as dashed lines
+    on the val panel, so a curve below a training-free baseline shows at a glance.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     made: dict[str, list[Path]] = {}
     sns.set_theme(style="whitegrid", context="notebook")
     for (task, metric), df in history.groupby(["task", "metric"], sort=False):
+        if metric.startswith(PER_CLASS_PREFIX):
+            continue  # per-class values go in a table, not 21 more figures
         methods = ordered_methods(df["method"])
         df = df.assign(Method=df["method"].map(method_label))
         grid = sns.relplot(
@@ -35,6 +42,15 @@ def curve_figures(history: pd.DataFrame, out_dir: str | Path) -> dict[str, list[
         for ax in grid.axes.flat:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         grid.set_titles("{col_name}")
+        for row in (baselines or {}).get(task, []):
+            value = (row["metrics"].get(metric) or {}).get("mean")
+            if value is None:
+                continue
+            for split, ax in grid.axes_dict.items():
+                if split == "val":
+                    ax.axhline(value, color="gray", linestyle="--", linewidth=1.2)
+                    ax.annotate(row["label"], (0.02, value), xycoords=("axes fraction", "data"),
+                                textcoords="offset points", xytext=(0, 3), fontsize=8, color="dimgray")
         grid.figure.suptitle(f"{TASK_LABEL.get(task, task)}: {METRIC_LABEL.get(metric, metric)}", y=1.03)
         path = out_dir / f"{task}_{metric}.png"
         with atomic_path(path) as tmp:

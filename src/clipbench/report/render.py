@@ -15,7 +15,7 @@ import pandas as pd
 from clipbench import io
 from clipbench.engine.env import versions
 from clipbench.report import collect, figures, tables
-from clipbench.report.names import METRIC_LABEL, TASK_LABEL
+from clipbench.report.names import METRIC_LABEL, TASK_LABEL, TASK_NOTES
 
 TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}"}
@@ -45,14 +45,18 @@ def default_templates() -> Path:
     return Path(str(resources.files("clipbench").joinpath("resources/templates")))
 
 
-def build_report(summary_csv: str | Path, out: str | Path, templates: str | Path | None = None) -> list[Path]:
-    """Figures, tables and the rendered report for the runs listed in ``summary_csv``."""
+def build_report(summary_csv: str | Path, out: str | Path, templates: str | Path | None = None,
+                 baselines: str | Path | None = None) -> list[Path]:
+    """Figures, tables and the rendered report for the runs listed in ``summary_csv``;
+    training-free baselines from ``baselines/<task>.json`` are shown beside them."""
     out = Path(out)
     summary = pd.read_csv(summary_csv)
     history = collect.load_histories(sorted(set(summary["run_dir"])))
-    figs = figures.curve_figures(history, out / "figures")
+    shown = [t for t in TASK_LABEL if t in set(summary["task"])]
+    baseline_rows = {t: tables.baseline_rows(baselines, t) for t in shown}
+    figs = figures.curve_figures(history, out / "figures", baselines=baseline_rows)
     tasks = []
-    for task in [t for t in TASK_LABEL if t in set(summary["task"])]:
+    for task in shown:
         rows = tables.final_table(summary, task)
         pub = tables.published().get(task)
         tasks.append({
@@ -61,6 +65,9 @@ def build_report(summary_csv: str | Path, out: str | Path, templates: str | Path
             "metrics": tables.metric_names(rows, task),
             "main_metric": tables.MAIN_METRIC.get(task),
             "published": pub,
+            "baselines": baseline_rows[task],
+            "per_class": tables.per_class_table(rows),
+            "notes": TASK_NOTES.get(task, []),
             "figures": [{"path": p.relative_to(out).as_posix(), "name": p.stem,
                          "data": base64.b64encode(p.read_bytes()).decode()}
                         for p in _main_first(figs.get(task, []), task, tables.MAIN_METRIC.get(task))],

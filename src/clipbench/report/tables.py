@@ -6,7 +6,7 @@ from importlib import resources
 import pandas as pd
 import yaml
 
-from clipbench.report.names import method_label, ordered_methods
+from clipbench.report.names import PER_CLASS_PREFIX, method_label, ordered_methods
 
 # The metric each task is judged by (split "val").
 MAIN_METRIC = {"classification": "top1", "segmentation": "miou", "superres": "psnr", "heavytail": "gap"}
@@ -41,6 +41,36 @@ def final_table(summary: pd.DataFrame, task: str) -> list[dict]:
 
 
 def metric_names(rows: list[dict], task: str) -> list[str]:
-    names = sorted({m for r in rows for m in r["metrics"]})
+    names = sorted({m for r in rows for m in r["metrics"] if not m.startswith(PER_CLASS_PREFIX)})
     main = MAIN_METRIC.get(task)
     return ([main] if main in names else []) + [n for n in names if n != main]
+
+
+def per_class_table(rows: list[dict], prefix: str = PER_CLASS_PREFIX) -> dict | None:
+    """Per-class values (e.g. IoU) as class x method, from ``final_table``'s rows; None if there are none."""
+    from clipbench.metrics import VOC_CLASSES
+
+    order = {f"{prefix}{c}": i for i, c in enumerate(VOC_CLASSES)}  # label order, as VOC tables list them
+    names = sorted({m for r in rows for m in r["metrics"] if m.startswith(prefix)}, key=lambda m: (order.get(m, 99), m))
+    if not names:
+        return None
+    return {
+        "methods": [r["label"] for r in rows],
+        "rows": [{"name": n[len(prefix):], "values": [(r["metrics"].get(n) or {}).get("mean") for r in rows]}
+                 for n in names],
+    }
+
+
+def baseline_rows(baselines_dir, task: str) -> list[dict]:
+    """Rows of ``<baselines_dir>/<task>.json`` (from ``clipbench baseline``) shaped like ``final_table``'s."""
+    import json
+    from pathlib import Path
+
+    if baselines_dir is None:
+        return []
+    path = Path(baselines_dir) / f"{task}.json"
+    if not path.is_file():
+        return []
+    return [{"label": r.get("label", r["method"]),
+             "metrics": {k: {"mean": v, "sd": None, "n": 1} for k, v in r["metrics"].items()}}
+            for r in json.loads(path.read_text())["rows"]]

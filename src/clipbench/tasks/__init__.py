@@ -4,7 +4,7 @@ A task module provides ``build(spec, manifest) -> Task``; the engine needs nothi
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch.nn as nn
@@ -22,12 +22,19 @@ class Task:
     # The metric that decides "best" and is reported first, and whether higher is better.
     main_metric: str
     higher_is_better: bool = True
+    # Facts about this run the task knows (e.g. whether pretrained weights were loaded, a
+    # baseline's score); the engine writes them into metrics.json under "task_info".
+    extra: dict = field(default_factory=dict)
 
 
 def build_task(spec: dict, manifest: dict | None) -> Task:
     name = spec["task"]
     if name == "classification":
         from clipbench.tasks import classification as mod
+    elif name == "segmentation":
+        from clipbench.tasks import segmentation as mod
+    elif name == "superres":
+        from clipbench.tasks import superres as mod
     else:
         raise ValueError(f"unknown task {name!r}")
     return mod.build(spec, manifest)

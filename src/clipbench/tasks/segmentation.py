@@ -1,0 +1,128 @@
+"""Pascal VOC 2012 semantic segmentation with FCN-32s on VGG16, as the thesis' section 4.2.
+
+Data and transforms follow torchvision's segmentation reference: random resize of the
+shorter side to 0.5-2x ``base_size``, horizontal flip, a ``crop_size`` random crop (the mask
+padded with 255), for training; for evaluation, resize to ``base_size`` or, with
+``eval_size: null``, the original resolution (the VOC protocol; then use eval_batch_size 1).
+Label 255 ("void") is ignored by the loss and the metric.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from PIL import Image
+from torchvision import datasets, tv_tensors
+from torchvision.transforms import v2 as T
+
+from clipbench.data.fetch import check_voc_root
+from clipbench.metrics import IGNORE_INDEX, VOC_CLASSES, SegmentationMeter
+from clipbench.models import fcn
+from clipbench.tasks import Task
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+NUM_CLASSES = len(VOC_CLASSES)
+_VALID = np.zeros(256, dtype=bool)
+_VALID[:NUM_CLASSES] = True
+_VALID[IGNORE_INDEX] = True
+
+
+def transforms(train: bool, base_size: int, crop_size: int, eval_size: int | None):
+    if train:
+        ops = [
+            T.RandomResize(int(0.5 * base_size), int(2.0 * base_size)),
+            T.RandomHorizontalFlip(0.5),
+            T.RandomCrop(crop_size, pad_if_needed=True, fill={tv_tensors.Mask: IGNORE_INDEX, "others": 0}),
+        ]
+    else:
+        ops = [T.Resize(eval_size)] if eval_size else []
+    return T.Compose([
+        *ops,
+        T.ToDtype({tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.int64, "others": None}, scale=True),
+        T.Normalize(MEAN, STD),
+        T.ToPureTensor(),
+    ])
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """A VOC label PNG as class indices; an error naming the file if it is not one."""
+    with Image.open(path) as im:
+        if im.mode not in ("P", "L"):
+            raise ValueError(f"{path}: mask mode {im.mode!r}; VOC masks are palette ('P') PNGs whose pixel "
+                             f"values are class indices (0..20, 255 = void), not colour images")
+        arr = np.array(im, dtype=np.uint8)
+    if not _VALID[arr].all():
+        bad = sorted(int(v) for v in np.unique(arr[~_VALID[arr]]))
+        raise ValueError(f"{path}: labels {bad[:10]} outside 0..{NUM_CLASSES - 1} and {IGNORE_INDEX} "
+                         f"(VOC class indices; 255 = void)")
+    return arr
+
+
+class VOCSegmentation(datasets.VOCSegmentation):
+    """torchvision's VOC reader (the same file lists), with masks checked and image and mask
+    transformed together as tv_tensors."""
+
+    def __getitem__(self, index: int):
+        img = tv_tensors.Image(T.functional.pil_to_tensor(Image.open(self.images[index]).convert("RGB")))
+        mask = tv_tensors.Mask(torch.from_numpy(read_mask(self.masks[index])))
+        if img.shape[-2:] != mask.shape[-2:]:
+            raise ValueError(f"{self.masks[index]}: mask {tuple(mask.shape)} and image "
+                             f"{self.images[index]} {tuple(img.shape[-2:])} differ in size")
+        return self.transforms(img, mask) if self.transforms is not None else (img, mask)
+
+
+def load_pretrained(model: nn.Module, cfg: dict) -> dict:
+    """Load ImageNet weights as ``pretrained`` says; never downloads. Returns what happened."""
+    name = cfg.get("model", "fcn32s_vgg16")
+    want = cfg.get("pretrained", "imagenet")
+    if want in (None, "none"):
+        return {"pretrained": "none", "loaded": False}
+    if name != "fcn32s_vgg16":
+        raise ValueError(f"tasks.segmentation.pretrained: {want!r}, but {name} has no ImageNet weights; "
+                         f"set pretrained: none (or model: fcn32s_vgg16)")
+    path = fcn.default_vgg16_weights() if want == "imagenet" else Path(want).expanduser()
+    if path.is_file():
+        fcn.load_vgg16_imagenet(model, path)
+        return {"pretrained": str(path), "loaded": True}
+    msg = (f"ImageNet VGG16 weights not found at {path}. clipbench never downloads them; fetch "
+           f"{fcn.VGG16_URL} onto that path (or set tasks.segmentation.pretrained to the file)")
+    if cfg.get("if_pretrained_missing", "fail") == "fail":
+        raise FileNotFoundError(msg + ", or set tasks.segmentation.if_pretrained_missing: scratch to train "
+                                      "from scratch (not the thesis' setting)")
+    print(f"WARNING: {msg}. Training the encoder from scratch (if_pretrained_missing: scratch).", file=sys.stderr)
+    return {"pretrained": str(path), "loaded": False, "missing": True, "fallback": "scratch"}
+
+
+def build(spec: dict, manifest: dict) -> Task:
+    cfg = spec["task_config"]
+    voc = check_voc_root(manifest["root"])
+    base, crop = int(cfg.get("base_size", 520)), int(cfg.get("crop_size", 480))
+    eval_size = cfg.get("eval_size")
+    root = voc.parent.parent  # torchvision wants the folder that holds VOCdevkit/
+    train_set = VOCSegmentation(root, year="2012", image_set=cfg.get("train_split", "train"), download=False,
+                                transforms=transforms(True, base, crop, eval_size))
+    val_set = VOCSegmentation(root, year="2012", image_set=cfg.get("val_split", "val"), download=False,
+                              transforms=transforms(False, base, crop, eval_size))
+    name = cfg.get("model", "fcn32s_vgg16")
+    if name == "fcn32s_vgg16":
+        model = fcn.fcn32s_vgg16(NUM_CLASSES)
+    elif name == "fcn32s_tiny":
+        model = fcn.fcn32s_tiny(NUM_CLASSES)
+    else:
+        raise ValueError(f"tasks.segmentation.model: unknown model {name!r} (known: fcn32s_vgg16, fcn32s_tiny)")
+    info = load_pretrained(model, cfg)
+    return Task(
+        name="segmentation",
+        train_set=train_set,
+        val_set=val_set,
+        model=model,
+        loss=nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX),
+        new_meter=lambda: SegmentationMeter(NUM_CLASSES, VOC_CLASSES, IGNORE_INDEX,
+                                            per_class=cfg.get("per_class_iou", True)),
+        main_metric="miou",
+        extra={"model": name, **info, "train_images": len(train_set), "val_images": len(val_set)},
+    )

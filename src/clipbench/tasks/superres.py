@@ -1,0 +1,156 @@
+"""DIV2K x4 single-image super-resolution, as the thesis' section 4.3 (MSE loss, PSNR).
+
+Training samples are random aligned patches (an LR patch of ``patch_size`` px and the HR patch
+``scale`` times larger at the same place) with random flips and 90-degree rotations, as EDSR
+trains; ``repeat`` patches per image make one epoch. Validation uses the full images (batch 1,
+as sizes differ) or, with ``val_crop``, the same HR center crop of each.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision.transforms.v2 import functional as TF
+from tqdm import tqdm
+
+from clipbench.data.fetch import check_div2k_root
+from clipbench.metrics import SuperResolutionMeter
+from clipbench.models.sr import build_sr_model
+from clipbench.tasks import Task
+
+SPLITS = {"train": "train", "val": "valid"}
+CONVENTION = ("PSNR per image, then averaged over images; output clamped to [0, 1] and rounded to 8 bits; "
+              "{scale} px shaved at each border; psnr: RGB, data range 1; psnr_y: BT.601 luma "
+              "(Y = 16 + (65.481 R + 128.553 G + 24.966 B), RGB in [0, 1]), data range 255")
+
+
+def find_pairs(root: str | Path, split: str, scale: int) -> list[tuple[Path, Path]]:
+    """(HR, LR) files of a DIV2K split, checked: every HR has its LR, sizes divide exactly."""
+    root = Path(root)
+    hr_dir = root / f"DIV2K_{split}_HR"
+    lr_dir = root / f"DIV2K_{split}_LR_bicubic" / f"X{scale}"
+    hrs = sorted(hr_dir.glob("*.png"))
+    if not hrs:
+        raise FileNotFoundError(f"{hr_dir}: no HR .png images; point datasets.div2k.root at the folder "
+                                f"that holds DIV2K_{split}_HR/")
+    pairs = []
+    for hr in hrs:
+        lr = lr_dir / f"{hr.stem}x{scale}.png"
+        if not lr.is_file():
+            raise FileNotFoundError(f"{lr}: missing; it is the x{scale} LR image of {hr} "
+                                    f"(DIV2K names it <id>x{scale}.png in DIV2K_{split}_LR_bicubic/X{scale}/)")
+        with Image.open(hr) as im:
+            w, h = im.size
+        if w % scale or h % scale:
+            raise ValueError(f"{hr}: size {w}x{h} is not divisible by the scale {scale}; crop it to "
+                             f"{w - w % scale}x{h - h % scale} (and remake its LR image)")
+        with Image.open(lr) as im:
+            lw, lh = im.size
+        if (lw, lh) != (w // scale, h // scale):
+            raise ValueError(f"{lr}: size {lw}x{lh}, expected {w // scale}x{h // scale} "
+                             f"(its HR image {hr} is {w}x{h}, scale {scale})")
+        pairs.append((hr, lr))
+    return pairs
+
+
+def _load(path: Path) -> torch.Tensor:
+    with Image.open(path) as im:
+        return TF.to_dtype(TF.pil_to_tensor(im.convert("RGB")), torch.float32, scale=True)
+
+
+class DIV2K(Dataset):
+    """(LR, HR) float RGB in [0, 1]. Train: random aligned patches, flipped and rotated."""
+
+    def __init__(self, root, split: str, scale: int = 4, train: bool = False, patch_size: int = 48,
+                 repeat: int = 1, val_crop: int | None = None) -> None:
+        self.pairs = find_pairs(root, split, scale)
+        self.scale, self.train, self.patch, self.repeat = scale, train, patch_size, repeat if train else 1
+        if val_crop is not None and val_crop % scale:
+            raise ValueError(f"tasks.superres.val_crop={val_crop} must be divisible by the scale {scale}")
+        self.val_crop = val_crop
+
+    def __len__(self) -> int:
+        return len(self.pairs) * self.repeat
+
+    def __getitem__(self, index: int):
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        hr_path, lr_path = self.pairs[index % len(self.pairs)]
+        hr, lr = _load(hr_path), _load(lr_path)
+        s = self.scale
+        if self.train:
+            p = self.patch
+            lh, lw = lr.shape[-2:]
+            if lh < p or lw < p:
+                raise ValueError(f"{lr_path}: {lw}x{lh} is smaller than patch_size {p}; lower tasks.superres.patch_size")
+            y, x = int(torch.randint(0, lh - p + 1, ())), int(torch.randint(0, lw - p + 1, ()))
+            lr, hr = lr[:, y:y + p, x:x + p], hr[:, s * y:s * (y + p), s * x:s * (x + p)]
+            # The eight flips/rotations of the square, the same for both.
+            if torch.rand(()) < 0.5:
+                lr, hr = lr.flip(-1), hr.flip(-1)
+            if torch.rand(()) < 0.5:
+                lr, hr = lr.flip(-2), hr.flip(-2)
+            if torch.rand(()) < 0.5:
+                lr, hr = lr.transpose(-1, -2), hr.transpose(-1, -2)
+            return lr.contiguous(), hr.contiguous()
+        if self.val_crop:
+            c = self.val_crop
+            h, w = hr.shape[-2:]
+            ch, cw = min(c, h), min(c, w)
+            ch, cw = ch - ch % s, cw - cw % s
+            top, left = ((h - ch) // 2) // s * s, ((w - cw) // 2) // s * s
+            hr = hr[:, top:top + ch, left:left + cw]
+            lr = lr[:, top // s:(top + ch) // s, left // s:(left + cw) // s]
+        return lr, hr
+
+
+def bicubic_upsample(lr: torch.Tensor, scale: int) -> torch.Tensor:
+    """torch's bicubic (a = -0.75, no antialiasing), clamped; close to, not equal to, MATLAB's imresize."""
+    return F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False, antialias=False).clamp(0, 1)
+
+
+def datasets_from(cfg: dict, manifest: dict) -> tuple[DIV2K, DIV2K]:
+    root = check_div2k_root(manifest["root"])
+    scale = int(cfg.get("scale", 4))
+    train_set = DIV2K(root, "train", scale, train=True, patch_size=int(cfg.get("patch_size", 48)),
+                      repeat=int(cfg.get("repeat", 1)))
+    val_set = DIV2K(root, "valid", scale, val_crop=cfg.get("val_crop"))
+    return train_set, val_set
+
+
+def bicubic_baseline(cfg: dict, manifest: dict) -> dict:
+    """The validation metrics of bicubic upsampling: what a network must beat."""
+    _, val_set = datasets_from(cfg, manifest)
+    scale = val_set.scale
+    meter = SuperResolutionMeter(scale)
+    for i in tqdm(range(len(val_set)), desc="bicubic baseline", unit="img", leave=False):
+        lr, hr = val_set[i]
+        sr = bicubic_upsample(lr[None], scale)
+        meter.update(sr, hr[None], F.mse_loss(sr, hr[None]))
+    return {
+        "task": "superres", "method": "bicubic", "label": "bicubic (no training)",
+        "metrics": meter.compute(), "val_images": len(val_set), "val_crop": val_set.val_crop,
+        "upsampling": "torch.nn.functional.interpolate(mode='bicubic', align_corners=False, antialias=False), clamped",
+        "convention": CONVENTION.format(scale=scale),
+    }
+
+
+def build(spec: dict, manifest: dict) -> Task:
+    cfg = spec["task_config"]
+    train_set, val_set = datasets_from(cfg, manifest)
+    name = cfg.get("model", "edsr_baseline")
+    return Task(
+        name="superres",
+        train_set=train_set,
+        val_set=val_set,
+        model=build_sr_model(name, train_set.scale),
+        loss=nn.MSELoss(),
+        new_meter=lambda: SuperResolutionMeter(train_set.scale),
+        main_metric="psnr",
+        extra={"model": name, "train_images": len(train_set.pairs), "val_images": len(val_set.pairs),
+               "val_crop": val_set.val_crop, "psnr_convention": CONVENTION.format(scale=train_set.scale)},
+    )
