@@ -18,7 +18,7 @@ rule collect:
 # Training-free baselines on the same validation data as the runs (superres: bicubic).
 rule baseline:
     input:
-        manifest=lambda wc: f"data/prepared/{dataset_of(wc.task)}/manifest.json",
+        manifest=manifest_for,
     output:
         "results/baselines/{task}.json",
     params:
