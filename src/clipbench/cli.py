@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of <task>.json baselines from `clipbench baseline` (shown when present)")
     s.set_defaults(func=cmd_report)
 
-    s = sub.add_parser("bench", help="benchmarks (`clipbench bench optim --help`, `clipbench bench train --help`)")
+    s = sub.add_parser("bench", add_help=False, help="benchmarks (`clipbench bench optim --help`, `clipbench bench train --help`)")
     s.add_argument("what", choices=["optim", "data", "train"])
     s.set_defaults(func=None)
     return p
