@@ -16,7 +16,9 @@ def _fake_run(root, task, method, seed, status="ok", values=(0.5, 0.6)):
     final = {split: {metric: rows[-1]["value"]} for split in ("train", "val")} if status == "ok" else {}
     io.write_json(run / "metrics.json", {"task": task, "method": method, "seed": seed, "status": status,
                                          "final": final, "epochs": 2, "steps": 20, "wall_time_s": 1.0,
-                                         "images_per_s": 10.0})
+                                         "images_per_s": 10.0,
+                                         "telemetry": {"clip_fraction": 0.125, "clip_scale_mean": 0.75}
+                                         if method.startswith("clipped") else {}})
     return run
 
 
@@ -33,6 +35,7 @@ def test_collect_is_tidy(runs, tmp_path):
     df = collect.collect(runs, tmp_path / "summary.csv")
     assert list(df.columns[:6]) == ["task", "method", "seed", "split", "metric", "value"]
     assert len(df[(df.task == "classification") & (df.split == "val")]) == 4
+    assert set(df[df.split == "run"].method) == {"clipped_sstm", "clipped_sgd"}
     diverged = df[df.method == "clipped_sgd"]
     assert len(diverged) == 1 and diverged.iloc[0]["status"] == "diverged" and pd.isna(diverged.iloc[0]["value"])
     assert pd.read_csv(tmp_path / "summary.csv").shape == df.shape
@@ -53,6 +56,7 @@ def test_report_shows_runs_thesis_values_and_divergence(runs, tmp_path):
     html = (tmp_path / "report" / "index.html").read_text()
     assert "clipped-SSTM" in html and "0.620 ± 0.000" in html
     assert "1 diverged" in html
+    assert "12.5%" in html and "0.750" in html  # clipping telemetry of the clipped methods
     assert "0.466" in html  # the thesis' Adam mIoU beside ours
     assert html.count("data:image/png;base64,") == 2  # one figure per (task, metric)
     tex = (tmp_path / "report" / "report.tex").read_text()

@@ -7,6 +7,7 @@ import pandas as pd
 
 from clipbench import io
 
+TELEMETRY = ("clip_fraction", "clip_scale_mean")
 COLUMNS = ["task", "method", "seed", "split", "metric", "value", "status",
            "epochs", "steps", "wall_time_s", "images_per_s", "run_dir"]
 
@@ -29,6 +30,11 @@ def collect(runs: list[Path], out: str | Path) -> pd.DataFrame:
         for split, metrics in (m.get("final") or {}).items():
             for metric, value in metrics.items():
                 rows.append({**base, "split": split, "metric": metric, "value": value})
+        # Whole-run telemetry (how often and how hard the method clipped) as split "run".
+        for metric in TELEMETRY:
+            value = (m.get("telemetry") or {}).get(metric)
+            if value is not None:
+                rows.append({**base, "split": "run", "metric": metric, "value": value})
         if not m.get("final"):
             # A run that diverged before its first evaluation still appears, with no value.
             rows.append({**base, "split": None, "metric": None, "value": None})

@@ -15,6 +15,10 @@ from clipbench.io import atomic_path  # noqa: E402
 from clipbench.report.names import METHOD_COLOR, METRIC_LABEL, PER_CLASS_PREFIX, TASK_LABEL, method_label, ordered_methods  # noqa: E402
 
 
+# Shown as table columns (whole-run means), not as curves: flat lines say little.
+TABLE_ONLY = ("lr", "clip_fraction", "clip_scale_mean")
+
+
 def curve_figures(history: pd.DataFrame, out_dir: str | Path,
                   baselines: dict[str, list[dict]] | None = None) -> dict[str, list[Path]]:
     """One figure per (task, metric), train and val side by side; returns paths per task.
@@ -27,8 +31,8 @@ def curve_figures(history: pd.DataFrame, out_dir: str | Path,
     made: dict[str, list[Path]] = {}
     sns.set_theme(style="whitegrid", context="notebook")
     for (task, metric), df in history.groupby(["task", "metric"], sort=False):
-        if metric.startswith(PER_CLASS_PREFIX):
-            continue  # per-class values go in a table, not 21 more figures
+        if metric.startswith(PER_CLASS_PREFIX) or metric in TABLE_ONLY or df["split"].isin(["train_step"]).all():
+            continue  # per-class values and clipping telemetry go in tables, not more figures
         methods = ordered_methods(df["method"])
         df = df.assign(Method=df["method"].map(method_label))
         grid = sns.relplot(

@@ -29,6 +29,12 @@ def _fmt(value, digits: int = 3) -> str:
     return str(value)
 
 
+def _pct(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{100 * value:.1f}%"
+
+
 def _tex(text) -> str:
     return "".join(TEX_ESCAPES.get(c, c) for c in str(text))
 
@@ -36,7 +42,7 @@ def _tex(text) -> str:
 def _environment(templates: Path) -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates)), undefined=jinja2.StrictUndefined,
                              autoescape=jinja2.select_autoescape(["html.j2"]), trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(fmt=_fmt, tex=_tex, metric_label=lambda m: METRIC_LABEL.get(m, m),
+    env.filters.update(fmt=_fmt, pct=_pct, tex=_tex, metric_label=lambda m: METRIC_LABEL.get(m, m),
                        task_label=lambda t: TASK_LABEL.get(t, t))
     return env
 

@@ -27,6 +27,7 @@ def final_table(summary: pd.DataFrame, task: str) -> list[dict]:
         metrics = {}
         for metric, g in val.groupby("metric"):
             metrics[metric] = {"mean": g["value"].mean(), "sd": g["value"].std(ddof=1) if len(g) > 1 else None, "n": len(g)}
+        run = d[d["split"] == "run"].groupby("metric")["value"].mean()
         statuses = d.drop_duplicates("seed")["status"].tolist()
         rows.append({
             "method": method,
@@ -36,6 +37,8 @@ def final_table(summary: pd.DataFrame, task: str) -> list[dict]:
             "diverged": sum(s == "diverged" for s in statuses),
             "published": pub.get("values", {}).get(method),
             "wall_time_s": d.drop_duplicates("seed")["wall_time_s"].sum(),
+            "clip_fraction": run.get("clip_fraction"),
+            "clip_scale_mean": run.get("clip_scale_mean"),
         })
     return rows
 
