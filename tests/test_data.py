@@ -8,6 +8,7 @@ from torchvision import datasets
 
 from clipbench.data import imagenet
 from clipbench.data.prepare import load_manifest, prepare
+from tests._fakedata import make_tree
 
 
 def _digest(root):
@@ -59,11 +60,7 @@ def test_manifest_root_is_relative_so_the_folder_can_move(tmp_path):
 
 
 def test_root_uses_an_existing_tree_as_it_is(tmp_path):
-    root = tmp_path / "kaggle"
-    for split in ("train", "val"):
-        for wnid in imagenet.load_class_list("first100"):
-            (root / split / wnid).mkdir(parents=True)
-            Image.new("RGB", (8, 8)).save(root / split / wnid / f"{wnid}_1.JPEG")
+    root = make_tree(tmp_path / "kaggle", imagenet.load_class_list("first100"), n=1)
     m = prepare("imagenet100", {"root": str(root)}, tmp_path / "out")
     assert load_manifest(tmp_path / "out" / "manifest.json")["root"] == str(root.resolve())
     assert m["splits"]["val"]["images"] == 100
@@ -100,14 +97,10 @@ def test_unknown_source_names_the_key(tmp_path):
 
 
 def test_resize_option_points_the_manifest_at_the_copy(tmp_path):
-    root = tmp_path / "kaggle"
-    for split in ("train", "val"):
-        for wnid in imagenet.load_class_list("first100"):
-            (root / split / wnid).mkdir(parents=True)
-            Image.new("RGB", (60, 40)).save(root / split / wnid / f"{wnid}_1.JPEG")
-    m = prepare("imagenet100", {"root": str(root), "resize": {"shorter_side": 32, "quality": 90, "workers": 1}},
+    root = make_tree(tmp_path / "kaggle", imagenet.load_class_list("first100"), n=1)  # 40x30 JPEGs
+    m = prepare("imagenet100", {"root": str(root), "resize": {"shorter_side": 15, "quality": 90, "workers": 1}},
                 tmp_path / "out")
-    assert m["root"] == "resized32" and m["resized_from"] == str(root.resolve())
+    assert m["root"] == "resized15" and m["resized_from"] == str(root.resolve())
     resized = load_manifest(tmp_path / "out" / "manifest.json")["root"]
     with Image.open(next(Path(resized).glob("train/*/*.JPEG"))) as im:
-        assert im.size == (48, 32)
+        assert im.size == (20, 15)
