@@ -118,6 +118,27 @@ def check_voc_root(root) -> Path:
     return voc
 
 
+SBD_SUBDIRS = ("img", "cls")
+SBD_LISTS = ("train.txt", "val.txt")
+
+
+def check_sbd_root(root) -> Path:
+    """``root/benchmark_RELEASE/dataset`` (SBD as ``benchmark.tgz`` unpacks) when it has
+    ``img/``, ``cls/``, ``train.txt`` and ``val.txt``; else a clear error naming what is missing."""
+    sbd = Path(root) / "benchmark_RELEASE" / "dataset"
+    if not sbd.is_dir():
+        raise DatasetLayoutError(
+            f"datasets.voc2012.sbd is true but SBD is not at {sbd}. Unpack SBD's benchmark.tgz "
+            f"next to VOCdevkit/ (so {sbd} holds img/, cls/, train.txt, val.txt), let "
+            f"`clipbench prepare` download it, or set sbd: false."
+        )
+    missing = [str(sbd / sub) for sub in SBD_SUBDIRS if not (sbd / sub).is_dir()]
+    missing += [str(sbd / name) for name in SBD_LISTS if not (sbd / name).is_file()]
+    if missing:
+        raise DatasetLayoutError(f"{sbd} is not an SBD folder: missing {', '.join(missing)}")
+    return sbd
+
+
 def check_div2k_root(root) -> Path:
     """``root`` when it has the DIV2K HR and bicubic x4 folders; else a clear error."""
     root = Path(root)

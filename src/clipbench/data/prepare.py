@@ -55,6 +55,8 @@ def prepare(name: str, cfg: dict, out: str | Path) -> dict:
             manifest = _synthetic(out, lambda tmp: make(tmp, **cfg.get("synthetic", {})))
         elif source == "root":
             check(root)
+            if name == "voc2012" and cfg.get("sbd", False):
+                fetch.check_sbd_root(root)  # fail now, not at the first training run
             manifest = {"root": str(root)}
         elif source == "download":
             dest = out / "data"
@@ -68,7 +70,7 @@ def prepare(name: str, cfg: dict, out: str | Path) -> dict:
             raise ValueError(f"datasets.{name}.source: unknown source {source!r}")
         manifest.update(dataset=name, source=source)
         if name == "voc2012":
-            manifest["sbd"] = bool(cfg.get("sbd", False)) and source == "download"
+            manifest["sbd"] = bool(cfg.get("sbd", False)) and source in ("download", "root")
     io.write_json(out / "manifest.json", manifest)
     return manifest
 

@@ -5,6 +5,11 @@ shorter side to 0.5-2x ``base_size``, horizontal flip, a ``crop_size`` random cr
 padded with 255), for training; for evaluation, resize to ``base_size`` or, with
 ``eval_size: null``, the original resolution (the VOC protocol; then use eval_batch_size 1).
 Label 255 ("void") is ignored by the loss and the metric.
+
+Training is on VOC 2012 ``train`` (1,464 images, what the thesis names), or, when the manifest
+says ``sbd: true``, on "trainaug": VOC ``train`` plus SBD ``train`` and ``val`` minus every
+VOC ``val`` image (10,582 images, the set of DeepLab and most later papers). Validation is
+VOC 2012 ``val`` either way.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from PIL import Image
 from torchvision import datasets, tv_tensors
 from torchvision.transforms import v2 as T
 
-from clipbench.data.fetch import check_voc_root
+from clipbench.data.fetch import check_sbd_root, check_voc_root
 from clipbench.metrics import IGNORE_INDEX, VOC_CLASSES, SegmentationMeter
 from clipbench.models import fcn
 from clipbench.tasks import Task
@@ -48,6 +53,19 @@ def transforms(train: bool, base_size: int, crop_size: int, eval_size: int | Non
     ])
 
 
+def _check_labels(arr: np.ndarray, path) -> np.ndarray:
+    # Compare before any cast to uint8: a 300 in a .mat would otherwise wrap to a valid 44.
+    arr = np.asarray(arr)
+    flat = arr.astype(np.int64, copy=False)
+    ok = (flat >= 0) & (flat <= 255)
+    ok[ok] = _VALID[flat[ok]]
+    if not ok.all():
+        bad = sorted(int(v) for v in np.unique(flat[~ok]))
+        raise ValueError(f"{path}: labels {bad[:10]} outside 0..{NUM_CLASSES - 1} and {IGNORE_INDEX} "
+                         f"(VOC class indices; 255 = void)")
+    return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
 def read_mask(path: str | Path) -> np.ndarray:
     """A VOC label PNG as class indices; an error naming the file if it is not one."""
     with Image.open(path) as im:
@@ -55,11 +73,37 @@ def read_mask(path: str | Path) -> np.ndarray:
             raise ValueError(f"{path}: mask mode {im.mode!r}; VOC masks are palette ('P') PNGs whose pixel "
                              f"values are class indices (0..20, 255 = void), not colour images")
         arr = np.array(im, dtype=np.uint8)
-    if not _VALID[arr].all():
-        bad = sorted(int(v) for v in np.unique(arr[~_VALID[arr]]))
-        raise ValueError(f"{path}: labels {bad[:10]} outside 0..{NUM_CLASSES - 1} and {IGNORE_INDEX} "
-                         f"(VOC class indices; 255 = void)")
-    return arr
+    return _check_labels(arr, path)
+
+
+def read_sbd_mask(path: str | Path) -> np.ndarray:
+    """An SBD ``cls/<id>.mat`` as class indices (0..20; SBD has no 255 borders).
+
+    The field path ``GTcls[0]["Segmentation"][0]`` is the one torchvision's SBDataset reads.
+    """
+    from scipy.io import loadmat
+
+    try:
+        arr = loadmat(path)["GTcls"][0]["Segmentation"][0]
+    except Exception as e:  # scipy raises several types for a file that is not a .mat
+        raise ValueError(f"{path}: not an SBD class mask (a MATLAB file with struct GTcls and its "
+                         f"field Segmentation): {type(e).__name__}: {e}") from e
+    arr = np.asarray(arr)
+    if arr.ndim != 2 or arr.dtype.kind not in "iub":
+        raise ValueError(f"{path}: GTcls.Segmentation is {arr.dtype} of shape {arr.shape}; "
+                         f"expected a 2-D integer array of class indices")
+    return _check_labels(arr, path)
+
+
+def _load_pair(image: str, mask: str, transforms):
+    """Image and mask as tv_tensors (masks by suffix: VOC PNG or SBD .mat), transformed together."""
+    img = tv_tensors.Image(T.functional.pil_to_tensor(Image.open(image).convert("RGB")))
+    arr = read_sbd_mask(mask) if str(mask).endswith(".mat") else read_mask(mask)
+    target = tv_tensors.Mask(torch.from_numpy(arr))
+    if img.shape[-2:] != target.shape[-2:]:
+        raise ValueError(f"{mask}: mask {tuple(target.shape)} and image "
+                         f"{image} {tuple(img.shape[-2:])} differ in size")
+    return transforms(img, target) if transforms is not None else (img, target)
 
 
 class VOCSegmentation(datasets.VOCSegmentation):
@@ -67,12 +111,51 @@ class VOCSegmentation(datasets.VOCSegmentation):
     transformed together as tv_tensors."""
 
     def __getitem__(self, index: int):
-        img = tv_tensors.Image(T.functional.pil_to_tensor(Image.open(self.images[index]).convert("RGB")))
-        mask = tv_tensors.Mask(torch.from_numpy(read_mask(self.masks[index])))
-        if img.shape[-2:] != mask.shape[-2:]:
-            raise ValueError(f"{self.masks[index]}: mask {tuple(mask.shape)} and image "
-                             f"{self.images[index]} {tuple(img.shape[-2:])} differ in size")
-        return self.transforms(img, mask) if self.transforms is not None else (img, mask)
+        return _load_pair(self.images[index], self.masks[index], self.transforms)
+
+
+class SegmentationFiles(torch.utils.data.Dataset):
+    """Explicit lists of images and masks (VOC PNGs and SBD .mat files mixed), read like
+    ``VOCSegmentation``; ``ids`` names each sample."""
+
+    def __init__(self, ids: list[str], images: list[str], masks: list[str], transforms=None):
+        self.ids, self.images, self.masks, self.transforms = ids, images, masks, transforms
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        return _load_pair(self.images[index], self.masks[index], self.transforms)
+
+
+def _read_ids(path: Path) -> list[str]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: image list not found")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def trainaug_files(voc: Path, sbd: Path, train_split: str = "train", val_split: str = "val"):
+    """The "trainaug" training set: VOC 2012 ``train`` plus SBD ``train`` and ``val``, minus
+    every VOC 2012 ``val`` image, each image once.
+
+    With the real sets this is 10,582 images, the augmented set of DeepLab (Chen et al.) and
+    most later VOC papers. SBD's own val overlaps VOC val, so the subtraction is what keeps
+    validation images out of training. Where an image is in both VOC train and SBD, VOC's
+    image and PNG mask are used (the official annotation; SBD's differs at object borders).
+    Returns ``(ids, images, masks, n_from_sbd)``, ids sorted.
+    """
+    lists = voc / "ImageSets" / "Segmentation"
+    held_out = set(_read_ids(lists / f"{val_split}.txt"))
+    pairs: dict[str, tuple[str, str]] = {}
+    for i in _read_ids(lists / f"{train_split}.txt"):
+        if i not in held_out:
+            pairs[i] = (str(voc / "JPEGImages" / f"{i}.jpg"), str(voc / "SegmentationClass" / f"{i}.png"))
+    n_voc = len(pairs)
+    for i in _read_ids(sbd / "train.txt") + _read_ids(sbd / "val.txt"):
+        if i not in held_out and i not in pairs:
+            pairs[i] = (str(sbd / "img" / f"{i}.jpg"), str(sbd / "cls" / f"{i}.mat"))
+    ids = sorted(pairs)
+    return ids, [pairs[i][0] for i in ids], [pairs[i][1] for i in ids], len(pairs) - n_voc
 
 
 def load_pretrained(model: nn.Module, cfg: dict) -> dict:
@@ -103,9 +186,19 @@ def build(spec: dict, manifest: dict) -> Task:
     base, crop = int(cfg.get("base_size", 520)), int(cfg.get("crop_size", 480))
     eval_size = cfg.get("eval_size")
     root = voc.parent.parent  # torchvision wants the folder that holds VOCdevkit/
-    train_set = VOCSegmentation(root, year="2012", image_set=cfg.get("train_split", "train"), download=False,
-                                transforms=transforms(True, base, crop, eval_size))
-    val_set = VOCSegmentation(root, year="2012", image_set=cfg.get("val_split", "val"), download=False,
+    train_split, val_split = cfg.get("train_split", "train"), cfg.get("val_split", "val")
+    if manifest.get("sbd"):
+        # The manifest promises SBD; a missing folder is a broken prepare, not a reason to
+        # silently train on the smaller set.
+        sbd = check_sbd_root(root)
+        ids, images, masks, n_sbd = trainaug_files(voc, sbd, train_split, val_split)
+        train_set = SegmentationFiles(ids, images, masks, transforms=transforms(True, base, crop, eval_size))
+        train_info = {"train_set": f"voc_{train_split}+sbd (trainaug)", "sbd_images": n_sbd, "sbd_root": str(sbd)}
+    else:
+        train_set = VOCSegmentation(root, year="2012", image_set=train_split, download=False,
+                                    transforms=transforms(True, base, crop, eval_size))
+        train_info = {"train_set": f"voc_{train_split}"}
+    val_set = VOCSegmentation(root, year="2012", image_set=val_split, download=False,
                               transforms=transforms(False, base, crop, eval_size))
     name = cfg.get("model", "fcn32s_vgg16")
     if name == "fcn32s_vgg16":
@@ -124,5 +217,5 @@ def build(spec: dict, manifest: dict) -> Task:
         new_meter=lambda: SegmentationMeter(NUM_CLASSES, VOC_CLASSES, IGNORE_INDEX,
                                             per_class=cfg.get("per_class_iou", True)),
         main_metric="miou",
-        extra={"model": name, **info, "train_images": len(train_set), "val_images": len(val_set)},
+        extra={"model": name, **info, **train_info, "train_images": len(train_set), "val_images": len(val_set)},
     )
