@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from clipbench.models import build_model
-from clipbench.optim import build_optimizer
+from clipbench.engine.train import make_optimizer
 
 # The demo's settings (config/config.yaml), batch multipliers aside: the benchmark times one step.
 METHOD_CONFIGS = {
@@ -49,7 +49,7 @@ class Runner:
         self.model.train()
         if method not in METHOD_CONFIGS:
             raise ValueError(f"no benchmark settings for {method!r} (known: {', '.join(METHOD_CONFIGS)})")
-        self.opt = build_optimizer(method, self.model.parameters(), METHOD_CONFIGS[method])
+        self.opt = make_optimizer(method, self.model.parameters(), METHOD_CONFIGS[method])
         g = torch.Generator().manual_seed(0)
         x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, generator=g)
         self.x = x.to(device, memory_format=torch.channels_last if args.channels_last else torch.contiguous_format)

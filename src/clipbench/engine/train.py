@@ -44,6 +44,18 @@ from clipbench.tasks import build_task
 HISTORY_FIELDS = ("step", "epoch", "split", "metric", "value")
 
 
+def make_optimizer(method: str, params, opt_cfg: dict, clip_stats: bool = False):
+    """The optimizer as training uses it (the benchmark builds it the same way).
+
+    Norm and layer clipping report their clipping statistics for free; ``clip_stats`` also
+    asks coordinate clipping for them, at the price of one more read of the gradients.
+    """
+    optimizer = build_optimizer(method, params, opt_cfg)
+    if clip_stats and hasattr(optimizer, "track_stats"):
+        optimizer.track_stats = True
+    return optimizer
+
+
 def output_point(optimizer):
     """Evaluate where the method says its answer is (clipped-SSTM: y, not x)."""
     return optimizer.output() if hasattr(optimizer, "output") else contextlib.nullcontext()
@@ -166,11 +178,7 @@ def _run(spec: dict, manifest, out_dir: Path, eng: dict, device: torch.device, d
     if channels_last:
         raw_model = raw_model.to(memory_format=torch.channels_last)
     opt_cfg, eng_method = split_method_config(spec["method_config"])
-    optimizer = build_optimizer(spec["method"], raw_model.parameters(), opt_cfg)
-    if hasattr(optimizer, "track_stats"):
-        # The report's clipping columns need stats for every mode; coordinate clipping pays
-        # one extra read of the gradients for them (about 1% of a ResNet-18 step on CPU).
-        optimizer.track_stats = True
+    optimizer = make_optimizer(spec["method"], raw_model.parameters(), opt_cfg, bool(eng.get("clip_stats", False)))
     accumulate = int(eng_method.get("batch_multiplier", 1))
     cfg = spec["task_config"]
     batch_size, epochs = int(cfg["batch_size"]), int(cfg["epochs"])
