@@ -37,8 +37,10 @@ def curve_figures(history: pd.DataFrame, out_dir: str | Path,
         df = df.assign(Method=df["method"].map(method_label))
         grid = sns.relplot(
             data=df, x="epoch", y="value", hue="Method", col="split", col_order=[s for s in ("train", "val") if s in set(df["split"])],
-            kind="line", marker="o", errorbar="sd", height=3.4, aspect=1.25,
-            hue_order=[method_label(m) for m in methods],
+            # Marker and dash per method too: lines that coincide (e.g. clipping that never
+            # triggers) stay visible.
+            kind="line", style="Method", markers=True, dashes=True, errorbar="sd", height=3.4, aspect=1.25,
+            hue_order=[method_label(m) for m in methods], style_order=[method_label(m) for m in methods],
             palette={method_label(m): METHOD_COLOR.get(m, "gray") for m in methods},
             facet_kws={"sharey": True},
         )
