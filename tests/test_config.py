@@ -84,3 +84,10 @@ def test_deep_merge_is_key_by_key():
 
 def test_schema_file_is_what_the_package_reads(repo):
     assert cfgmod.load_schema() == yaml.safe_load((repo / "workflow/schemas/config.schema.yaml").read_text())
+
+
+def test_reserved_task_is_refused_with_a_clear_message(default_config):
+    cfg = copy.deepcopy(default_config)
+    cfg["run"]["tasks"] = ["heavytail"]
+    with pytest.raises(cfgmod.ConfigError, match="run.tasks: heavytail is a reserved task name, not implemented yet"):
+        cfgmod.validate(cfg)
