@@ -36,9 +36,11 @@ def prepare(name: str, cfg: dict, out: str | Path) -> dict:
     if name == "imagenet100":
         class_list = cfg.get("class_list", "first100")
         if source == "synthetic":
-            manifest = _synthetic(out, lambda tmp: synthetic.make_imagenet100(tmp, **cfg.get("synthetic", {})))
-            manifest.update(imagenet.index_tree(out / "data", manifest["classes"], class_list=class_list,
-                                                source="synthetic"), root="data")
+            made = _synthetic(out, lambda tmp: synthetic.make_imagenet100(tmp, **cfg.get("synthetic", {})))
+            # One description for every source: the tree's own index (the synthetic set
+            # always takes the first wnids of first100, whatever class_list says).
+            manifest = {**imagenet.index_tree(out / "data", made["classes"], class_list="first100",
+                                              source="synthetic"), "root": made["root"]}
         elif source == "root":
             manifest = imagenet.prepare_imagenet100(out, root=root, class_list=class_list)
         elif source == "archives":

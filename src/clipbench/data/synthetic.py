@@ -55,7 +55,6 @@ def make_imagenet100(out: Path, num_classes: int = 10, train_per_class: int = 40
         raise ValueError(f"num_classes={num_classes} exceeds the {len(wnids)} known wnids")
     rng = np.random.default_rng(seed)
     styles = _class_styles(num_classes, rng)
-    counts = {"train": {}, "val": {}}
     val_index = 0
     total = num_classes * (train_per_class + val_per_class)
     with tqdm(total=total, desc="imagenet100 (synthetic)", unit="img") as bar:
@@ -71,8 +70,7 @@ def make_imagenet100(out: Path, num_classes: int = 10, train_per_class: int = 40
                         name = f"ILSVRC2012_val_{val_index:08d}.JPEG"
                     Image.fromarray(_draw(styles[c], image_size, rng)).save(folder / name, "JPEG", quality=90)
                     bar.update()
-                counts[split][wnid] = per_class
-    return {"classes": wnids, "counts": counts}
+    return {"classes": wnids}
 
 
 # --- Pascal VOC 2012 segmentation -------------------------------------------------------------
