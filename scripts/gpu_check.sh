@@ -16,9 +16,9 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" >> "$REPORT"
 
 echo -e "\n## Training step, fp32\n" >> "$REPORT"
-python -m clipbench.engine.bench --gpu-table --image-size 224 --steps 30 --warmup 5 | tee -a "$REPORT"
+python -m clipbench.bench.train --gpu-table --image-size 224 --steps 30 --warmup 5 | tee -a "$REPORT"
 echo -e "\n## Training step, bf16 autocast + channels_last\n" >> "$REPORT"
-python -m clipbench.engine.bench --gpu-table --image-size 224 --steps 30 --warmup 5 --amp bf16 --channels-last | tee -a "$REPORT"
+python -m clipbench.bench.train --gpu-table --image-size 224 --steps 30 --warmup 5 --amp bf16 --channels-last | tee -a "$REPORT"
 
 WORK=$(mktemp -d)
 python -m clipbench.cli prepare imagenet100 --json '{"source": "synthetic", "synthetic": {"num_classes": 10, "train_per_class": 64, "val_per_class": 16, "image_size": 64}}' --out "$WORK/data" > /dev/null

@@ -2,7 +2,7 @@
 
 import pytest
 
-from clipbench.optim import bench
+from clipbench.bench import optim as bench
 
 
 def test_bench_main_runs(capsys):

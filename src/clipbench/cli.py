@@ -106,11 +106,11 @@ def cmd_report(args) -> int:
 
 def cmd_bench(args, rest: list[str]) -> int:
     if args.what == "optim":
-        from clipbench.optim.bench import main as bench_main
+        from clipbench.bench.optim import main as bench_main
     elif args.what == "data":
-        from clipbench.data.bench import main as bench_main
+        from clipbench.bench.data import main as bench_main
     elif args.what == "train":
-        from clipbench.engine.bench import main as bench_main
+        from clipbench.bench.train import main as bench_main
     else:
         raise SystemExit(f"clipbench bench: unknown benchmark {args.what!r}")
     return bench_main(rest)

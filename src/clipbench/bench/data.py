@@ -20,7 +20,7 @@ from skimage import data as skdata
 from torch.utils.data import DataLoader
 from torchvision import datasets
 
-from clipbench.data.imagenet import resize_tree
+from clipbench.data.imagenet100 import resize_tree
 from clipbench.tasks.classification import transforms
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "cat", "hubble_deep_field", "immunohistochemistry")

@@ -1,7 +1,7 @@
 """Training-step benchmark: is the optimizer visible in a full step?
 
     clipbench bench train [--methods sgd,adam,clipped_sgd,clipped_sstm] [--batch-size 32] ...
-    python -m clipbench.engine.bench --gpu-table      (on a CUDA machine; scripts/gpu_check.sh)
+    python -m clipbench.bench.train --gpu-table      (on a CUDA machine; scripts/gpu_check.sh)
 
 Default mode: ResNet-18 at batch 32, one model and optimizer per method from the same
 initial weights, timed in alternating rounds (the order rotates each round, so drift in a

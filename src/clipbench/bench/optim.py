@@ -13,8 +13,8 @@ import time
 
 import torch
 
-from .clipped_sgd import ClippedSGD
-from .clipped_sstm import ClippedSSTM
+from clipbench.optim.clipped_sgd import ClippedSGD
+from clipbench.optim.clipped_sstm import ClippedSSTM
 
 
 class _ClipThenSGD:
