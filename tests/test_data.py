@@ -6,7 +6,7 @@ from pathlib import Path
 from PIL import Image
 from torchvision import datasets
 
-from clipbench.data import imagenet
+from clipbench.data import imagenet100 as imagenet
 from clipbench.data.prepare import load_manifest, prepare
 from tests._fakedata import make_tree
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from clipbench.data.fetch import fetch_voc2012
+from clipbench.data.voc2012 import fetch_voc2012
 from tests._fakedata import digests, make_voc_tar
 from tests._httpserver import http_server  # noqa: F401  (pytest fixture)
 from tests.test_workflow import _checkout

@@ -10,9 +10,14 @@ from clipbench.data.extract import (
     ArchiveError,
     CorruptArchiveError,
     UnsafeArchiveError,
-    is_extracted,
+    marker_path,
     safe_extract,
 )
+
+
+def is_extracted(archive, dest) -> bool:
+    # The marker safe_extract writes last: its presence means the archive is fully extracted.
+    return marker_path(archive, dest).is_file()
 
 
 def _add_file(tf, name, data=b"x"):

@@ -9,19 +9,16 @@ from PIL import Image
 from clipbench.data import sources
 from clipbench.data.download import ChecksumError
 from clipbench.data.extract import CorruptArchiveError
-from clipbench.data.fetch import (
-    DatasetLayoutError,
-    check_div2k_root,
-    check_voc_root,
-    fetch_div2k,
-    fetch_voc2012,
-)
-from clipbench.data.imagenet import (
+from clipbench.data import DatasetLayoutError
+from clipbench.data.div2k import check_div2k_root, fetch_div2k
+from clipbench.data.imagenet100 import (
     ImageNetError,
     load_class_list,
     prepare_imagenet100,
     resize_tree,
 )
+from clipbench.data.prepare import prepare
+from clipbench.data.voc2012 import check_voc_root, fetch_voc2012
 from tests._fakedata import (
     DIV2K_CONTENT,
     VOC_IDS,
@@ -66,7 +63,7 @@ def test_sources_pin_a_checksum_for_every_file():
                 assert spec["mirrors"], (dataset, spec["name"])
     names = [s["name"] for s in sources.files("div2k")]
     assert names == list(DIV2K_CONTENT)
-    assert sources.file_spec("voc2012", VOC_TAR)["md5"] == "6cd6e144f989b92b3379bac3b3de84fd"
+    assert next(f for f in sources.files("voc2012") if f["name"] == VOC_TAR)["md5"] == "6cd6e144f989b92b3379bac3b3de84fd"
 
 
 # ------------------------------------------------------------------ VOC
@@ -163,8 +160,8 @@ def _ilsvrc(tmp_path):
 def test_imagenet100_from_archives(tmp_path):
     archives, expected, sums = _ilsvrc(tmp_path)
     out = tmp_path / "in100"
-    manifest = prepare_imagenet100(out, archive_dir=archives, class_list="test",
-                                   wnids=PICKED, checksums=sums, progress=False)
+    cfg = {"source": "archives", "archives": str(archives), "class_list": "test"}
+    manifest = prepare("imagenet100", cfg, out, wnids=PICKED, checksums=sums, progress=False)
     for split in ("train", "val"):
         assert sorted(p.name for p in (out / split).iterdir()) == sorted(PICKED)
     for wnid in PICKED:
@@ -227,7 +224,7 @@ def test_imagenet100_missing_archives_message(tmp_path):
 def test_imagenet100_from_an_extracted_tree(tmp_path):
     root = make_tree(tmp_path / "kaggle", ALL)
     out = tmp_path / "out"
-    manifest = prepare_imagenet100(out, root=root, class_list="test", wnids=PICKED)
+    manifest = prepare("imagenet100", {"root": str(root), "class_list": "test"}, out, wnids=PICKED)
     assert manifest["root"] == str(root.resolve()) and manifest["source"] == "tree"
     assert manifest["splits"]["val"]["images"] == 2 * len(PICKED)
     assert json.loads((out / "manifest.json").read_text()) == manifest

@@ -10,7 +10,7 @@ from PIL import Image
 from scipy.io import savemat
 
 from tests._fakedata import make_sbd
-from clipbench.data.fetch import DatasetLayoutError
+from clipbench.data import DatasetLayoutError
 from clipbench.data.prepare import load_manifest, prepare
 from clipbench.data.synthetic import make_voc2012
 from clipbench.tasks import build_task

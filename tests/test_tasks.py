@@ -150,7 +150,7 @@ def test_missing_lr_file_is_named(tiny_div2k, tmp_path):
 
 
 def test_hr_size_not_divisible_by_scale_is_named(tiny_div2k, tmp_path):
-    from clipbench.tasks.superres import find_pairs
+    from clipbench.data.div2k import find_pairs
 
     root = _copy_root(tiny_div2k, tmp_path)
     hr = root / "DIV2K_valid_HR/0802.png"
@@ -160,7 +160,7 @@ def test_hr_size_not_divisible_by_scale_is_named(tiny_div2k, tmp_path):
 
 
 def test_lr_of_the_wrong_size_is_named(tiny_div2k, tmp_path):
-    from clipbench.tasks.superres import find_pairs
+    from clipbench.data.div2k import find_pairs
 
     root = _copy_root(tiny_div2k, tmp_path)
     lr = root / "DIV2K_train_LR_bicubic/X4/0002x4.png"

@@ -21,7 +21,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from clipbench.data import sources
+from clipbench.data.extract import safe_extract
+
 CHUNK = 1 << 20
+ARCHIVES = "archives"  # default archive folder under a dataset's destination
 USER_AGENT = "clipbench-downloader/0.1 (+python urllib)"
 # Client errors that will not change on a retry; 408 and 429 are "try later" and retried.
 _PERMANENT_HTTP = {400, 401, 403, 404, 405, 410, 451}
@@ -282,3 +286,33 @@ def _content_range_start(header: str | None) -> int | None:
         return int(header[6:].split("-", 1)[0])
     except ValueError:
         return None
+
+
+def fetch_files(dataset: str, dest, *, mirrors=None, checksums=None, progress=True,
+                retries=5, backoff=1.0, timeout=60, archive_dir=None) -> list[Path]:
+    """Download and verify every pinned file of ``dataset`` into ``archive_dir``
+    (default ``dest/archives``), and safe-extract those marked for extraction into ``dest``.
+
+    Everything already done is skipped: verified archives are not downloaded again and
+    extracted ones are not re-extracted. ``mirrors`` (a list of base URLs) replaces the
+    pinned bases of every file. ``checksums`` maps a file name to
+    ``{"md5"|"sha256"|"size": value}`` and replaces that file's pinned values; it exists for
+    tests and for a user's own re-packed copy.
+    """
+    dest = Path(dest)
+    archive_dir = Path(archive_dir) if archive_dir is not None else dest / ARCHIVES
+    if isinstance(mirrors, str):  # a single URL written without a YAML list
+        mirrors = [mirrors]
+    paths = []
+    for spec in sources.files(dataset):
+        name = spec["name"]
+        expected = {k: spec.get(k) for k in ("md5", "sha256", "size")}
+        if checksums and name in checksums:
+            expected = {k: checksums[name].get(k) for k in ("md5", "sha256", "size")}
+        bases = list(mirrors) if mirrors else spec["mirrors"]
+        path = download(name, mirror_urls(name, bases), archive_dir, **expected, retries=retries,
+                        backoff=backoff, timeout=timeout, progress=progress)
+        if spec.get("extract"):
+            safe_extract(path, dest, progress=progress)
+        paths.append(path)
+    return paths

@@ -32,6 +32,8 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
+from clipbench import io
+
 
 class ArchiveError(RuntimeError):
     """An archive cannot be extracted."""
@@ -61,10 +63,6 @@ def marker_path(archive, dest) -> Path:
     return Path(dest) / f".extracted-{Path(archive).name}"
 
 
-def is_extracted(archive, dest) -> bool:
-    return marker_path(archive, dest).is_file()
-
-
 def safe_extract(archive, dest, *, progress: bool = False) -> Path:
     """Extract ``archive`` into ``dest`` safely; a no-op when already done. Returns ``dest``."""
     archive, dest = Path(archive), Path(dest)
@@ -88,7 +86,7 @@ def safe_extract(archive, dest, *, progress: bool = False) -> Path:
         _merge_into(staging, dest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    _atomic_write_text(marker, f"{archive.name}\n")
+    io.write_text(marker, f"{archive.name}\n")
     return dest
 
 
@@ -285,9 +283,3 @@ def _merge_into(src: Path, dst: Path) -> None:
         elif target.exists() or target.is_symlink():
             target.unlink()
         os.replace(entry.path, target)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)

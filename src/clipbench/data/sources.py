@@ -24,6 +24,7 @@ Where each value comes from (nothing here is invented):
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 # torchvision 0.29's address first (host.robots.ox.ac.uk is often down), then the
 # addresses the VOC page has published over the years.
@@ -170,9 +171,7 @@ def files(dataset: str) -> list[dict]:
     return copy.deepcopy(entry["files"])
 
 
-def file_spec(dataset: str, name: str) -> dict:
-    """The pinned entry of one file, by dataset and file name."""
-    for spec in files(dataset):
-        if spec["name"] == name:
-            return spec
-    raise KeyError(f"no file {name!r} pinned for dataset {dataset!r} in clipbench.data.sources")
+def archive_dir(dataset: str, cfg: dict) -> Path:
+    """Where a dataset's archives live: ``datasets.<name>.archives``, default ``data/<name>``
+    (the folder DVC versions)."""
+    return Path(cfg.get("archives") or f"data/{dataset}")

@@ -5,12 +5,33 @@ network can learn, so the curves mean something, and noise, so that it is not tr
 """
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
+
 import numpy as np
 from PIL import Image
-from pathlib import Path
 from tqdm import tqdm
 
-from clipbench.data.imagenet import load_class_list
+
+def build(out: Path, make) -> dict:
+    """Run ``make(folder)`` in a temporary sibling, then move it into place as ``out/data``;
+    returns ``make``'s description with ``root`` and ``source``.
+
+    A crash leaves nothing that looks finished.
+    """
+    data_dir = out / "data"
+    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=out))
+    try:
+        info = make(tmp) or {}
+        if data_dir.exists():
+            shutil.rmtree(data_dir)
+        tmp.rename(data_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    # Relative to the manifest, so the prepared folder can move (or be restored by DVC).
+    return {**info, "root": "data", "source": "synthetic"}
 
 
 def _class_styles(num_classes: int, rng: np.random.Generator) -> list[dict]:
@@ -43,16 +64,17 @@ def _draw(style: dict, size: int, rng: np.random.Generator) -> np.ndarray:
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
-def make_imagenet100(out: Path, num_classes: int = 10, train_per_class: int = 40,
+def make_imagenet100(out: Path, wnids: list[str], num_classes: int = 10, train_per_class: int = 40,
                      val_per_class: int = 10, image_size: int = 64, seed: int = 0) -> dict:
     """Write ``out/train/<wnid>/<wnid>_<i>.JPEG`` and ``out/val/<wnid>/ILSVRC2012_val_<n>.JPEG``.
 
-    The wnids are the first ``num_classes`` of the thesis' class list, so file names look
-    like the real ImageNet-100 (the Kaggle layout) and the same code reads both.
+    The classes are the first ``num_classes`` of ``wnids`` (the caller passes the thesis'
+    class list), so file names look like the real ImageNet-100 (the Kaggle layout) and the
+    same code reads both.
     """
-    wnids = load_class_list("first100")[:num_classes]
     if len(wnids) < num_classes:
         raise ValueError(f"num_classes={num_classes} exceeds the {len(wnids)} known wnids")
+    wnids = list(wnids[:num_classes])
     rng = np.random.default_rng(seed)
     styles = _class_styles(num_classes, rng)
     val_index = 0

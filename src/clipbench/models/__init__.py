@@ -9,10 +9,5 @@ def build_model(name: str, num_classes: int) -> nn.Module:
     if name == "resnet18":
         # The thesis trains ResNet-18 from scratch on ImageNet-100 (no pretraining is named).
         return torchvision.models.resnet18(weights=None, num_classes=num_classes)
-    if name in ("fcn32s_vgg16", "fcn32s_tiny"):
-        # Randomly initialised; the segmentation task loads ImageNet weights where asked.
-        from clipbench.models import fcn
-
-        return getattr(fcn, name)(num_classes=num_classes)
-    raise ValueError(f"unknown model {name!r} (known: resnet18, fcn32s_vgg16, fcn32s_tiny; "
-                     f"super-resolution models: clipbench.models.sr.build_sr_model)")
+    raise ValueError(f"unknown model {name!r} (known: resnet18; segmentation models: "
+                     f"clipbench.models.fcn, super-resolution models: clipbench.models.sr.build_sr_model)")

@@ -8,13 +8,10 @@ from torchvision import datasets
 from torchvision.transforms import v2 as T
 import torch
 
+from clipbench.data.imagenet100 import MEAN, STD  # as torchvision's classification reference
 from clipbench.metrics import ClassificationMeter
 from clipbench.models import build_model
 from clipbench.tasks import Task
-
-# ImageNet statistics, as torchvision's classification reference uses.
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
 
 
 def transforms(image_size: int, train: bool):

@@ -23,13 +23,12 @@ from PIL import Image
 from torchvision import datasets, tv_tensors
 from torchvision.transforms import v2 as T
 
-from clipbench.data.fetch import check_sbd_root, check_voc_root
+from clipbench.data.imagenet100 import MEAN, STD
+from clipbench.data.voc2012 import check_sbd_root, check_voc_root, trainaug_files
 from clipbench.metrics import IGNORE_INDEX, VOC_CLASSES, SegmentationMeter
 from clipbench.models import fcn
 from clipbench.tasks import Task
 
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
 NUM_CLASSES = len(VOC_CLASSES)
 _VALID = np.zeros(256, dtype=bool)
 _VALID[:NUM_CLASSES] = True
@@ -126,36 +125,6 @@ class SegmentationFiles(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int):
         return _load_pair(self.images[index], self.masks[index], self.transforms)
-
-
-def _read_ids(path: Path) -> list[str]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: image list not found")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-
-
-def trainaug_files(voc: Path, sbd: Path, train_split: str = "train", val_split: str = "val"):
-    """The "trainaug" training set: VOC 2012 ``train`` plus SBD ``train`` and ``val``, minus
-    every VOC 2012 ``val`` image, each image once.
-
-    With the real sets this is 10,582 images, the augmented set of DeepLab (Chen et al.) and
-    most later VOC papers. SBD's own val overlaps VOC val, so the subtraction is what keeps
-    validation images out of training. Where an image is in both VOC train and SBD, VOC's
-    image and PNG mask are used (the official annotation; SBD's differs at object borders).
-    Returns ``(ids, images, masks, n_from_sbd)``, ids sorted.
-    """
-    lists = voc / "ImageSets" / "Segmentation"
-    held_out = set(_read_ids(lists / f"{val_split}.txt"))
-    pairs: dict[str, tuple[str, str]] = {}
-    for i in _read_ids(lists / f"{train_split}.txt"):
-        if i not in held_out:
-            pairs[i] = (str(voc / "JPEGImages" / f"{i}.jpg"), str(voc / "SegmentationClass" / f"{i}.png"))
-    n_voc = len(pairs)
-    for i in _read_ids(sbd / "train.txt") + _read_ids(sbd / "val.txt"):
-        if i not in held_out and i not in pairs:
-            pairs[i] = (str(sbd / "img" / f"{i}.jpg"), str(sbd / "cls" / f"{i}.mat"))
-    ids = sorted(pairs)
-    return ids, [pairs[i][0] for i in ids], [pairs[i][1] for i in ids], len(pairs) - n_voc
 
 
 def load_pretrained(model: nn.Module, cfg: dict) -> dict:

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
-from clipbench.data.fetch import check_div2k_root
+from clipbench.data.div2k import check_div2k_root, find_pairs
 from clipbench.metrics import SuperResolutionMeter
 from clipbench.models.sr import build_sr_model
 from clipbench.tasks import Task
@@ -26,35 +26,6 @@ SPLITS = {"train": "train", "val": "valid"}
 CONVENTION = ("PSNR per image, then averaged over images; output clamped to [0, 1] and rounded to 8 bits; "
               "{scale} px shaved at each border; psnr: RGB, data range 1; psnr_y: BT.601 luma "
               "(Y = 16 + (65.481 R + 128.553 G + 24.966 B), RGB in [0, 1]), data range 255")
-
-
-def find_pairs(root: str | Path, split: str, scale: int) -> list[tuple[Path, Path]]:
-    """(HR, LR) files of a DIV2K split, checked: every HR has its LR, sizes divide exactly."""
-    root = Path(root)
-    hr_dir = root / f"DIV2K_{split}_HR"
-    lr_dir = root / f"DIV2K_{split}_LR_bicubic" / f"X{scale}"
-    hrs = sorted(hr_dir.glob("*.png"))
-    if not hrs:
-        raise FileNotFoundError(f"{hr_dir}: no HR .png images; point datasets.div2k.root at the folder "
-                                f"that holds DIV2K_{split}_HR/")
-    pairs = []
-    for hr in hrs:
-        lr = lr_dir / f"{hr.stem}x{scale}.png"
-        if not lr.is_file():
-            raise FileNotFoundError(f"{lr}: missing; it is the x{scale} LR image of {hr} "
-                                    f"(DIV2K names it <id>x{scale}.png in DIV2K_{split}_LR_bicubic/X{scale}/)")
-        with Image.open(hr) as im:
-            w, h = im.size
-        if w % scale or h % scale:
-            raise ValueError(f"{hr}: size {w}x{h} is not divisible by the scale {scale}; crop it to "
-                             f"{w - w % scale}x{h - h % scale} (and remake its LR image)")
-        with Image.open(lr) as im:
-            lw, lh = im.size
-        if (lw, lh) != (w // scale, h // scale):
-            raise ValueError(f"{lr}: size {lw}x{lh}, expected {w // scale}x{h // scale} "
-                             f"(its HR image {hr} is {w}x{h}, scale {scale})")
-        pairs.append((hr, lr))
-    return pairs
 
 
 def _load(path: Path) -> torch.Tensor:

@@ -1,15 +1,16 @@
 """ImageNet-100 in the ImageFolder layout: ``OUT/train/<wnid>/*.JPEG``, ``OUT/val/<wnid>/*.JPEG``.
 
-Two ways in:
+Three ways in (``prepare``):
 
+* the embedded synthetic set, for a run with no download;
 * from the user's ILSVRC2012 archives (the licence forbids downloading them for the
   user): only the 100 selected classes are read out of the 138 GB train tar, and the
   validation images are sorted into class folders with the devkit's ground truth;
 * from a tree already on disk (``datasets.imagenet100.root``), used as it is after its
   layout is checked.
 
-Either way ``manifest.json`` records the class list, per-class counts and a digest of
-the file list; it is written last (atomically) and marks a finished build.
+Either way the manifest records the class list, per-class counts and a digest of the file
+list; ``clipbench.data.prepare`` writes it last (atomically), so it marks a finished build.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from clipbench import io
-from clipbench.data import sources
+from clipbench.data import MANIFEST, sources, synthetic
 from clipbench.data.download import mismatches
 from clipbench.data.extract import (
     ARCHIVE_READ_ERRORS,
@@ -45,7 +46,9 @@ CLASS_LISTS = {
 }
 SPLITS = ("train", "val")
 IMAGE_SUFFIXES = (".jpeg", ".jpg")
-MANIFEST = "manifest.json"
+# The ImageNet channel statistics every torchvision ImageNet-pretrained model expects.
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
 TRAIN_TAR, VAL_TAR, DEVKIT = (spec["name"] for spec in sources.files("imagenet"))
 _VAL_NAME = re.compile(r"ILSVRC2012_val_(\d+)\.JPEG$")
 
@@ -126,13 +129,52 @@ def index_tree(root, wnids, *, class_list: str, source: str = "tree") -> dict:
     }
 
 
-# ------------------------------------------------------------------ entry point
+# ------------------------------------------------------------------ entry points
+
+
+def prepare(cfg: dict, out: Path, source: str, root: Path | None, **options) -> dict:
+    """Make ImageNet-100 ready under ``out`` from ``source``; returns the manifest.
+
+    ``options`` go to ``prepare_imagenet100`` (``wnids``, ``checksums``, ``progress``: tests).
+    """
+    class_list = cfg.get("class_list", "first100")
+    if source == "synthetic":
+        first100 = load_class_list("first100")
+        made = synthetic.build(out, lambda tmp: synthetic.make_imagenet100(tmp, first100, **cfg.get("synthetic", {})))
+        # One description for every source: the tree's own index (the synthetic set
+        # always takes the first wnids of first100, whatever class_list says).
+        return {**index_tree(out / "data", made["classes"], class_list="first100", source="synthetic"),
+                "root": made["root"]}
+    if source == "root":
+        manifest = prepare_imagenet100(out, root=root, class_list=class_list, **options)
+    elif source == "archives":
+        manifest = prepare_imagenet100(out, archive_dir=sources.archive_dir("imagenet100", cfg),
+                                       class_list=class_list, **options)
+    else:
+        raise ValueError(f"datasets.imagenet100.source: unknown source {source!r}")
+    resize = cfg.get("resize") or {}
+    if resize.get("shorter_side"):
+        manifest = _resized(manifest, out, resize)
+    return manifest
+
+
+def _resized(manifest: dict, out: Path, resize: dict) -> dict:
+    """Point the manifest at a pre-resized copy of the tree (built once, resumable)."""
+    side = resize["shorter_side"]
+    src = Path(manifest["root"])
+    if not src.is_absolute():
+        src = out / src
+    dst = out / f"resized{side}"
+    rate = resize_tree(src, dst, shorter_side=side, quality=resize.get("quality", 90),
+                       workers=resize.get("workers"))
+    return {**manifest, "root": dst.name, "resized_from": str(src), "resize": dict(resize),
+            "resize_images_per_s": rate or None}
 
 
 def prepare_imagenet100(out, *, root=None, archive_dir=None, class_list: str = "first100",
                         wnids=None, checksums=None, verify_md5: bool = True,
                         progress: bool = True) -> dict:
-    """Make ImageNet-100 available and write ``out/manifest.json``; returns the manifest.
+    """Make ImageNet-100 available; returns its manifest (``clipbench.data.prepare`` writes it).
 
     With ``root`` the tree there is checked and used in place (``manifest["root"]``).
     Otherwise the tree is built under ``out`` from the archives in ``archive_dir``
@@ -143,9 +185,7 @@ def prepare_imagenet100(out, *, root=None, archive_dir=None, class_list: str = "
     if len(set(wnids)) != len(wnids):
         raise ImageNetError(f"class list {class_list!r} has duplicate wnids")
     if root is not None:
-        manifest = index_tree(root, wnids, class_list=class_list, source="tree")
-        io.write_json(out / MANIFEST, manifest)
-        return manifest
+        return index_tree(root, wnids, class_list=class_list, source="tree")
     archive_dir = Path(archive_dir) if archive_dir is not None else out / "archives"
     return build_from_archives(archive_dir, out, wnids, class_list=class_list,
                                checksums=checksums, verify_md5=verify_md5, progress=progress)
@@ -229,7 +269,10 @@ def read_devkit(devkit) -> list[str]:
 
 def build_from_archives(archive_dir, out, wnids, *, class_list: str, checksums=None,
                         verify_md5: bool = True, progress: bool = True) -> dict:
-    """Extract only ``wnids`` from the ILSVRC2012 archives into ``out``; returns the manifest."""
+    """Extract only ``wnids`` from the ILSVRC2012 archives into ``out``; returns the manifest.
+
+    A manifest already in ``out`` (written after a finished build) means done.
+    """
     out = Path(out)
     manifest_path = out / MANIFEST
     if manifest_path.is_file():
@@ -258,9 +301,7 @@ def build_from_archives(archive_dir, out, wnids, *, class_list: str, checksums=N
             os.replace(staging / split, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    manifest = index_tree(out, wnids, class_list=class_list, source="archives")
-    io.write_json(manifest_path, manifest)
-    return manifest
+    return index_tree(out, wnids, class_list=class_list, source="archives")
 
 
 def _extract_train(train_tar: Path, dest: Path, wnids, progress: bool) -> None:
