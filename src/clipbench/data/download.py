@@ -118,15 +118,8 @@ def download(
     final = dest_dir / filename
     expected = dict(md5=md5, sha256=sha256, size=size)
 
-    if final.exists():
-        problems = mismatches(final, **expected)
-        if not problems:
-            return final
-        raise ChecksumError(
-            f"{final} already exists but does not match its pinned checksum: "
-            f"{'; '.join(problems)}. Delete it to download again, or check the mirror "
-            f"it came from."
-        )
+    if _already_there(final, expected):
+        return final
     if not urls:
         raise DownloadError(f"no URL to download {filename} from (the mirror list is empty)")
 
@@ -173,6 +166,20 @@ def download(
         f"Check the network and the URLs, or set datasets.<name>.mirrors to a reachable "
         f"mirror. A partial download is kept as {part} and resumed next time."
     )
+
+
+def _already_there(final: Path, expected: dict) -> bool:
+    """True when ``final`` exists and verifies; a user's file that fails is an error, not deleted."""
+    if not final.exists():
+        return False
+    problems = mismatches(final, **expected)
+    if problems:
+        raise ChecksumError(
+            f"{final} already exists but does not match its pinned checksum: "
+            f"{'; '.join(problems)}. Delete it to download again, or check the mirror "
+            f"it came from."
+        )
+    return True
 
 
 def _fetch_with_retries(url, part, filename, size, retries, backoff, timeout, progress):
