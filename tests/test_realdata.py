@@ -182,6 +182,9 @@ def test_imagenet100_from_archives(tmp_path):
         p.unlink()
     assert prepare_imagenet100(out, archive_dir=archives, class_list="test", wnids=PICKED,
                                checksums=sums, progress=False) == manifest
+    # A crash after the extraction but before the manifest (while resizing): not redone.
+    (out / "manifest.json").unlink()
+    assert prepare("imagenet100", cfg, out, wnids=PICKED, checksums=sums, progress=False) == manifest
 
 
 def test_imagenet100_wrong_archive_checksum(tmp_path):

@@ -1,6 +1,5 @@
 """Segmentation and super-resolution: data layouts, checks that name the file, models, baseline,
 and a one-epoch run of each through the engine."""
-import copy
 import hashlib
 import json
 import shutil

@@ -50,6 +50,7 @@ IMAGE_SUFFIXES = (".jpeg", ".jpg")
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 TRAIN_TAR, VAL_TAR, DEVKIT = (spec["name"] for spec in sources.files("imagenet"))
+BUILT = ".built-from-archives.json"
 _VAL_NAME = re.compile(r"ILSVRC2012_val_(\d+)\.JPEG$")
 
 
@@ -271,12 +272,12 @@ def build_from_archives(archive_dir, out, wnids, *, class_list: str, checksums=N
                         verify_md5: bool = True, progress: bool = True) -> dict:
     """Extract only ``wnids`` from the ILSVRC2012 archives into ``out``; returns the manifest.
 
-    A manifest already in ``out`` (written after a finished build) means done.
+    A finished extraction is recorded in ``out/.built-from-archives.json`` (its index), so a
+    rerun, e.g. after a crash while resizing, before the manifest exists, skips it.
     """
     out = Path(out)
-    manifest_path = out / MANIFEST
-    if manifest_path.is_file():
-        done = io.read_json(manifest_path)
+    done = _finished_build(out)
+    if done is not None:
         if done.get("wnids") == list(wnids) and done.get("source") == "archives":
             return done
         raise ImageNetError(
@@ -301,7 +302,17 @@ def build_from_archives(archive_dir, out, wnids, *, class_list: str, checksums=N
             os.replace(staging / split, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return index_tree(out, wnids, class_list=class_list, source="archives")
+    manifest = index_tree(out, wnids, class_list=class_list, source="archives")
+    io.write_json(out / BUILT, manifest)
+    return manifest
+
+
+def _finished_build(out: Path) -> dict | None:
+    # A folder built before the marker existed has only the manifest, written after it.
+    for name in (BUILT, MANIFEST):
+        if (out / name).is_file():
+            return io.read_json(out / name)
+    return None
 
 
 def _extract_train(train_tar: Path, dest: Path, wnids, progress: bool) -> None:
