@@ -3,6 +3,12 @@
 A plain loop in the manner of torchvision's references: one epoch of training, one pass of
 evaluation, a checkpoint, repeat; helpers live in small modules beside this one.
 
+* ``setup()`` builds a run once (:class:`Setup`: task, model, optimizer, schedule, loaders);
+* ``fit()`` ties it together: restore the :class:`~clipbench.engine.checkpoint.Progress`,
+  then ``train_one_epoch()`` and ``end_epoch()`` (evaluate, record, checkpoint) until the
+  last epoch or a divergence, which either reports as an :class:`EpochEnd`;
+* ``_result()`` is what ``metrics.json`` holds.
+
 What is exact (see also docs in ``distributed.py``):
 
 * The data order and augmentation of epoch ``e`` depend only on (seed, e) (and the sample),
