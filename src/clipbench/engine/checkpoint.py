@@ -1,10 +1,16 @@
-"""Checkpoints that resume a run exactly, and load with ``torch.load(weights_only=True)``."""
+"""Checkpoints that resume a run exactly, and load with ``torch.load(weights_only=True)``.
+
+A checkpoint is one flat dict: the ``state_dict()`` of each stateful part of the run (model,
+optimizer, scheduler, GradScaler), the RNG states, the run's :class:`Progress`, the spec hash
+and whether the run is complete.
+"""
 from __future__ import annotations
 
 import copy
 import hashlib
 import json
 import random
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -66,3 +72,57 @@ def load(path: str | Path) -> dict | None:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated file cannot happen with atomic writes, but a foreign one can
         raise RuntimeError(f"cannot load checkpoint {path}: {exc}; delete it to start the run afresh") from exc
+
+
+@dataclass
+class Progress:
+    """Where a run stands, always between two optimizer steps; all of it is checkpointed.
+
+    ``meter`` and ``clip`` are the running epoch's task meter and clipping statistics (plain
+    state dicts, filled in when a checkpoint is written mid-epoch). The times are totals over
+    all sessions of the run; ``completed`` is set by the last epoch's checkpoint.
+    """
+    completed: bool = False
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    step: int = 0
+    wall_time_s: float = 0.0
+    train_time_s: float = 0.0
+    images: int = 0
+    resumes: list[int] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)
+    meter: dict | None = None
+    clip: dict | None = None
+
+
+def save_run(path: str | Path, parts: dict, progress: Progress, digest: str) -> None:
+    """Write the run: ``parts`` maps a name to an object with ``state_dict()``, or None."""
+    state = {"spec_hash": digest, "rng": rng_state()}
+    state.update({name: obj.state_dict() if obj is not None else None for name, obj in parts.items()})
+    state.update({f.name: getattr(progress, f.name) for f in fields(Progress)})
+    save(path, state)
+
+
+def restore(path: str | Path, parts: dict, digest: str, log) -> Progress | None:
+    """Load the run at ``path`` into ``parts`` and the RNGs; its :class:`Progress`, or None to start afresh.
+
+    A checkpoint of other settings is ignored (``log`` says why). Of a completed run only the
+    progress is returned (``progress.completed``); nothing is loaded, so a rerun starts afresh.
+    """
+    state = load(path)
+    if state is None:
+        return None
+    if state.get("spec_hash") != digest:
+        log(f"{Path(path).parent}: checkpoint.pt is from other settings (spec hash {state.get('spec_hash')} "
+            f"!= {digest}); starting afresh")
+        return None
+    progress = Progress(**{f.name: state[f.name] for f in fields(Progress) if f.name in state})
+    if progress.completed:
+        return progress
+    for name, obj in parts.items():
+        if obj is not None and state.get(name) is not None:
+            obj.load_state_dict(state[name])
+    set_rng_state(state["rng"])
+    progress.resumes = list(progress.resumes) + [progress.step]
+    progress.history = list(progress.history)
+    return progress

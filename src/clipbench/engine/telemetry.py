@@ -9,6 +9,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+# The rows of a run's history (split "train") that describe the optimizer, not the task: the
+# clipping statistics of ClipStats.compute() and the learning rate.
+CLIP_METRICS = ("clip_fraction", "clip_scale_mean")
+TELEMETRY_METRICS = CLIP_METRICS + ("lr",)
+
+
 
 def loss_stride(total_steps: int, max_points: int) -> int:
     """Keep the loss of every ``stride``-th step: at most ``max_points``, evenly spread.

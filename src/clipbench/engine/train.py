@@ -3,6 +3,12 @@
 A plain loop in the manner of torchvision's references: one epoch of training, one pass of
 evaluation, a checkpoint, repeat; helpers live in small modules beside this one.
 
+* ``setup()`` builds a run once (:class:`Setup`: task, model, optimizer, schedule, loaders);
+* ``fit()`` ties it together: restore the :class:`~clipbench.engine.checkpoint.Progress`,
+  then ``train_one_epoch()`` and ``end_epoch()`` (evaluate, record, checkpoint) until the
+  last epoch or a divergence, which either reports as an :class:`EpochEnd`;
+* ``_result()`` is what ``metrics.json`` holds.
+
 What is exact (see also docs in ``distributed.py``):
 
 * The data order and augmentation of epoch ``e`` depend only on (seed, e) (and the sample),
@@ -24,31 +30,37 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io as _io
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from clipbench import io
-from clipbench.config import split_method_config
 from clipbench.engine import checkpoint, distributed, env, telemetry
-from clipbench.engine.distributed import EpochBatchSampler, SeededSamples, epoch_seed
+from clipbench.engine.checkpoint import Progress
+from clipbench.engine.distributed import Dist, EpochBatchSampler, SeededSamples, epoch_seed
 from clipbench.engine.schedule import build_scheduler
 from clipbench.optim import build_optimizer
 from clipbench.tasks import build_task
 
 HISTORY_FIELDS = ("step", "epoch", "split", "metric", "value")
+TASK_SPLITS = ("train", "val")
 
 
 def make_optimizer(method: str, params, opt_cfg: dict, clip_stats: bool = False):
     """The optimizer as training uses it (the benchmark builds it the same way).
 
-    Norm and layer clipping report their clipping statistics for free; ``clip_stats`` also
-    asks coordinate clipping for them, at the price of one more read of the gradients.
+    ``opt_cfg`` may be a method's whole config: the optimizer builder drops the keys that are
+    the engine's (``batch_multiplier``, ``schedule``). Norm and layer clipping report their
+    clipping statistics for free; ``clip_stats`` also asks coordinate clipping for them, at
+    the price of one more read of the gradients.
     """
     optimizer = build_optimizer(method, params, opt_cfg)
     if clip_stats and hasattr(optimizer, "track_stats"):
@@ -115,17 +127,137 @@ def accumulate_gradients(model, loss_fn, micro_batches, *, ddp: bool = False, sc
     return out
 
 
-def write_history(path: Path, rows: list[dict]) -> None:
-    buf = _io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    io.write_text(path, buf.getvalue())
-
-
 def params_finite(model: torch.nn.Module) -> bool:
     flags = [torch.isfinite(p).all() for p in model.parameters() if p.is_floating_point()]
     return bool(torch.stack(flags).all()) if flags else True
+
+
+# -- setup -----------------------------------------------------------------------------------------
+
+@dataclass
+class Setup:
+    """What a run is built from, once; the loop uses these and changes only their state."""
+    spec: dict
+    name: str
+    seed: int
+    out_dir: Path
+    task: object
+    raw_model: torch.nn.Module  # the module itself: what is checkpointed and evaluated under DDP
+    model: torch.nn.Module  # what trains: raw_model, perhaps wrapped by DDP and torch.compile
+    eval_model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object | None
+    scaler: object | None
+    sampler: EpochBatchSampler
+    train_loader: DataLoader
+    val_loader: DataLoader
+    epochs: int
+    batch_size: int
+    accumulate: int  # micro-batches per optimizer step (batch_multiplier)
+    steps_per_epoch: int
+    total_steps: int
+    device: torch.device
+    amp: str
+    channels_last: bool
+    dist: Dist
+    log: Callable[[str], None]
+    loss_stride: int  # every loss_stride-th step's loss goes into the history
+    checkpoint_every: int  # optimizer steps between mid-epoch checkpoints; 0: epoch ends only
+    dvclive: bool
+    digest: str  # the spec hash a checkpoint must carry to be resumed
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / "checkpoint.pt"
+
+    @property
+    def parts(self) -> dict:
+        """The stateful objects a checkpoint holds, by the names it holds them under."""
+        return {"model": self.raw_model, "optimizer": self.optimizer, "scheduler": self.scheduler,
+                "scaler": self.scaler}
+
+
+def setup(spec: dict, manifest, out_dir: Path, eng: dict, device: torch.device, d: Dist) -> Setup:
+    """Build the task, model, optimizer, schedule and loaders of one run (seeded by the spec)."""
+    seed = int(spec["seed"])
+    name = f"{spec['task']}/{spec['method']}/seed{seed}"
+    log = tqdm.write if d.main else (lambda msg: None)
+    if d.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    amp = eng.get("amp", "none")
+    if amp != "none" and device.type != "cuda":
+        log(f"[{name}] engine.amp: {amp} needs CUDA; training in float32 on {device}")
+        amp = "none"
+    channels_last = bool(eng.get("channels_last", False))
+
+    env.seed_everything(seed)
+    task = build_task(spec, manifest)
+    raw_model = task.model.to(device)
+    if channels_last:
+        raw_model = raw_model.to(memory_format=torch.channels_last)
+    method_cfg = spec["method_config"]
+    optimizer = make_optimizer(spec["method"], raw_model.parameters(), method_cfg, bool(eng.get("clip_stats", False)))
+    accumulate = int(method_cfg.get("batch_multiplier", 1))
+    cfg = spec["task_config"]
+    batch_size, epochs = int(cfg["batch_size"]), int(cfg["epochs"])
+
+    sampler = EpochBatchSampler(len(task.train_set), batch_size, accumulate, seed, d)
+    if sampler.usable == 0:
+        raise ValueError(
+            f"tasks.{spec['task']}: {len(task.train_set)} training samples give no full batch of "
+            f"{batch_size} x batch_multiplier {accumulate}; lower batch_size or add data"
+        )
+    steps_per_epoch = sampler.usable // accumulate
+    total_steps = steps_per_epoch * epochs
+    scheduler = build_scheduler(optimizer, method_cfg.get("schedule"), steps_per_epoch, total_steps,
+                                where=f"tasks.{spec['task']}.methods.{spec['method']}.schedule")
+    scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
+
+    model = raw_model
+    if d.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(
+            raw_model, device_ids=[device.index] if device.type == "cuda" else None)
+    if eng.get("compile", False):
+        model = torch.compile(model)
+    train_loader, val_loader = _loaders(task, sampler, cfg.get("eval_batch_size", batch_size), seed, device,
+                                        int(eng.get("num_workers", 0)))
+    return Setup(
+        spec=spec, name=name, seed=seed, out_dir=out_dir, task=task,
+        raw_model=raw_model, model=model, eval_model=raw_model if d.enabled else model,
+        optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+        sampler=sampler, train_loader=train_loader, val_loader=val_loader,
+        epochs=epochs, batch_size=batch_size, accumulate=accumulate,
+        steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+        device=device, amp=amp, channels_last=channels_last, dist=d, log=log,
+        loss_stride=telemetry.loss_stride(total_steps, int(eng.get("max_loss_points", 500))),
+        checkpoint_every=int(eng.get("checkpoint_every_steps", 0)),
+        dvclive=d.main and telemetry.dvclive_enabled(eng), digest=checkpoint.spec_hash(spec),
+    )
+
+
+def _loaders(task, sampler, eval_batch_size: int, seed: int, device: torch.device, num_workers: int):
+    kw = {"num_workers": num_workers, "pin_memory": device.type == "cuda", "persistent_workers": num_workers > 0}
+    # A generator of its own, so that starting an iterator never draws from the global RNG.
+    train_loader = DataLoader(SeededSamples(task.train_set), batch_sampler=sampler,
+                              generator=torch.Generator().manual_seed(seed), **kw)
+    val_loader = DataLoader(task.val_set, batch_size=eval_batch_size, shuffle=False, **kw)
+    return train_loader, val_loader
+
+
+# -- the loop --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EpochEnd:
+    """How an epoch ended: ``diverged_at`` is the step whose loss, gradient or parameters were
+    non-finite (None: it ended well); ``train`` and ``clip`` hold the epoch's train metrics and
+    clipping statistics."""
+    diverged_at: int | None = None
+    train: dict = field(default_factory=dict)
+    clip: dict = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.diverged_at is None else "diverged"
 
 
 def train(spec: dict, manifest: dict | None, out_dir: str | Path) -> dict:
@@ -140,238 +272,199 @@ def train(spec: dict, manifest: dict | None, out_dir: str | Path) -> dict:
         device = torch.device("cuda", d.local_rank)
         torch.cuda.set_device(device)
     try:
-        return _run(spec, manifest, Path(out_dir), eng, device, d)
+        return fit(setup(spec, manifest, Path(out_dir), eng, device, d))
     finally:
         if owns_group:
             distributed.shutdown(d)
 
 
-def _resumable(state: dict | None, digest: str, out_dir: Path, log) -> dict | None:
-    if state is None:
-        return None
-    if state.get("spec_hash") != digest:
-        log(f"{out_dir}: checkpoint.pt is from other settings (spec hash {state.get('spec_hash')} != {digest}); "
-            "starting afresh")
-        return None
-    if state.get("completed") and not (out_dir / "metrics.json").exists():
-        log(f"{out_dir}: the run is complete but metrics.json is missing, i.e. a deliberate rerun; starting afresh")
-        return None
-    return state
+def fit(s: Setup) -> dict:
+    """Resume or start, train epoch after epoch to the end or a divergence, write the results."""
+    metrics_path = s.out_dir / "metrics.json"
+    progress = checkpoint.restore(s.checkpoint_path, s.parts, s.digest, s.log)
+    if progress is not None and progress.completed:
+        if metrics_path.exists():
+            s.log(f"[{s.name}] already complete; metrics.json kept")
+            return io.read_json(metrics_path)
+        s.log(f"{s.out_dir}: the run is complete but metrics.json is missing, i.e. a deliberate rerun; "
+              "starting afresh")
+        progress = None
+    if progress is None:
+        progress = Progress()
+    else:
+        s.log(f"[{s.name}] resuming from epoch {progress.epoch + 1}, step {progress.step} "
+              f"(batch {progress.batch_in_epoch} of the epoch)")
 
-
-def _run(spec: dict, manifest, out_dir: Path, eng: dict, device: torch.device, d) -> dict:
-    seed = int(spec["seed"])
-    name = f"{spec['task']}/{spec['method']}/seed{seed}"
-    log = tqdm.write if d.main else (lambda msg: None)
-    if d.main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    amp = eng.get("amp", "none")
-    if amp != "none" and device.type != "cuda":
-        log(f"[{name}] engine.amp: {amp} needs CUDA; training in float32 on {device}")
-        amp = "none"
-    channels_last = bool(eng.get("channels_last", False))
-    num_workers = int(eng.get("num_workers", 0))
-
-    env.seed_everything(seed)
-    task = build_task(spec, manifest)
-    raw_model = task.model.to(device)
-    if channels_last:
-        raw_model = raw_model.to(memory_format=torch.channels_last)
-    opt_cfg, eng_method = split_method_config(spec["method_config"])
-    optimizer = make_optimizer(spec["method"], raw_model.parameters(), opt_cfg, bool(eng.get("clip_stats", False)))
-    accumulate = int(eng_method.get("batch_multiplier", 1))
-    cfg = spec["task_config"]
-    batch_size, epochs = int(cfg["batch_size"]), int(cfg["epochs"])
-
-    sampler = EpochBatchSampler(len(task.train_set), batch_size, accumulate, seed, d)
-    if sampler.usable == 0:
-        raise ValueError(
-            f"tasks.{spec['task']}: {len(task.train_set)} training samples give no full batch of "
-            f"{batch_size} x batch_multiplier {accumulate}; lower batch_size or add data"
-        )
-    steps_per_epoch = sampler.usable // accumulate
-    total_steps = steps_per_epoch * epochs
-    scheduler = build_scheduler(optimizer, eng_method.get("schedule"), steps_per_epoch, total_steps,
-                                where=f"tasks.{spec['task']}.methods.{spec['method']}.schedule")
-    scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
-
-    model = raw_model
-    if d.enabled:
-        model = torch.nn.parallel.DistributedDataParallel(
-            raw_model, device_ids=[device.index] if device.type == "cuda" else None)
-    if eng.get("compile", False):
-        model = torch.compile(model)
-    eval_model = raw_model if d.enabled else model
-
-    loader_kw = {"num_workers": num_workers, "pin_memory": device.type == "cuda",
-                 "persistent_workers": num_workers > 0}
-    # A generator of its own, so that starting an iterator never draws from the global RNG.
-    train_loader = DataLoader(SeededSamples(task.train_set), batch_sampler=sampler,
-                              generator=torch.Generator().manual_seed(seed), **loader_kw)
-    val_loader = DataLoader(task.val_set, batch_size=cfg.get("eval_batch_size", batch_size), shuffle=False,
-                            **loader_kw)
-
-    ckpt_path = out_dir / "checkpoint.pt"
-    digest = checkpoint.spec_hash(spec)
-    state = _resumable(checkpoint.load(ckpt_path), digest, out_dir, log)
-    if state is not None and state.get("completed"):
-        log(f"[{name}] already complete; metrics.json kept")
-        return io.read_json(out_dir / "metrics.json")
-
-    stride = telemetry.loss_stride(total_steps, int(eng.get("max_loss_points", 500)))
-    clip = telemetry.ClipStats()
-    history: list[dict] = []
-    epoch0, batch0, step, wall, train_time, images = 0, 0, 0, 0.0, 0.0, 0
-    meter_state, resumes = None, []
-    if state is not None:
-        raw_model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        checkpoint.set_rng_state(state["rng"])
-        history = list(state["history"])
-        epoch0, batch0, step = state["epoch"], state["batch_in_epoch"], state["step"]
-        wall, train_time, images = state["wall_time_s"], state["train_time_s"], state["images"]
-        meter_state, resumes = state.get("meter"), list(state.get("resumes", [])) + [step]
-        clip.load_state_dict(state["clip"])
-        log(f"[{name}] resuming from epoch {epoch0 + 1}, step {step} (batch {batch0} of the epoch)")
-    use_dvclive = d.main and telemetry.dvclive_enabled(eng)
-
-    def snapshot(epoch: int, batch_in_epoch: int, meter, completed: bool) -> None:
-        if not d.main:
-            return
-        # Mid-epoch the running epoch's time is not in the totals yet.
-        running = time.perf_counter() - t0
-        checkpoint.save(ckpt_path, {
-            "spec_hash": digest, "completed": completed,
-            "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "rng": checkpoint.rng_state(), "history": history,
-            "epoch": epoch, "batch_in_epoch": batch_in_epoch, "step": step,
-            "meter": telemetry.meter_state(meter) if meter is not None else None, "clip": clip.state_dict(),
-            "wall_time_s": wall + running, "train_time_s": train_time + (running if batch_in_epoch else 0.0),
-            "images": images, "resumes": resumes,
-        })
-
-    every = int(eng.get("checkpoint_every_steps", 0))
-    status, diverged_at = "ok", None
-    for epoch in range(epoch0, epochs):
+    first_epoch, end = progress.epoch, EpochEnd()
+    while end.status == "ok" and progress.epoch < s.epochs:
         t0 = time.perf_counter()
-        meter = task.new_meter()
-        if epoch == epoch0 and batch0 > 0:
-            telemetry.load_meter_state(meter, meter_state)  # the RNG is the checkpoint's
-        else:
-            env.seed_everything(epoch_seed(seed, epoch))
-            clip.reset()
-            batch0 = 0
-        sampler.set_epoch(epoch, batch0)
-        model.train()
-        bar = tqdm(total=steps_per_epoch, initial=batch0 // accumulate, unit="step", leave=False,
-                   mininterval=5.0, disable=not d.main, desc=f"{name} epoch {epoch + 1}/{epochs}")
-        batches = iter(train_loader)
-        for k in range(batch0 // accumulate, steps_per_epoch):
-            micro = [next(batches) for _ in range(accumulate)]
-            micro = [(to_device(x, device, channels_last), y.to(device, non_blocking=True)) for x, y in micro]
-            # Every rank must agree to stop, or DDP waits forever for the others' gradients.
-            done = accumulate_gradients(
-                model, task.loss, micro, ddp=d.enabled, scaler=scaler, device=device, amp=amp,
-                stop=lambda v: distributed.any_flag(not math.isfinite(v), d, device))
-            if done is None:
-                status, diverged_at = "diverged", step
-                break
-            for (inputs, target), (output, loss, _) in zip(micro, done):
-                meter.update(output.float(), target, loss.float())
-                images += inputs.shape[0] * d.world
-            step_loss = sum(v for _, _, v in done) / accumulate
-            if scaler is not None:
-                # Clipping must see the unscaled, accumulated gradient.
-                scaler.unscale_(optimizer)
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if scheduler is not None:
-                scheduler.step()
-            stats = getattr(optimizer, "last_clip_stats", None)  # read once: it may sync
-            clip.update(stats)
-            # A skipped fp16 step (inf in the scaled gradient) is the GradScaler's business.
-            if scaler is None and telemetry.nonfinite_grad_norm(stats):
-                status, diverged_at = "diverged", step
-                break
-            step += 1
-            if step % stride == 0 or step == total_steps:
-                loss_row = distributed.mean_dict({"loss": step_loss}, d, device)["loss"]
-                history.append({"step": step, "epoch": epoch + 1, "split": "train_step", "metric": "loss",
-                                "value": loss_row})
-            bar.update()
-            if bar.n % 10 == 0 or k == steps_per_epoch - 1:
-                bar.set_postfix(loss=f"{step_loss:.4f}", refresh=False)
-            if every and step % every == 0 and k + 1 < steps_per_epoch:
-                if not params_finite(raw_model):
-                    status, diverged_at = "diverged", step - 1
-                    break
-                snapshot(epoch, (k + 1) * accumulate, meter, completed=False)
-        bar.close()
-        del batches
-        if status == "diverged":
-            break
-        train_time += time.perf_counter() - t0
-        train_metrics = distributed.mean_dict(meter.compute(), d, device)
-        val_metrics: dict[str, float] = {}
-        if d.main:
-            with output_point(optimizer):
-                val_metrics = evaluate(task, eval_model, val_loader, device, amp, channels_last)
-        bad = not params_finite(raw_model) or not all(math.isfinite(v) for v in val_metrics.values())
-        distributed.barrier(d)
-        if distributed.any_flag(bad, d, device):
-            status, diverged_at = "diverged", step
-            break
-        extra = {**clip.compute(), **_lr(optimizer)}
-        for split, metrics in (("train", {**train_metrics, **extra}), ("val", val_metrics)):
-            for metric, value in metrics.items():
-                history.append({"step": step, "epoch": epoch + 1, "split": split, "metric": metric, "value": value})
-        log(f"[{name}] epoch {epoch + 1}/{epochs} "
-            + " ".join(f"{s}.{k}={v:.4f}" for s, m in (("train", train_metrics), ("val", val_metrics))
-                       for k, v in m.items()))
-        snapshot(epoch + 1, 0, None, completed=epoch + 1 == epochs)
-        wall += time.perf_counter() - t0
-        if d.main:
-            write_history(out_dir / "history.csv", history)
-            if use_dvclive:
-                telemetry.write_dvclive(out_dir, history, {"task": spec["task"], "method": spec["method"], "seed": seed})
+        end = train_one_epoch(s, progress, t0)
+        if end.status == "ok":
+            end = end_epoch(s, progress, end, t0)
 
-    result = {
-        "task": spec["task"], "method": spec["method"], "seed": seed,
-        "status": status, "diverged_at_step": diverged_at,
-        "final": _final_from_history(history),
-        "main_metric": task.main_metric,
-        "task_info": task.extra,
-        "epochs": epochs, "steps": step, "batch_size": batch_size, "batch_multiplier": accumulate,
-        "world_size": d.world, "amp": amp,
-        "telemetry": {**_last(history, "train", ("clip_fraction", "clip_scale_mean", "lr")),
-                      "loss_points_stride": stride},
-        # Everything that depends on the machine or on how the run went (not what it computed).
-        "timing": {"wall_time_s": wall, "train_time_s": train_time,
-                   "images_per_s": images / train_time if train_time > 0 else None,
-                   **telemetry.peak_memory_mb(device), "resumed_at_steps": resumes},
-        "device": device.type, "versions": env.versions(), "spec_hash": digest, "spec": spec,
-    }
-    if d.main:
-        write_history(out_dir / "history.csv", history)
-        if use_dvclive and status != "ok":
-            telemetry.write_dvclive(out_dir, history, {"task": spec["task"], "method": spec["method"], "seed": seed})
-        io.write_json(out_dir / "metrics.json", result)
-    if status == "diverged":
-        log(f"[{name}] diverged at step {diverged_at}: non-finite loss, gradient or parameters")
+    result = _result(s, progress, end)
+    if s.dist.main:
+        # Each epoch end wrote the history so far; only a divergence (or no epoch at all) leaves more.
+        if end.status == "diverged" or progress.epoch == first_epoch:
+            write_history(s, progress.history)
+        io.write_json(metrics_path, result)
+    if end.status == "diverged":
+        s.log(f"[{s.name}] diverged at step {end.diverged_at}: non-finite loss, gradient or parameters")
     return result
 
 
-TASK_SPLITS = ("train", "val")
-TELEMETRY_METRICS = ("clip_fraction", "clip_scale_mean", "lr")
+def train_one_epoch(s: Setup, progress: Progress, t0: float) -> EpochEnd:
+    """Train epoch ``progress.epoch`` from batch ``progress.batch_in_epoch`` to its end.
+
+    ``progress`` follows every step; a checkpoint is written every ``s.checkpoint_every``
+    steps (the epoch's last step excepted: its checkpoint is the epoch end's).
+    """
+    epoch, d = progress.epoch, s.dist
+    meter, clip = s.task.new_meter(), telemetry.ClipStats()
+    if progress.batch_in_epoch > 0:  # resumed mid-epoch; the RNG is the checkpoint's
+        telemetry.load_meter_state(meter, progress.meter)
+        clip.load_state_dict(progress.clip)
+    else:
+        env.seed_everything(epoch_seed(s.seed, epoch))
+    s.sampler.set_epoch(epoch, progress.batch_in_epoch)
+    s.model.train()
+    first = progress.batch_in_epoch // s.accumulate
+    bar = tqdm(total=s.steps_per_epoch, initial=first, unit="step", leave=False, mininterval=5.0,
+               disable=not d.main, desc=f"{s.name} epoch {epoch + 1}/{s.epochs}")
+    batches = iter(s.train_loader)
+    diverged_at = None
+    for k in range(first, s.steps_per_epoch):
+        step_loss = train_step(s, progress, meter, clip, [next(batches) for _ in range(s.accumulate)])
+        if step_loss is None:
+            diverged_at = progress.step
+            break
+        progress.step += 1
+        if progress.step % s.loss_stride == 0 or progress.step == s.total_steps:
+            loss = distributed.mean_dict({"loss": step_loss}, d, s.device)["loss"]
+            progress.history.append({"step": progress.step, "epoch": epoch + 1, "split": "train_step",
+                                     "metric": "loss", "value": loss})
+        bar.update()
+        if bar.n % 10 == 0 or k == s.steps_per_epoch - 1:
+            bar.set_postfix(loss=f"{step_loss:.4f}", refresh=False)
+        if s.checkpoint_every and progress.step % s.checkpoint_every == 0 and k + 1 < s.steps_per_epoch:
+            if not params_finite(s.raw_model):
+                diverged_at = progress.step - 1
+                break
+            progress.batch_in_epoch = (k + 1) * s.accumulate
+            progress.meter, progress.clip = telemetry.meter_state(meter), clip.state_dict()
+            save(s, progress, t0)
+    bar.close()
+    del batches
+    if diverged_at is not None:
+        return EpochEnd(diverged_at)
+    progress.train_time_s += time.perf_counter() - t0
+    train_metrics = distributed.mean_dict(meter.compute(), d, s.device)
+    progress.clip = clip.state_dict()
+    return EpochEnd(train=train_metrics, clip=clip.compute())
+
+
+def train_step(s: Setup, progress: Progress, meter, clip: telemetry.ClipStats, micro: list) -> float | None:
+    """One optimizer step over ``micro`` (its micro-batches); its mean loss, or None if it diverged."""
+    d = s.dist
+    micro = [(to_device(x, s.device, s.channels_last), y.to(s.device, non_blocking=True)) for x, y in micro]
+    # Every rank must agree to stop, or DDP waits forever for the others' gradients.
+    done = accumulate_gradients(
+        s.model, s.task.loss, micro, ddp=d.enabled, scaler=s.scaler, device=s.device, amp=s.amp,
+        stop=lambda v: distributed.any_flag(not math.isfinite(v), d, s.device))
+    if done is None:
+        return None
+    for (inputs, target), (output, loss, _) in zip(micro, done):
+        meter.update(output.float(), target, loss.float())
+        progress.images += inputs.shape[0] * d.world
+    if s.scaler is not None:
+        # Clipping must see the unscaled, accumulated gradient.
+        s.scaler.unscale_(s.optimizer)
+        s.scaler.step(s.optimizer)
+        s.scaler.update()
+    else:
+        s.optimizer.step()
+    s.optimizer.zero_grad(set_to_none=True)
+    if s.scheduler is not None:
+        s.scheduler.step()
+    stats = getattr(s.optimizer, "last_clip_stats", None)  # read once: it may sync
+    clip.update(stats)
+    # A skipped fp16 step (inf in the scaled gradient) is the GradScaler's business.
+    if s.scaler is None and telemetry.nonfinite_grad_norm(stats):
+        return None
+    return sum(v for _, _, v in done) / s.accumulate
+
+
+def end_epoch(s: Setup, progress: Progress, end: EpochEnd, t0: float) -> EpochEnd:
+    """Evaluate the finished epoch, record it in the history, and checkpoint it."""
+    d, epoch = s.dist, progress.epoch + 1
+    val_metrics: dict[str, float] = {}
+    if d.main:
+        with output_point(s.optimizer):
+            val_metrics = evaluate(s.task, s.eval_model, s.val_loader, s.device, s.amp, s.channels_last)
+    bad = not params_finite(s.raw_model) or not all(math.isfinite(v) for v in val_metrics.values())
+    distributed.barrier(d)
+    if distributed.any_flag(bad, d, s.device):
+        return EpochEnd(progress.step)
+    for split, metrics in (("train", {**end.train, **end.clip, **_lr(s.optimizer)}), ("val", val_metrics)):
+        for metric, value in metrics.items():
+            progress.history.append({"step": progress.step, "epoch": epoch, "split": split, "metric": metric,
+                                     "value": value})
+    s.log(f"[{s.name}] epoch {epoch}/{s.epochs} "
+          + " ".join(f"{split}.{k}={v:.4f}" for split, m in (("train", end.train), ("val", val_metrics))
+                     for k, v in m.items()))
+    progress.epoch, progress.batch_in_epoch, progress.meter = epoch, 0, None
+    progress.completed = epoch == s.epochs
+    save(s, progress, t0)
+    progress.wall_time_s += time.perf_counter() - t0
+    if d.main:
+        write_history(s, progress.history)
+    return end
+
+
+def save(s: Setup, progress: Progress, t0: float) -> None:
+    """Checkpoint the run (main process only); ``t0``: when this session's epoch began."""
+    if not s.dist.main:
+        return
+    # The running epoch's time is in neither total yet, its training time only mid-epoch.
+    running = time.perf_counter() - t0
+    record = dataclasses.replace(
+        progress, wall_time_s=progress.wall_time_s + running,
+        train_time_s=progress.train_time_s + (running if progress.batch_in_epoch else 0.0))
+    checkpoint.save_run(s.checkpoint_path, s.parts, record, s.digest)
+
+
+def write_history(s: Setup, rows: list[dict]) -> None:
+    """``history.csv`` and, when enabled, the DVCLive view of it, both rewritten whole."""
+    buf = _io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    io.write_text(s.out_dir / "history.csv", buf.getvalue())
+    if s.dvclive:
+        telemetry.write_dvclive(s.out_dir, rows, {"task": s.spec["task"], "method": s.spec["method"], "seed": s.seed})
+
+
+# -- results ---------------------------------------------------------------------------------------
+
+def _result(s: Setup, progress: Progress, end: EpochEnd) -> dict:
+    """What ``metrics.json`` holds."""
+    train_time = progress.train_time_s
+    return {
+        "task": s.spec["task"], "method": s.spec["method"], "seed": s.seed,
+        "status": end.status, "diverged_at_step": end.diverged_at,
+        "final": _final_from_history(progress.history),
+        "main_metric": s.task.main_metric,
+        "task_info": s.task.extra,
+        "epochs": s.epochs, "steps": progress.step, "batch_size": s.batch_size, "batch_multiplier": s.accumulate,
+        "world_size": s.dist.world, "amp": s.amp,
+        "telemetry": {**_last(progress.history, "train", telemetry.TELEMETRY_METRICS),
+                      "loss_points_stride": s.loss_stride},
+        # Everything that depends on the machine or on how the run went (not what it computed).
+        "timing": {"wall_time_s": progress.wall_time_s, "train_time_s": train_time,
+                   "images_per_s": progress.images / train_time if train_time > 0 else None,
+                   **telemetry.peak_memory_mb(s.device), "resumed_at_steps": progress.resumes},
+        "device": s.device.type, "versions": env.versions(), "spec_hash": s.digest, "spec": s.spec,
+    }
 
 
 def _lr(optimizer) -> dict[str, float]:
@@ -389,7 +482,7 @@ def _last(history: list[dict], split: str, metrics: tuple[str, ...]) -> dict[str
 
 def _final_from_history(history: list[dict]) -> dict:
     """The task metrics of the last completed epoch (for a diverged run: its last finite ones)."""
-    rows = [r for r in history if r["split"] in TASK_SPLITS and r["metric"] not in TELEMETRY_METRICS]
+    rows = [r for r in history if r["split"] in TASK_SPLITS and r["metric"] not in telemetry.TELEMETRY_METRICS]
     if not rows:
         return {}
     last_epoch = max(r["epoch"] for r in rows)
