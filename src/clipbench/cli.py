@@ -75,7 +75,7 @@ def cmd_baseline(args) -> int:
         task_cfg = _json_arg(args.task_json, "--task-json")
     else:
         task_cfg = cfgmod.load(*args.configfile)["tasks"][args.task]
-    result = baseline(cfgmod.with_task_defaults(args.task, task_cfg), load_manifest(args.data))
+    result = baseline(task_cfg, load_manifest(args.data))
     io.write_json(args.out, {"task": args.task, "rows": [result]})
     print(json.dumps(result["metrics"]))
     return 0

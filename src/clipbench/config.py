@@ -27,10 +27,16 @@ class ConfigError(ValueError):
 
 
 def load_schema() -> dict:
-    """The schema file, plus what the task registry knows: the task names ``run.tasks``
-    accepts, and the ``tasks.<name>`` block of each task registered from outside."""
+    """The schema file as it is."""
     text = resources.files("clipbench").joinpath("resources/config.schema.yaml").read_text()
-    schema = yaml.safe_load(text)
+    return yaml.safe_load(text)
+
+
+def full_schema() -> dict:
+    """What ``validate`` checks against: the schema file plus what the task registry knows,
+    the task names ``run.tasks`` accepts and the ``tasks.<name>`` block of each task
+    registered from outside."""
+    schema = load_schema()
     schema["properties"]["run"]["properties"]["tasks"]["items"]["enum"] = registry.names()
     blocks = schema["properties"]["tasks"]["properties"]
     for name in registry.names(implemented_only=True):
@@ -65,7 +71,7 @@ def validate(config: dict, source: str = "config") -> dict:
 
     Raises ConfigError naming the key, e.g. ``tasks.classification.methods.sgd.lr``.
     """
-    schema = load_schema()
+    schema = full_schema()
     cls = _with_defaults(jsonschema.validators.validator_for(schema))
     errors = sorted(cls(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
@@ -83,7 +89,7 @@ def validate(config: dict, source: str = "config") -> dict:
 
 def with_task_defaults(task: str, task_cfg: dict) -> dict:
     """A copy of one task's settings with the schema's defaults filled in."""
-    schema = load_schema()
+    schema = full_schema()
     block = copy.deepcopy(schema["properties"]["tasks"]["properties"][task])
     block["definitions"] = schema.get("definitions", {})  # its $refs point there
     block.pop("required", None)  # a partial block (e.g. no methods) only gets its defaults

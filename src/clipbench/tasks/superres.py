@@ -142,7 +142,9 @@ def datasets_from(cfg: dict, manifest: dict) -> tuple[DIV2K, DIV2K]:
 
 def bicubic_baseline(cfg: dict, manifest: dict) -> dict:
     """The validation metrics of bicubic upsampling: what a network must beat."""
-    _, val_set = datasets_from(cfg, manifest)
+    from clipbench.config import with_task_defaults
+
+    _, val_set = datasets_from(with_task_defaults("superres", cfg), manifest)
     scale = val_set.scale
     meter = SuperResolutionMeter(scale)
     for i in tqdm(range(len(val_set)), desc="bicubic baseline", unit="img", leave=False):
