@@ -25,9 +25,9 @@ class Task:
     loss: Callable
     new_meter: Callable[[], object]
     # The metric that decides "best" and is reported first, and whether higher is better;
-    # left empty, build_task takes them from the task's INFO.
+    # main_metric left empty, build_task takes both from the task's INFO.
     main_metric: str = ""
-    higher_is_better: bool | None = None
+    higher_is_better: bool = True
     # Facts about this run the task knows (e.g. whether pretrained weights were loaded, a
     # baseline's score); the engine writes them into metrics.json under "task_info".
     extra: dict = field(default_factory=dict)
@@ -42,8 +42,7 @@ def build_task(spec: dict, manifest: dict | None) -> Task:
     # The schema holds every default; a spec written by hand gets them here too.
     spec = {**spec, "task_config": with_task_defaults(name, spec.get("task_config", {}))}
     task = mod.build(spec, manifest)
-    task.main_metric = task.main_metric or info.main_metric
-    if task.higher_is_better is None:
-        task.higher_is_better = info.higher_is_better
+    if not task.main_metric:
+        task.main_metric, task.higher_is_better = info.main_metric, info.higher_is_better
     return task
 
