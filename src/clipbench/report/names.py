@@ -32,7 +32,7 @@ def shown_tasks(tasks) -> list[str]:
 def _info(task: str):
     try:
         return registry.get(task)
-    except KeyError:
+    except ValueError:
         return None
 
 

@@ -90,7 +90,7 @@ def names(implemented_only: bool = False) -> list[str]:
 def get(name: str) -> TaskInfo:
     _discover()
     if name not in _registry:
-        raise KeyError(f"unknown task {name!r} (known: {', '.join(_registry)})")
+        raise ValueError(f"unknown task {name!r} (known: {', '.join(_registry)})")
     return _registry[name]
 
 
