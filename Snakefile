@@ -3,7 +3,7 @@
 #   snakemake --cores all --configfile config/thesis.yaml  the full replication
 # Rules are thin: each calls the `clipbench` command line, where everything testable lives.
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 

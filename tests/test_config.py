@@ -91,3 +91,14 @@ def test_reserved_task_is_refused_with_a_clear_message(default_config):
     cfg["run"]["tasks"] = ["heavytail"]
     with pytest.raises(cfgmod.ConfigError, match="run.tasks: heavytail is a reserved task name, not implemented yet"):
         cfgmod.validate(cfg)
+
+
+@pytest.mark.parametrize("extra", [[], ["config/thesis.yaml"]])
+def test_one_validation_fills_every_default_snakemake_would(repo, extra):
+    """The Snakefile validates once, with clipbench's check; Snakemake's own validate (with
+    set_default) would add nothing on top of it."""
+    snakemake_utils = pytest.importorskip("snakemake.utils")
+    cfg = cfgmod.load(repo / "config/config.yaml", *[repo / e for e in extra])
+    ours = copy.deepcopy(cfg)
+    snakemake_utils.validate(cfg, str(repo / "workflow/schemas/config.schema.yaml"), set_default=True)
+    assert cfg == ours

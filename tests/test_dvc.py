@@ -1,4 +1,5 @@
 """DVC: a second machine gets the raw archives with `dvc pull`, and nothing is downloaded."""
+import json
 import os
 import shutil
 import subprocess
@@ -79,3 +80,34 @@ def test_track_data_versions_the_archives(tmp_path, monkeypatch):
     monkeypatch.delenv("DVC_ROOT", raising=False)
     assert "versioned data" in track("data")
     assert "path: data" in (tmp_path / "data.dvc").read_text()
+
+
+STAGE_OUTS = ("prepared/datasets.txt", "results/summary.csv", "results/metrics.json", "results/plots/x.csv",
+              "report/index.html", "report/report.tex")
+
+
+def _status(repo) -> dict:
+    return json.loads(_dvc(repo, "status", "--json", "dvc.yaml").stdout or "{}")
+
+
+def test_editing_a_rule_or_the_package_changes_the_stages(tmp_path):
+    """Each stage depends on what it runs: the Snakefile, the rules, the schema, the config and
+    the package; an edit to any of them shows in `dvc status` (no `dvc repro` needed to see it)."""
+    repo = _checkout(tmp_path / "repo")
+    for out in STAGE_OUTS:  # stand-ins for what the stages make, so `dvc commit` can record them
+        (repo / out).parent.mkdir(parents=True, exist_ok=True)
+        (repo / out).write_text("made\n")
+    _run(repo, "git", "init", "-q")
+    _dvc(repo, "commit", "-f", "-q", "dvc.yaml")
+    assert _status(repo) == {}
+
+    with open(repo / "workflow/rules/report.smk", "a") as f:
+        f.write("\n# an edit\n")
+    changed = _status(repo)
+    assert set(changed) == {"prepare", "train", "report"}
+    assert {"changed deps": {"workflow/rules": "modified"}} in changed["report"]
+
+    _dvc(repo, "commit", "-f", "-q", "dvc.yaml")
+    with open(repo / "src/clipbench/tasks/registry.py", "a") as f:
+        f.write("\n# an edit\n")
+    assert set(_status(repo)) == {"prepare", "train", "report"}

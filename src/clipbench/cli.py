@@ -3,7 +3,7 @@
     clipbench prepare DATASET  (--configfile F ... | --json CFG) --out DIR
     clipbench track-data       [data]
     clipbench train            (--configfile F ... --task T --method M --seed S | --spec JSON) --data MANIFEST --out DIR
-    clipbench baseline superres --task-json CFG --data MANIFEST --out JSON
+    clipbench baseline TASK    --task-json CFG --data MANIFEST --out JSON   (tasks with a baseline)
     clipbench collect          [METRICS.json ...] --out CSV
     clipbench report           --summary CSV --out DIR
     clipbench bench optim|data|train [options of that benchmark; --help]
@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from clipbench import config as cfgmod
+from clipbench.tasks import registry
 
 
 def _json_arg(text: str, what: str) -> dict:
@@ -69,15 +70,12 @@ def cmd_baseline(args) -> int:
     from clipbench import io
     from clipbench.data.prepare import load_manifest
 
-    if args.task != "superres":
-        raise SystemExit(f"clipbench baseline: no baseline for {args.task!r} (known: superres)")
-    from clipbench.tasks.superres import bicubic_baseline
-
+    baseline = registry.baseline_function(args.task)
     if args.task_json:
         task_cfg = _json_arg(args.task_json, "--task-json")
     else:
-        task_cfg = cfgmod.load(*args.configfile)["tasks"]["superres"]
-    result = bicubic_baseline(task_cfg, load_manifest(args.data))
+        task_cfg = cfgmod.load(*args.configfile)["tasks"][args.task]
+    result = baseline(task_cfg, load_manifest(args.data))
     io.write_json(args.out, {"task": args.task, "rows": [result]})
     print(json.dumps(result["metrics"]))
     return 0
@@ -134,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("train", help="run (or resume) one training run")
     s.add_argument("--spec", help="the run's resolved settings as JSON (what the Snakemake rule passes)")
     s.add_argument("--configfile", action="append", default=[])
-    s.add_argument("--task", choices=cfgmod.TASKS)
+    s.add_argument("--task", choices=registry.names())
     s.add_argument("--method", choices=cfgmod.METHODS)
     s.add_argument("--seed", type=int)
     s.add_argument("--data", type=Path, help="the dataset's manifest.json from `clipbench prepare`")
@@ -142,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("baseline", help="score a training-free baseline on a task's validation set (superres: bicubic)")
-    s.add_argument("task", choices=["superres"])
+    s.add_argument("task", choices=registry.with_baseline())
     s.add_argument("--task-json", help="the task's settings as JSON (what the Snakemake rule passes)")
     s.add_argument("--configfile", action="append", default=[])
     s.add_argument("--data", required=True, type=Path, help="the dataset's manifest.json")

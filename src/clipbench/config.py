@@ -1,8 +1,9 @@
 """Loading, validating and resolving the clipbench configuration.
 
-The schema in ``workflow/schemas/config.schema.yaml`` is the single source of truth: the
-Snakefile validates with it, and so does the command line, so both fill in the same
-defaults and reject the same mistakes.
+The schema in ``workflow/schemas/config.schema.yaml`` is the single source of truth for keys,
+types and defaults (the code holds no defaults of its own); the task registry adds which task
+names exist. This module is the one validator: the Snakefile and the command line both call
+``validate``, so both fill in the same defaults and reject the same mistakes.
 """
 from __future__ import annotations
 
@@ -14,9 +15,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-TASKS = ("classification", "segmentation", "superres", "heavytail")
-# "heavytail" (the convex check) is a reserved name of the contract, not built yet.
-IMPLEMENTED_TASKS = ("classification", "segmentation", "superres")
+from clipbench.tasks import registry
+
 METHODS = ("sgd", "adam", "clipped_sgd", "clipped_sstm")
 # Keys of a method's config that belong to the training engine, not the optimizer.
 ENGINE_METHOD_KEYS = ("batch_multiplier", "schedule")
@@ -27,8 +27,25 @@ class ConfigError(ValueError):
 
 
 def load_schema() -> dict:
+    """The schema file as it is."""
     text = resources.files("clipbench").joinpath("resources/config.schema.yaml").read_text()
     return yaml.safe_load(text)
+
+
+def full_schema() -> dict:
+    """What ``validate`` checks against: the schema file plus what the task registry knows,
+    the task names ``run.tasks`` accepts and the ``tasks.<name>`` block of each task
+    registered from outside."""
+    schema = load_schema()
+    schema["properties"]["run"]["properties"]["tasks"]["items"]["enum"] = registry.names()
+    blocks = schema["properties"]["tasks"]["properties"]
+    for name in registry.names(implemented_only=True):
+        info = registry.get(name)
+        if info.schema is not None:
+            blocks[name] = copy.deepcopy(info.schema)
+        elif name not in blocks:
+            raise ConfigError(f"task {name!r} has no tasks.{name} block in workflow/schemas/config.schema.yaml")
+    return schema
 
 
 def _with_defaults(validator_class):
@@ -54,7 +71,7 @@ def validate(config: dict, source: str = "config") -> dict:
 
     Raises ConfigError naming the key, e.g. ``tasks.classification.methods.sgd.lr``.
     """
-    schema = load_schema()
+    schema = full_schema()
     cls = _with_defaults(jsonschema.validators.validator_for(schema))
     errors = sorted(cls(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
@@ -70,13 +87,27 @@ def validate(config: dict, source: str = "config") -> dict:
     return config
 
 
+def with_task_defaults(task: str, task_cfg: dict) -> dict:
+    """A copy of one task's settings with the schema's defaults filled in."""
+    schema = full_schema()
+    block = copy.deepcopy(schema["properties"]["tasks"]["properties"][task])
+    block["definitions"] = schema.get("definitions", {})  # its $refs point there
+    block.pop("required", None)  # a partial block (e.g. no methods) only gets its defaults
+    out = copy.deepcopy(task_cfg)
+    cls = _with_defaults(jsonschema.validators.validator_for(schema))
+    for err in cls(block).iter_errors(out):
+        raise ConfigError(f"invalid tasks.{task}.{_key_path(err)}: {err.message}")
+    return out
+
+
 def _check_matrix(config: dict, source: str) -> None:
     """Every (task, method) in the run matrix must have settings."""
-    reserved = [t for t in config["run"]["tasks"] if t not in IMPLEMENTED_TASKS]
+    implemented = registry.names(implemented_only=True)
+    reserved = [t for t in config["run"]["tasks"] if t not in implemented]
     if reserved:
         raise ConfigError(
             f"invalid {source}: run.tasks: {', '.join(reserved)} is a reserved task name, not implemented yet "
-            f"(available: {', '.join(IMPLEMENTED_TASKS)})"
+            f"(available: {', '.join(implemented)})"
         )
     missing = []
     for task in config["run"]["tasks"]:

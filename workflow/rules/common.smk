@@ -1,11 +1,11 @@
 import json
 
 import clipbench.config as cb_config
+from clipbench.tasks import registry
 
-# clipbench's own check first: its messages name the offending key; then Snakemake's, with
-# the same schema, so both fill in the same defaults.
+# One validation, clipbench's: its messages name the offending key, and it fills in the
+# schema's defaults in place, as snakemake.utils.validate(set_default=True) would.
 cb_config.validate(config, source="workflow config (config/config.yaml + --configfile)")
-validate(config, "../schemas/config.schema.yaml")
 
 TASKS = config["run"]["tasks"]
 METHODS = config["run"]["methods"]
@@ -14,7 +14,7 @@ ENGINE = config["engine"]
 
 
 wildcard_constraints:
-    task="|".join(cb_config.TASKS),
+    task="|".join(registry.names()),
     method="|".join(cb_config.METHODS),
     dataset="[a-z0-9]+",
     seed=r"\d+",
@@ -31,6 +31,11 @@ def all_runs(name):
         for m in METHODS
         for s in SEEDS
     ]
+
+
+def baselines():
+    """The training-free baselines of the tasks in the run matrix that have one."""
+    return [f"results/baselines/{t}.json" for t in TASKS if t in registry.with_baseline()]
 
 
 def dataset_of(task):

@@ -15,7 +15,8 @@ rule collect:
         " --dvc-plots {output.plots} {input.metrics} > {log} 2>&1"
 
 
-# Training-free baselines on the same validation data as the runs (superres: bicubic).
+# Training-free baselines on the same validation data as the runs, for the tasks whose INFO
+# names one (superres: bicubic).
 rule baseline:
     input:
         manifest=manifest_for,
@@ -24,7 +25,7 @@ rule baseline:
     params:
         cfg=lambda wc: json.dumps({k: v for k, v in config["tasks"][wc.task].items() if k != "methods"}, sort_keys=True),
     wildcard_constraints:
-        task="superres",
+        task="|".join(registry.with_baseline()),
     log:
         "results/logs/baseline/{task}.log",
     conda:
@@ -38,7 +39,7 @@ rule report:
     input:
         summary="results/summary.csv",
         histories=all_runs("history.csv"),
-        baselines=["results/baselines/superres.json"] if "superres" in TASKS else [],
+        baselines=baselines(),
     output:
         html="report/index.html",
         tex="report/report.tex",

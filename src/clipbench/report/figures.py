@@ -12,7 +12,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from clipbench.io import atomic_path  # noqa: E402
-from clipbench.report.names import METHOD_COLOR, METRIC_LABEL, PER_CLASS_PREFIX, TASK_LABEL, method_label, ordered_methods  # noqa: E402
+from clipbench.report.names import METHOD_COLOR, METRIC_LABEL, PER_CLASS_PREFIX, method_label, ordered_methods, task_label  # noqa: E402
 
 
 # Shown as table columns (whole-run means), not as curves: flat lines say little.
@@ -57,7 +57,7 @@ def curve_figures(history: pd.DataFrame, out_dir: str | Path,
                     ax.axhline(value, color="gray", linestyle="--", linewidth=1.2)
                     ax.annotate(row["label"], (0.02, value), xycoords=("axes fraction", "data"),
                                 textcoords="offset points", xytext=(0, 3), fontsize=8, color="dimgray")
-        grid.figure.suptitle(f"{TASK_LABEL.get(task, task)}: {METRIC_LABEL.get(metric, metric)}", y=1.03)
+        grid.figure.suptitle(f"{task_label(task)}: {METRIC_LABEL.get(metric, metric)}", y=1.03)
         path = out_dir / f"{task}_{metric}.png"
         with atomic_path(path) as tmp:
             grid.figure.savefig(tmp, dpi=110, bbox_inches="tight", format="png")

@@ -13,9 +13,8 @@ import jinja2
 import pandas as pd
 
 from clipbench import io
-from clipbench.engine.env import versions
 from clipbench.report import collect, figures, tables
-from clipbench.report.names import METRIC_LABEL, TASK_LABEL, TASK_NOTES
+from clipbench.report.names import METRIC_LABEL, main_metric, shown_tasks, task_label, task_notes
 
 TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}"}
@@ -43,7 +42,7 @@ def _environment(templates: Path) -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates)), undefined=jinja2.StrictUndefined,
                              autoescape=jinja2.select_autoescape(["html.j2"]), trim_blocks=True, lstrip_blocks=True)
     env.filters.update(fmt=_fmt, pct=_pct, tex=_tex, metric_label=lambda m: METRIC_LABEL.get(m, m),
-                       task_label=lambda t: TASK_LABEL.get(t, t))
+                       task_label=task_label)
     return env
 
 
@@ -58,7 +57,7 @@ def build_report(summary_csv: str | Path, out: str | Path, templates: str | Path
     out = Path(out)
     summary = pd.read_csv(summary_csv)
     history = collect.load_histories(sorted(set(summary["run_dir"])))
-    shown = [t for t in TASK_LABEL if t in set(summary["task"])]
+    shown = shown_tasks(summary["task"])
     baseline_rows = {t: tables.baseline_rows(baselines, t) for t in shown}
     figs = figures.curve_figures(history, out / "figures", baselines=baseline_rows)
     tasks = []
@@ -69,20 +68,20 @@ def build_report(summary_csv: str | Path, out: str | Path, templates: str | Path
             "name": task,
             "rows": rows,
             "metrics": tables.metric_names(rows, task),
-            "main_metric": tables.MAIN_METRIC.get(task),
+            "main_metric": main_metric(task),
             "published": pub,
             "baselines": baseline_rows[task],
             "per_class": tables.per_class_table(rows),
-            "notes": TASK_NOTES.get(task, []),
+            "notes": task_notes(task),
             "figures": [{"path": p.relative_to(out).as_posix(), "name": p.stem,
                          "data": base64.b64encode(p.read_bytes()).decode()}
-                        for p in _main_first(figs.get(task, []), task, tables.MAIN_METRIC.get(task))],
+                        for p in _main_first(figs.get(task, []), task, main_metric(task))],
         })
     context = {
         "title": "clipbench: gradient-clipping optimizers, replicated",
         "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "tasks": tasks,
-        "versions": versions(),
+        "versions": versions(summary),
         "n_runs": int(summary.drop_duplicates(["task", "method", "seed"]).shape[0]),
     }
     env = _environment(Path(templates) if templates else default_templates())
@@ -94,6 +93,26 @@ def build_report(summary_csv: str | Path, out: str | Path, templates: str | Path
     if pdf:
         written.append(pdf)
     return written
+
+
+def versions(summary: pd.DataFrame) -> dict:
+    """The software the runs were trained with, as the first run's metrics.json records it
+    (the report itself needs no torch); the report machine's package versions otherwise."""
+    for run in sorted(set(summary["run_dir"])):
+        path = Path(run) / "metrics.json"
+        if path.is_file() and io.read_json(path).get("versions"):
+            return io.read_json(path)["versions"]
+    import platform
+    import sys
+    from importlib import metadata
+
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for pkg in ("clipbench", "torch", "torchvision", "numpy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
 
 
 def _main_first(paths: list[Path], task: str, main: str | None) -> list[Path]:

@@ -6,10 +6,7 @@ from importlib import resources
 import pandas as pd
 import yaml
 
-from clipbench.report.names import PER_CLASS_PREFIX, method_label, ordered_methods
-
-# The metric each task is judged by (split "val").
-MAIN_METRIC = {"classification": "top1", "segmentation": "miou", "superres": "psnr", "heavytail": "gap"}
+from clipbench.report.names import PER_CLASS_PREFIX, main_metric, method_label, ordered_methods
 
 
 def published() -> dict:
@@ -25,7 +22,8 @@ def final_table(summary: pd.DataFrame, task: str) -> list[dict]:
         d = df[df["method"] == method]
         val = d[d["split"] == "val"]
         metrics = {}
-        for metric, g in val.groupby("metric"):
+        # sort=False keeps the runs' own order, which for per-class values is the class order.
+        for metric, g in val.groupby("metric", sort=False):
             metrics[metric] = {"mean": g["value"].mean(), "sd": g["value"].std(ddof=1) if len(g) > 1 else None, "n": len(g)}
         run = d[d["split"] == "run"].groupby("metric")["value"].mean()
         statuses = d.drop_duplicates("seed")["status"].tolist()
@@ -45,16 +43,17 @@ def final_table(summary: pd.DataFrame, task: str) -> list[dict]:
 
 def metric_names(rows: list[dict], task: str) -> list[str]:
     names = sorted({m for r in rows for m in r["metrics"] if not m.startswith(PER_CLASS_PREFIX)})
-    main = MAIN_METRIC.get(task)
+    main = main_metric(task)
     return ([main] if main in names else []) + [n for n in names if n != main]
 
 
 def per_class_table(rows: list[dict], prefix: str = PER_CLASS_PREFIX) -> dict | None:
-    """Per-class values (e.g. IoU) as class x method, from ``final_table``'s rows; None if there are none."""
-    from clipbench.metrics import VOC_CLASSES
+    """Per-class values (e.g. IoU) as class x method, from ``final_table``'s rows; None if there are none.
 
-    order = {f"{prefix}{c}": i for i, c in enumerate(VOC_CLASSES)}  # label order, as VOC tables list them
-    names = sorted({m for r in rows for m in r["metrics"] if m.startswith(prefix)}, key=lambda m: (order.get(m, 99), m))
+    Classes keep the order the runs recorded them in (the task's class order, as VOC tables
+    list them), so the report needs no list of class names of its own.
+    """
+    names = list(dict.fromkeys(m for r in rows for m in r["metrics"] if m.startswith(prefix)))
     if not names:
         return None
     return {

@@ -11,7 +11,14 @@ import torch
 from clipbench.data.imagenet100 import MEAN, STD  # as torchvision's classification reference
 from clipbench.metrics import ClassificationMeter
 from clipbench.models import build_model
-from clipbench.tasks import Task
+from clipbench.tasks import Task, TaskInfo
+
+INFO = TaskInfo(
+    name="classification",
+    label="Classification (ImageNet-100, ResNet-18)",
+    dataset="imagenet100",
+    main_metric="top1",
+)
 
 
 def transforms(image_size: int, train: bool):
@@ -27,12 +34,12 @@ def transforms(image_size: int, train: bool):
 def build(spec: dict, manifest: dict) -> Task:
     cfg = spec["task_config"]
     root = Path(manifest["root"])
-    size = cfg.get("image_size", 224)
+    size = cfg["image_size"]
     train_set = datasets.ImageFolder(root / "train", transform=transforms(size, train=True))
     val_set = datasets.ImageFolder(root / "val", transform=transforms(size, train=False))
     if train_set.classes != val_set.classes:
         raise ValueError(f"{root}: train/ and val/ hold different classes")
-    model = build_model(cfg.get("model", "resnet18"), num_classes=len(train_set.classes))
+    model = build_model(cfg["model"], num_classes=len(train_set.classes))
     return Task(
         name="classification",
         train_set=train_set,
@@ -40,5 +47,4 @@ def build(spec: dict, manifest: dict) -> Task:
         model=model,
         loss=nn.CrossEntropyLoss(),
         new_meter=ClassificationMeter,
-        main_metric="top1",
     )

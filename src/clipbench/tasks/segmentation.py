@@ -27,7 +27,19 @@ from clipbench.data.imagenet100 import MEAN, STD
 from clipbench.data.voc2012 import check_sbd_root, check_voc_root, trainaug_files
 from clipbench.metrics import IGNORE_INDEX, VOC_CLASSES, SegmentationMeter
 from clipbench.models import fcn
-from clipbench.tasks import Task
+from clipbench.tasks import Task, TaskInfo
+
+INFO = TaskInfo(
+    name="segmentation",
+    label="Segmentation (Pascal VOC 2012, FCN-32s)",
+    dataset="voc2012",
+    main_metric="miou",
+    notes=[
+        "mIoU from one confusion matrix accumulated over every validation pixel; void pixels (label 255) are "
+        "ignored; the mean is over the classes present in the ground truth or the prediction (a class absent "
+        "from both is left out). Pixel accuracy from the same matrix.",
+    ],
+)
 
 NUM_CLASSES = len(VOC_CLASSES)
 _VALID = np.zeros(256, dtype=bool)
@@ -185,6 +197,5 @@ def build(spec: dict, manifest: dict) -> Task:
         loss=nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX),
         new_meter=lambda: SegmentationMeter(NUM_CLASSES, VOC_CLASSES, IGNORE_INDEX,
                                             per_class=cfg.get("per_class_iou", True)),
-        main_metric="miou",
         extra={"model": name, **info, **train_info, "train_images": len(train_set), "val_images": len(val_set)},
     )

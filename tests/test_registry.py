@@ -1,0 +1,49 @@
+"""The task registry: one list of tasks, read without torch, that everything else derives from."""
+import subprocess
+import sys
+
+import pytest
+
+from clipbench import cli
+from clipbench import config as cfgmod
+from clipbench.report import names, tables
+from clipbench.tasks import registry
+
+
+def test_package_tasks_come_from_their_modules():
+    assert registry.names(implemented_only=True) == ["classification", "segmentation", "superres"]
+    assert registry.names() == ["classification", "segmentation", "superres", "heavytail"]
+    sr = registry.get("superres")
+    assert (sr.module, sr.dataset, sr.main_metric, sr.baseline) == ("clipbench.tasks.superres", "div2k", "psnr",
+                                                                    "bicubic_baseline")
+    assert registry.with_baseline() == ["superres"]
+
+
+def test_report_cli_and_schema_derive_from_it():
+    assert tables.metric_names([{"metrics": {"loss": 1, "miou": 2}}], "segmentation") == ["miou", "loss"]
+    assert names.task_label("classification") == registry.get("classification").label
+    assert names.task_notes("segmentation") == list(registry.get("segmentation").notes)
+    assert names.task_label("unknown") == "unknown" and names.main_metric("unknown") is None
+    assert cfgmod.full_schema()["properties"]["run"]["properties"]["tasks"]["items"]["enum"] == registry.names()
+    with pytest.raises(SystemExit):
+        cli.main(["baseline", "classification", "--data", "m.json", "--out", "b.json"])  # has no baseline
+
+
+def test_reserved_task_cannot_be_built():
+    with pytest.raises(ValueError, match="reserved name, not implemented yet"):
+        registry.load_module("heavytail")
+
+
+def test_config_cli_and_report_import_no_torch():
+    code = ("import sys, clipbench.config, clipbench.cli, clipbench.report.render, clipbench.tasks;"
+            "clipbench.tasks.registry.names(); assert 'torch' not in sys.modules, 'torch imported'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_task_defaults_are_the_schemas():
+    """The code keeps no defaults of its own: a hand-written spec gets the schema's."""
+    block = cfgmod.load_schema()["properties"]["tasks"]["properties"]["superres"]["properties"]
+    filled = cfgmod.with_task_defaults("superres", {"epochs": 1})
+    assert filled["repeat"] == block["repeat"]["default"] == 20
+    assert filled["epochs"] == 1 and "methods" not in filled
