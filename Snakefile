@@ -14,6 +14,7 @@ configfile: "config/config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/diagnostics.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -22,4 +23,5 @@ rule all:
         "report/index.html",
         "report/report.tex",
         ["prepared/data.dvc.log"] if uses_archives() else [],
+        ["results/heavytail/quantiles.csv"] if "heavytail" in TASKS else [],
     default_target: True

@@ -4,6 +4,7 @@
     clipbench track-data       [data]
     clipbench train            (--configfile F ... --task T --method M --seed S | --spec JSON) --data MANIFEST --out DIR
     clipbench baseline TASK    --task-json CFG --data MANIFEST --out JSON   (tasks with a baseline)
+    clipbench heavytail        (--configfile F ... | --json CFG) --out DIR
     clipbench collect          [METRICS.json ...] --out CSV
     clipbench report           --summary CSV --out DIR
     clipbench bench optim|data|train [options of that benchmark; --help]
@@ -81,6 +82,19 @@ def cmd_baseline(args) -> int:
     return 0
 
 
+def cmd_heavytail(args) -> int:
+    from clipbench.tasks.heavytail import run
+
+    if args.json:
+        task_cfg = cfgmod.with_task_defaults("heavytail", _json_arg(args.json, "--json"))
+    else:
+        task_cfg = cfgmod.load(*args.configfile)["tasks"]["heavytail"]
+    summary = run(task_cfg, args.out)
+    for line in summary["verdicts"]:
+        print(line)
+    return 0
+
+
 def cmd_collect(args) -> int:
     from clipbench.report.collect import collect, dvc_views, load_histories, run_dirs
 
@@ -146,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", required=True, type=Path, help="the dataset's manifest.json")
     s.add_argument("--out", required=True, type=Path, help="where to write the JSON result")
     s.set_defaults(func=cmd_baseline)
+
+    s = sub.add_parser("heavytail", help="the convex check: clipped vs unclipped methods under Gaussian and heavy-tailed noise")
+    s.add_argument("--json", help="the task's settings as JSON (what the Snakemake rule passes)")
+    s.add_argument("--configfile", action="append", default=[])
+    s.add_argument("--out", type=Path, default=Path("results/heavytail"), help="folder for quantiles.csv, summary.json, quantiles.png")
+    s.set_defaults(func=cmd_heavytail)
 
     s = sub.add_parser("collect", help="gather every run's metrics into one tidy table")
     s.add_argument("metrics", nargs="*", type=Path, help="runs' metrics.json files (default: every run under --runs)")

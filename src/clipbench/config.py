@@ -115,6 +115,8 @@ def _check_matrix(config: dict, source: str) -> None:
         if task_cfg is None:
             missing.append(f"tasks.{task}")
             continue
+        if not registry.get(task).trains:
+            continue  # no run matrix: the task lists its own methods
         for method in config["run"]["methods"]:
             if method not in task_cfg.get("methods", {}):
                 missing.append(f"tasks.{task}.methods.{method}")
@@ -128,7 +130,10 @@ def _check_matrix(config: dict, source: str) -> None:
 def _check_schedules(config: dict, source: str) -> None:
     """clipped-SSTM has no learning rate: a schedule on it could only silently do nothing."""
     for task, task_cfg in config.get("tasks", {}).items():
-        sched = task_cfg.get("methods", {}).get("clipped_sstm", {}).get("schedule")
+        methods = task_cfg.get("methods", {})
+        if not isinstance(methods, dict):
+            continue  # a task without per-method settings (the convex check lists method names)
+        sched = methods.get("clipped_sstm", {}).get("schedule")
         if sched and sched.get("name", "constant") != "constant":
             raise ConfigError(
                 f"invalid {source}: tasks.{task}.methods.clipped_sstm.schedule: clipped-SSTM has no "

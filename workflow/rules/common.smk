@@ -8,6 +8,8 @@ from clipbench.tasks import registry
 cb_config.validate(config, source="workflow config (config/config.yaml + --configfile)")
 
 TASKS = config["run"]["tasks"]
+# The tasks that train networks: the run matrix. Others (the convex check) have a rule of their own.
+TRAINED = registry.training(TASKS)
 METHODS = config["run"]["methods"]
 SEEDS = config["run"]["seeds"]
 ENGINE = config["engine"]
@@ -27,7 +29,7 @@ def run_dir(task, method, seed):
 def all_runs(name):
     return [
         f"{run_dir(t, m, s)}/{name}"
-        for t in TASKS
+        for t in TRAINED
         for m in METHODS
         for s in SEEDS
     ]
@@ -48,7 +50,7 @@ def manifest_for(wildcards):
 
 
 def all_manifests():
-    datasets = sorted({dataset_of(t) for t in TASKS} - {None})
+    datasets = sorted({dataset_of(t) for t in TRAINED} - {None})
     return [f"prepared/{ds}/manifest.json" for ds in datasets]
 
 
@@ -57,13 +59,18 @@ def run_spec_json(wildcards):
     return json.dumps(spec, sort_keys=True)
 
 
+def task_json(task):
+    """One task's settings without its methods, as the CLI's --json/--task-json takes them."""
+    return json.dumps({k: v for k, v in config["tasks"][task].items() if k != "methods"}, sort_keys=True)
+
+
 def dataset_json(wildcards):
     return json.dumps(config["datasets"].get(wildcards.dataset, {}), sort_keys=True)
 
 
 def uses_archives():
     """Whether a dataset in use comes from archives in data/ (then data.dvc is kept current)."""
-    for ds in {dataset_of(t) for t in TASKS} - {None}:
+    for ds in {dataset_of(t) for t in TRAINED} - {None}:
         cfg = config["datasets"].get(ds, {})
         if not cfg.get("root") and cfg.get("source") in ("download", "archives"):
             return True

@@ -28,14 +28,13 @@ class TaskInfo:
     baseline: str | None = None
     module: str | None = None  # importable module with build(spec, manifest) -> Task
     implemented: bool = True
+    # False for a task that trains no network (the convex check): no run matrix, a rule of its own.
+    trains: bool = True
     schema: dict | None = field(default=None, compare=False)  # only for tasks registered from outside
 
 
 # Names the contract reserves before their task exists: refused by the config check.
-RESERVED = (
-    TaskInfo(name="heavytail", label="Convex check (heavy-tailed noise)", main_metric="gap",
-             higher_is_better=False, implemented=False),
-)
+RESERVED: tuple[TaskInfo, ...] = ()
 
 _registry: dict[str, TaskInfo] = {}
 
@@ -59,10 +58,14 @@ def _declared(path: Path) -> TaskInfo | None:
 def _discover() -> None:
     if _registry:
         return
+    found = []
     for path in sorted(Path(__file__).parent.glob("*.py")):
         info = None if path.stem.startswith("_") or path.stem == "registry" else _declared(path)
         if info is not None:
-            _registry[info.name] = info
+            found.append(info)
+    # The thesis' tasks first, then checks that train no network (the report's order).
+    for info in sorted(found, key=lambda i: not i.trains):
+        _registry[info.name] = info
     for info in RESERVED:
         _registry.setdefault(info.name, info)
 
@@ -92,6 +95,11 @@ def get(name: str) -> TaskInfo:
     if name not in _registry:
         raise ValueError(f"unknown task {name!r} (known: {', '.join(_registry)})")
     return _registry[name]
+
+
+def training(tasks) -> list[str]:
+    """Those of ``tasks`` that train networks (and so have a run matrix)."""
+    return [t for t in tasks if get(t).trains]
 
 
 def with_baseline() -> list[str]:
