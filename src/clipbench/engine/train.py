@@ -44,16 +44,12 @@ from clipbench.tasks import build_task
 HISTORY_FIELDS = ("step", "epoch", "split", "metric", "value")
 
 
-def make_optimizer(method: str, params, opt_cfg: dict, clip_stats: bool = False):
+def make_optimizer(method: str, params, opt_cfg: dict):
     """The optimizer as training uses it (the benchmark builds it the same way).
 
-    Norm and layer clipping report their clipping statistics for free; ``clip_stats`` also
-    asks coordinate clipping for them, at the price of one more read of the gradients.
+    The clipped methods always report their clipping statistics (``last_clip_stats``).
     """
-    optimizer = build_optimizer(method, params, opt_cfg)
-    if clip_stats and hasattr(optimizer, "track_stats"):
-        optimizer.track_stats = True
-    return optimizer
+    return build_optimizer(method, params, opt_cfg)
 
 
 def output_point(optimizer):
@@ -178,7 +174,7 @@ def _run(spec: dict, manifest, out_dir: Path, eng: dict, device: torch.device, d
     if channels_last:
         raw_model = raw_model.to(memory_format=torch.channels_last)
     opt_cfg, eng_method = split_method_config(spec["method_config"])
-    optimizer = make_optimizer(spec["method"], raw_model.parameters(), opt_cfg, bool(eng.get("clip_stats", False)))
+    optimizer = make_optimizer(spec["method"], raw_model.parameters(), opt_cfg)
     accumulate = int(eng_method.get("batch_multiplier", 1))
     cfg = spec["task_config"]
     batch_size, epochs = int(cfg["batch_size"]), int(cfg["epochs"])
@@ -352,7 +348,7 @@ def _run(spec: dict, manifest, out_dir: Path, eng: dict, device: torch.device, d
         "task_info": task.extra,
         "epochs": epochs, "steps": step, "batch_size": batch_size, "batch_multiplier": accumulate,
         "world_size": d.world, "amp": amp,
-        "telemetry": {**_last(history, "train", ("clip_fraction", "clip_scale_mean", "lr")),
+        "telemetry": {**_last(history, "train", TELEMETRY_METRICS),
                       "loss_points_stride": stride},
         # Everything that depends on the machine or on how the run went (not what it computed).
         "timing": {"wall_time_s": wall, "train_time_s": train_time,
@@ -371,7 +367,7 @@ def _run(spec: dict, manifest, out_dir: Path, eng: dict, device: torch.device, d
 
 
 TASK_SPLITS = ("train", "val")
-TELEMETRY_METRICS = ("clip_fraction", "clip_scale_mean", "lr")
+TELEMETRY_METRICS = (*telemetry.ClipStats.METRICS.values(), "lr")
 
 
 def _lr(optimizer) -> dict[str, float]:
