@@ -614,3 +614,30 @@ def test_deepcopy_keeps_settings(name):
     if isinstance(opt, ClippedSSTM):
         assert (clone.indexing, clone.ratio_bound_mode) == (opt.indexing, opt.ratio_bound_mode)
     assert clone.state_dict()["param_groups"] == opt.state_dict()["param_groups"]
+
+
+# --- the engine's per-epoch aggregate of the per-step records ----------------------------
+
+
+def test_engine_clip_stats_aggregates_records():
+    from clipbench.engine.telemetry import ClipStats
+
+    agg = ClipStats()
+    params = make_params()
+    opt = ClippedSGD(params, lr=0.1, clipping="coordinate", clip_level=0.5, stats_every=2)
+    fractions = []
+    for k in range(4):
+        set_grads(params, k)
+        if k % 2 == 0:
+            fractions.append(torch.cat([p.grad.flatten() for p in params]).abs().gt(0.5).double().mean().item())
+        opt.step()
+        agg.update(opt.last_clip_stats)
+    out = agg.compute()
+    assert out["clip_fraction"] == 1.0 and "clip_scale_mean" not in out
+    assert math.isclose(out["clip_entry_fraction"], sum(fractions) / 2, rel_tol=1e-6)
+    restored = ClipStats()
+    restored.load_state_dict(_roundtrip(agg.state_dict()))
+    assert restored.compute() == out
+    old = ClipStats()  # a checkpoint written before clip_entry_fraction existed
+    old.load_state_dict({"sums": {"clipped": 1.0, "scale": 0.5}, "counts": {"clipped": 2, "scale": 2}})
+    assert old.compute() == {"clip_fraction": 0.5, "clip_scale_mean": 0.25}
