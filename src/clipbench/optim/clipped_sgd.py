@@ -141,11 +141,8 @@ class ClippedSGD(ClippedOptimizer):
             of_grad = of_grad and not on_buf
             group["step"] = group.get("step", 0) + 1
 
-        grad_norm = None
-        if layer_norms and of_grad:  # free: the gradient's norm from its per-tensor norms
-            grad_norm = torch.stack([x.to(layer_norms[0].dtype) for x in layer_norms]).square().sum().sqrt()
         self._stats = step_record(self.clipping, levels, norm=norm, layer_norms=layer_norms, clamped=clamped,
-                             grad_norm=grad_norm)
+                                  of_grad=of_grad)
         return loss
 
 

@@ -167,11 +167,8 @@ class ClippedSSTM(ClippedOptimizer):
             lams.append(lam)
             alphas.append(alpha)
 
-        grad_norm = None
-        if layer_norms:
-            grad_norm = torch.stack([x.to(layer_norms[0].dtype) for x in layer_norms]).square().sum().sqrt()
         self._stats = step_record(self.clipping, levels, norm=norm, layer_norms=layer_norms, clamped=clamped,
-                                  grad_norm=grad_norm, alpha=alphas[0], **{"lambda": lams[0]})
+                                  alpha=alphas[0], **{"lambda": lams[0]})
         return loss
 
     def _coefficients(self, group: dict) -> tuple[float, float, float, float, float]:

@@ -180,13 +180,18 @@ class ClipRecord:
 
 def step_record(clipping: str, levels: Sequence[float], *, norm: Tensor | None = None,
                 layer_norms: Sequence[Tensor] = (), clamped: Sequence[Tensor] = (),
-                grad_norm: Tensor | None = None, **extra) -> ClipRecord:
+                of_grad: bool = True, **extra) -> ClipRecord:
     """The record of one step, measured on what was actually clipped.
 
     ``levels``: λ of each tensor, in the order of ``layer_norms`` (``layer``: the norm of
     what each tensor's scale came from) or ``clamped`` (``coordinate``: the quantity clamped;
     empty on steps that are not sampled).  ``norm``: the global norm (``norm`` mode).
+    ``of_grad``: whether those norms are the gradient's (not a momentum buffer's), so that
+    the gradient's norm comes with them for free.
     """
+    grad_norm = None
+    if clipping == "layer" and layer_norms and of_grad:
+        grad_norm = torch.stack([x.to(_acc_dtype(layer_norms)) for x in layer_norms]).square().sum().sqrt()
     if clipping == "norm" and norm is not None:
         layer_norms, grad_norm = [norm] * len(levels), norm
     if clipping in ("norm", "layer") and layer_norms:
