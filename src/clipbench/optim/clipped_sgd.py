@@ -50,8 +50,9 @@ class ClippedSGD(ClippedOptimizer):
         impl: ``"reference"`` | ``"loop"`` | ``"foreach"`` overrides ``foreach``
             (``reference`` is the plain, readable spec used by the tests).
         stats_every: ``coordinate`` clipping measures its statistics (one more read of the
-            clamped quantity) on every ``stats_every``-th step only; ``norm``/``layer``
-            statistics are free and recorded at every step.
+            clamped quantity) on every ``stats_every``-th step only (20: about 0.5 % of a
+            demo ResNet-18 step on CPU when measured); ``norm``/``layer`` statistics reuse the
+            norms clipping computes and are recorded at every step.
 
     ``p.grad`` is never modified.  The CPU path writes a clipped gradient into one shared
     scratch buffer the size of the largest parameter (workspace, not state); the
@@ -82,7 +83,7 @@ class ClippedSGD(ClippedOptimizer):
         *,
         foreach: bool | None = None,
         impl: str | None = None,
-        stats_every: int = 10,
+        stats_every: int = 20,
     ) -> None:
         self._init_settings(clipping, foreach, impl, stats_every)
         if clip_target not in CLIP_TARGETS:

@@ -90,7 +90,7 @@ class ClippedSSTM(ClippedOptimizer):
         *,
         foreach: bool | None = None,
         impl: str | None = None,
-        stats_every: int = 10,
+        stats_every: int = 20,
     ) -> None:
         self._init_settings(clipping, foreach, impl, stats_every)
         if ratio_bound_mode not in RATIO_BOUND_MODES:
