@@ -11,7 +11,6 @@ from .clipping import (
     check_positive,
     clip_one,
     impl_global_norm,
-    impl_layer_norm,
     norm_scale,
     resolve_impl,
     sq_norm,
