@@ -358,14 +358,13 @@ def test_bench_train_reports_ratios_and_skips_unknown_methods(capsys):
     assert "skipping no_such_method" in err
 
 
-def test_clip_stats_for_coordinate_clipping_only_when_asked():
+def test_clip_stats_for_coordinate_clipping_always_on():
     from clipbench.engine.train import make_optimizer
 
     cfg = {"lr": 0.1, "momentum": 0.9, "clipping": "coordinate", "clip_level": 0.1, "clip_target": "momentum"}
-    for asked, expect in ((False, None), (True, True)):
-        p = torch.nn.Parameter(torch.zeros(3))
-        opt = make_optimizer("clipped_sgd", [p], cfg, clip_stats=asked)
-        p.grad = torch.tensor([1.0, 0.0, -0.05])
-        opt.step()
-        clipped = opt.last_clip_stats.get("clipped")
-        assert (None if clipped is None else bool(clipped)) is expect
+    p = torch.nn.Parameter(torch.zeros(3))
+    opt = make_optimizer("clipped_sgd", [p], cfg)
+    p.grad = torch.tensor([1.0, 0.0, -0.05])
+    opt.step()
+    stats = opt.last_clip_stats
+    assert stats["clipped"] is True and math.isclose(stats["entry_fraction"], 1 / 3)

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from clipbench.optim import METHODS, ClippedSGD, ClippedSSTM, build_optimizer, clip_
+from clipbench.optim import METHODS, ClippedSGD, ClippedSSTM, build_optimizer
+
+from tests._clipops import clip_
 
 IMPLS = ("reference", "loop", "foreach")
 
@@ -35,11 +37,13 @@ def quadratic(dim=6, seed=0):
 
 
 def ref_clipped_sgd(x0, A, b, noise, steps, lr, mu, mode, lam, target):
+    """One tensor, so ``layer`` is ``norm`` of whatever it clips; with target "momentum"
+    ``norm`` scales the buffer by the raw gradient's norm, ``layer`` by the buffer's own."""
     x, buf = x0.copy(), None
     for k in range(steps):
         g = A @ x - b + noise[k]
         if target == "grad" or mu == 0:
-            d = np_clip(g, mode, lam)
+            d = np_clip(g, "norm" if mode == "layer" else mode, lam)
             if mu:
                 buf = d.copy() if buf is None else mu * buf + d
                 d = buf
@@ -47,24 +51,65 @@ def ref_clipped_sgd(x0, A, b, noise, steps, lr, mu, mode, lam, target):
             buf = g.copy() if buf is None else mu * buf + g
             if mode == "norm":
                 d = buf * min(1.0, lam / np.linalg.norm(g))
+            elif mode == "layer":
+                d = buf * min(1.0, lam / np.linalg.norm(buf))
             else:
                 d = np_clip(buf, mode, lam)
         x = x - lr * d
     return x
 
 
-def ref_clipped_sstm(x0, A_mat, b, noise, steps, a, L, B, nu, mode, ratio_bound=None):
+def ref_clipped_sstm(x0, A_mat, b, noise, steps, a, L, B, nu, mode, ratio_bound=None, ratio_mode="cap"):
+    """Algorithm 3.3 (the thesis' indexing); returns the next gradient point x, y and z."""
     A, y, z = 0.0, x0.copy(), x0.copy()
-    for k in range(steps):
+    for k in range(steps + 1):
         alpha = (k + 2) ** (2 * nu / (1 + nu)) / (2 * a * L)
         A_next = A + alpha
-        w = A / A_next if ratio_bound is None else min(A / A_next, ratio_bound)
+        if ratio_bound is None:
+            w = A / A_next
+        elif ratio_mode == "cap":
+            w = min(A / A_next, ratio_bound)
+        else:  # reset A_k when A_k/A_{k+1} would pass the bound
+            if A > alpha / (1 - ratio_bound):
+                A = alpha * ratio_bound / (1 - ratio_bound)
+                A_next = alpha / (1 - ratio_bound)
+            w = A / A_next
         x = w * y + (1 - w) * z
+        if k == steps:
+            return x, y, z
         g = A_mat @ x - b + noise[k]
         z = z - alpha * np_clip(g, mode, B / alpha)
         y = w * y + (1 - w) * z
         A = A_next
-    return y, z
+
+
+def ref_sstm_authors(x0, A_mat, b, noise, steps, a, L, B, nu, mode, ratio_bound=None, ratio_mode="reset"):
+    """The authors' public clipped_SSTM.step, transcribed for one tensor in float64 (their
+    ``a_k_ratio_upper_bound`` is the ``reset`` form; ``cap`` bounds the weight instead)."""
+    k, alpha_k_1, lambda_k_1, A_k, A_k_1 = 0, 0.0, 0.0, 0.0, 0.0
+    x, y, z = x0.copy(), x0.copy(), x0.copy()
+
+    def weight():
+        w = A_k / A_k_1
+        return min(w, ratio_bound) if ratio_bound is not None and ratio_mode == "cap" else w
+
+    for call in range(steps):
+        g = A_mat @ x - b + noise[call]  # at the first call: computed, unused
+        if k > 0:
+            z = z - alpha_k_1 * np_clip(g, mode, lambda_k_1)
+            y = weight() * y + (1 - weight()) * z
+        alpha_k_1 = (k + 1) ** (2 * nu / (1 + nu)) / (2 * a * L)
+        A_k = A_k_1
+        A_k_1 = A_k + alpha_k_1
+        if ratio_bound is not None and ratio_mode == "reset":
+            factor = 1.0 / (1.0 - ratio_bound)
+            if A_k > factor * alpha_k_1:
+                A_k = (factor - 1.0) * alpha_k_1
+                A_k_1 = factor * alpha_k_1
+        lambda_k_1 = B / alpha_k_1
+        x = weight() * y + (1 - weight()) * z
+        k += 1
+    return x, y, z
 
 
 def run_torch(opt_factory, x0, A, b, noise, steps):
@@ -84,7 +129,7 @@ def test_clipped_sgd_matches_algorithm_3_2(impl, mode, mu, target):
     A, b, noise = quadratic()
     x0 = np.ones(6)
     lam = 0.3 if mode == "coordinate" else 1.5
-    want = ref_clipped_sgd(x0, A, b, noise, 60, 0.05, mu, "norm" if mode == "layer" else mode, lam, target)
+    want = ref_clipped_sgd(x0, A, b, noise, 60, 0.05, mu, mode, lam, target)
     x, _ = run_torch(lambda p: ClippedSGD(p, lr=0.05, momentum=mu, clipping=mode, clip_level=lam,
                                           clip_target=target, impl=impl), x0, A, b, noise, 60)
     np.testing.assert_allclose(x.detach().numpy(), want, rtol=0, atol=1e-12)
@@ -97,13 +142,53 @@ def test_clipped_sstm_matches_algorithm_3_3(impl, mode, nu, ratio_bound):
     A, b, noise = quadratic(seed=1)
     x0 = np.full(6, 2.0)
     a, L, B = 2.0, 3.0, 0.05 if mode == "coordinate" else 0.2
-    y_want, z_want = ref_clipped_sstm(x0, A, b, noise, 60, a, L, B, nu, mode, ratio_bound)
+    _, y_want, z_want = ref_clipped_sstm(x0, A, b, noise, 60, a, L, B, nu, mode, ratio_bound)
     x, opt = run_torch(lambda p: ClippedSSTM(p, a=a, L=L, B=B, clipping=mode, nu=nu, ratio_bound=ratio_bound,
                                              impl=impl), x0, A, b, noise, 60)
     with opt.output():
         np.testing.assert_allclose(x.detach().numpy(), y_want, rtol=0, atol=1e-11)
     st = opt.state[x]
     np.testing.assert_allclose(st["z"].numpy(), z_want, rtol=0, atol=1e-11)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("mode", ["norm", "coordinate", "none"])
+@pytest.mark.parametrize("indexing", ["thesis", "authors"])
+@pytest.mark.parametrize("ratio_bound,ratio_mode", [(None, "cap"), (0.9, "cap"), (0.9, "reset"), (0.6, "reset")])
+def test_clipped_sstm_forms_match_their_transcriptions(impl, mode, indexing, ratio_bound, ratio_mode):
+    A, b, noise = quadratic(seed=2)
+    x0 = np.full(6, -1.0)
+    a, L, nu, B = 2.0, 3.0, 0.5, 0.05 if mode == "coordinate" else 0.2
+    ref = ref_clipped_sstm if indexing == "thesis" else ref_sstm_authors
+    x_want, y_want, z_want = ref(x0, A, b, noise, 60, a, L, B, nu, mode, ratio_bound, ratio_mode)
+    x, opt = run_torch(lambda p: ClippedSSTM(p, a=a, L=L, B=B, clipping=mode, nu=nu, ratio_bound=ratio_bound,
+                                             ratio_bound_mode=ratio_mode, indexing=indexing, impl=impl),
+                       x0, A, b, noise, 60)
+    np.testing.assert_allclose(x.detach().numpy(), x_want, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(opt.state[x]["y"].numpy(), y_want, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(opt.state[x]["z"].numpy(), z_want, rtol=0, atol=1e-12)
+
+
+def test_sstm_forms_differ():
+    """The transcriptions are not vacuous: each option changes the trajectory."""
+    A, b, noise = quadratic(seed=2)
+    x0 = np.full(6, -1.0)
+    runs = [ref(x0, A, b, noise, 60, 2.0, 3.0, 0.2, 1.0, "norm", 0.9, rm)[1]
+            for ref in (ref_clipped_sstm, ref_sstm_authors) for rm in ("cap", "reset")]
+    assert all(np.abs(u - v).max() > 1e-6 for i, u in enumerate(runs) for v in runs[i + 1:])
+
+
+def test_sstm_authors_first_step_only_initializes():
+    params = make_params()
+    x0 = [p.detach().clone() for p in params]
+    opt = ClippedSSTM(params, a=1.0, L=2.0, B=0.5, indexing="authors")
+    set_grads(params, 0)
+    opt.step()
+    assert all(torch.equal(p, x) for p, x in zip(params, x0))
+    assert opt.param_groups[0]["step"] == 1 and opt.param_groups[0]["A"] == 0.0
+    assert opt.last_clip_stats["clipped"] is None
+    opt.step()  # the first update uses α_1 = 1/(2aL): y_1 = z_1 = x_0 - α_1 clip(g)
+    assert opt.last_clip_stats["alpha"] == 1 / (2 * 1.0 * 2.0)
 
 
 def test_clipping_actually_happens_in_reference_runs():
@@ -126,6 +211,7 @@ def test_clipping_actually_happens_in_reference_runs():
     (dict(lr=0.1, clipping="global"), "Invalid clipping: 'global'"),
     (dict(lr=0.1, clip_target="buf"), "Invalid clip_target: 'buf'"),
     (dict(lr=0.1, impl="fast"), "Invalid impl: 'fast'"),
+    (dict(lr=0.1, stats_every=1.5), "Invalid stats_every: 1.5"),
 ])
 def test_clipped_sgd_argument_checks(kwargs, msg):
     with pytest.raises(ValueError, match=msg.replace("(", r"\(").replace(")", r"\)")):
@@ -140,6 +226,9 @@ def test_clipped_sgd_argument_checks(kwargs, msg):
     (dict(a=1.0, L=1.0, nu=1.5), "Invalid nu: 1.5"),
     (dict(a=1.0, L=1.0, ratio_bound=1.0), "Invalid ratio_bound: 1.0"),
     (dict(a=1.0, L=1.0, clipping="x"), "Invalid clipping"),
+    (dict(a=1.0, L=1.0, ratio_bound_mode="clip"), "Invalid ratio_bound_mode: 'clip'"),
+    (dict(a=1.0, L=1.0, indexing="paper"), "Invalid indexing: 'paper'"),
+    (dict(a=1.0, L=1.0, stats_every=0), "Invalid stats_every: 0"),
 ])
 def test_clipped_sstm_argument_checks(kwargs, msg):
     with pytest.raises(ValueError, match=msg):
@@ -185,6 +274,8 @@ FACTORIES = {
     "sgd-layer-mom": sgd_factory(clipping="layer", clip_target="momentum", weight_decay=0.01),
     "sstm-norm": sstm_factory(),
     "sstm-coord-rb": sstm_factory(clipping="coordinate", ratio_bound=0.6, nu=0.5),
+    "sstm-authors-reset": sstm_factory(clipping="layer", ratio_bound=0.6, ratio_bound_mode="reset",
+                                       indexing="authors"),
 }
 
 
@@ -287,14 +378,66 @@ def test_layer_clipping_is_per_tensor():
         torch.testing.assert_close(p.detach(), x - g * min(1.0, 1.0 / g.norm().item()), rtol=0, atol=1e-14)
 
 
-def test_track_stats_for_coordinate():
+def test_coordinate_stats_always_on_and_sampled():
     params = make_params()
-    opt = ClippedSGD(params, lr=0.1, clipping="coordinate", clip_level=0.1, track_stats=True)
-    set_grads(params, 0)
+    opt = ClippedSGD(params, lr=0.1, clipping="coordinate", clip_level=0.1, stats_every=3)
+    for k in range(4):
+        set_grads(params, k)
+        grads = torch.cat([p.grad.flatten() for p in params])
+        opt.step()
+        s = opt.last_clip_stats
+        if k % 3:
+            assert s["clipped"] is None and s["entry_fraction"] is None
+        else:
+            assert s["clipped"] is True and s["scale"] is None
+            assert s["entry_fraction"] == (grads.abs() > 0.1).double().mean().item()
+
+
+def test_coordinate_stats_measure_the_clamped_buffer():
+    """With clip_target="momentum" the buffer is clamped, so it is what the stats count."""
+    p = torch.nn.Parameter(torch.zeros(4, dtype=torch.float64))
+    opt = ClippedSGD([p], lr=0.1, momentum=0.9, clipping="coordinate", clip_level=1.0,
+                     clip_target="momentum", stats_every=1)
+    for g, want in (([0.9, 0.0, 0.5, -0.95], 0.0), ([0.9, 0.0, 0.0, -0.2], 0.5)):
+        p.grad = torch.tensor(g, dtype=torch.float64)  # buffer: then [1.71, 0, 0.45, -1.055]
+        opt.step()
+        s = opt.last_clip_stats
+        assert s["entry_fraction"] == want and s["clipped"] is (want > 0)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_layer_stats_measure_the_buffer(impl):
+    """Layer clipping of the momentum: each tensor's scale and the stats use its buffer's norm."""
+    params = [torch.nn.Parameter(torch.zeros(2, dtype=torch.float64)) for _ in range(2)]
+    opt = ClippedSGD(params, lr=1.0, momentum=0.5, clipping="layer", clip_level=1.0, clip_target="momentum",
+                     impl=impl)
+    steps = [([0.6, 0.0], [0.0, 0.1]), ([0.6, 0.0], [0.0, 0.1])]  # gradient norms stay below λ
+    moved = []
+    for g1, g2 in steps:
+        params[0].grad, params[1].grad = (torch.tensor(g, dtype=torch.float64) for g in (g1, g2))
+        before = [p.detach().clone() for p in params]
+        opt.step()
+        moved.append([(b - p.detach()).norm().item() for p, b in zip(params, before)])
+    s = opt.last_clip_stats
+    # second step: buffers 0.9 and 0.15, below λ: nothing clipped yet
+    assert s["clipped"] is False and s["scale"] == 1.0
+    params[0].grad, params[1].grad = (torch.tensor(g, dtype=torch.float64) for g in steps[0])
+    opt.step()  # buffers 1.05 (clipped to 1) and 0.175
+    s = opt.last_clip_stats
+    assert s["clipped"] is True and math.isclose(s["scale"], (1 / 1.05 + 1) / 2, rel_tol=1e-12)
+    assert s["grad_norm"] is None  # the norms computed are the buffers', not the gradient's
+    assert math.isclose(moved[1][0], 0.9, rel_tol=1e-12)
+
+
+def test_norm_stats_mean_scale_and_clipped():
+    params = make_params()
+    opt = ClippedSGD(params, lr=0.1, clipping="layer", clip_level=1.0)
+    set_grads(params, 1)
+    norms = [p.grad.norm().item() for p in params]
     opt.step()
     s = opt.last_clip_stats
-    assert s["clipped"] is True and s["grad_norm"] > 0
-    assert ClippedSGD(params, lr=0.1, track_stats=False).last_clip_stats["grad_norm"] is None
+    assert s["clipped"] is any(n > 1.0 for n in norms)
+    assert math.isclose(s["scale"], sum(min(1.0, 1.0 / n) for n in norms) / len(norms), rel_tol=1e-12)
 
 
 def test_sstm_stats_and_first_step():
@@ -436,7 +579,7 @@ def test_grad_scaler_unscale_then_step(name):
 
 def test_build_optimizer():
     p = [torch.nn.Parameter(torch.zeros(2))]
-    assert METHODS == ("sgd", "adam", "clipped_sgd", "clipped_sstm")
+    assert METHODS == ("sgd", "adam", "clipped_sgd", "clipped_sstm", "sstm")
     assert isinstance(build_optimizer("sgd", p, {"lr": 0.1, "momentum": 0.9, "batch_multiplier": 2}), torch.optim.SGD)
     assert isinstance(build_optimizer("adam", p, {"lr": 1e-3, "betas": [0.9, 0.99], "schedule": None}),
                       torch.optim.Adam)
@@ -449,6 +592,13 @@ def test_build_optimizer():
         build_optimizer("sgd", p, {"lrr": 0.1})
     with pytest.raises(ValueError, match="known: sgd, adam, clipped_sgd, clipped_sstm"):
         build_optimizer("lamb", p, {})
+    o = build_optimizer("clipped_sstm", p, {"a": 1e5, "L": 10, "ratio_bound": 0.99, "ratio_bound_mode": "reset",
+                                            "indexing": "authors"})
+    assert (o.ratio_bound_mode, o.indexing, o.clipping) == ("reset", "authors", "norm")
+    o = build_optimizer("sstm", p, {"a": 1e5, "L": 10, "clipping": "none"})
+    assert isinstance(o, ClippedSSTM) and o.clipping == "none"
+    with pytest.raises(ValueError, match="method 'sstm' has clipping 'none', not 'norm'"):
+        build_optimizer("sstm", p, {"a": 1e5, "L": 10, "clipping": "norm"})
 
 
 @pytest.mark.parametrize("name", FACTORIES)
@@ -460,5 +610,34 @@ def test_deepcopy_keeps_settings(name):
     set_grads(params, 0)
     opt.step()
     clone = copy.deepcopy(opt)
-    assert clone.clipping == opt.clipping and clone.track_stats == opt.track_stats
+    assert clone.clipping == opt.clipping and clone.stats_every == opt.stats_every
+    if isinstance(opt, ClippedSSTM):
+        assert (clone.indexing, clone.ratio_bound_mode) == (opt.indexing, opt.ratio_bound_mode)
     assert clone.state_dict()["param_groups"] == opt.state_dict()["param_groups"]
+
+
+# --- the engine's per-epoch aggregate of the per-step records ----------------------------
+
+
+def test_engine_clip_stats_aggregates_records():
+    from clipbench.engine.telemetry import ClipStats
+
+    agg = ClipStats()
+    params = make_params()
+    opt = ClippedSGD(params, lr=0.1, clipping="coordinate", clip_level=0.5, stats_every=2)
+    fractions = []
+    for k in range(4):
+        set_grads(params, k)
+        if k % 2 == 0:
+            fractions.append(torch.cat([p.grad.flatten() for p in params]).abs().gt(0.5).double().mean().item())
+        opt.step()
+        agg.update(opt.last_clip_stats)
+    out = agg.compute()
+    assert out["clip_fraction"] == 1.0 and "clip_scale_mean" not in out
+    assert math.isclose(out["clip_entry_fraction"], sum(fractions) / 2, rel_tol=1e-6)
+    restored = ClipStats()
+    restored.load_state_dict(_roundtrip(agg.state_dict()))
+    assert restored.compute() == out
+    old = ClipStats()  # a checkpoint written before clip_entry_fraction existed
+    old.load_state_dict({"sums": {"clipped": 1.0, "scale": 0.5}, "counts": {"clipped": 2, "scale": 2}})
+    assert old.compute() == {"clip_fraction": 0.5, "clip_scale_mean": 0.25}

@@ -4,7 +4,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clipbench.optim import ClippedSGD, ClippedSSTM, clipped, global_norm
+from clipbench.optim import ClippedSGD, ClippedSSTM, global_norm
+
+from tests._clipops import clipped
 
 shapes = st.lists(st.lists(st.integers(1, 5), min_size=0, max_size=3).map(tuple), min_size=1, max_size=4)
 modes = st.sampled_from(["norm", "layer", "coordinate", "none"])

@@ -17,9 +17,6 @@ import yaml
 
 from clipbench.tasks import registry
 
-METHODS = ("sgd", "adam", "clipped_sgd", "clipped_sstm")
-# Keys of a method's config that belong to the training engine, not the optimizer.
-ENGINE_METHOD_KEYS = ("batch_multiplier", "schedule")
 
 
 class ConfigError(ValueError):
@@ -30,6 +27,11 @@ def load_schema() -> dict:
     """The schema file as it is."""
     text = resources.files("clipbench").joinpath("resources/config.schema.yaml").read_text()
     return yaml.safe_load(text)
+
+
+def methods() -> tuple[str, ...]:
+    """The method names ``run.methods`` accepts (the schema's list)."""
+    return tuple(load_schema()["properties"]["run"]["properties"]["methods"]["items"]["enum"])
 
 
 def full_schema() -> dict:
@@ -193,10 +195,3 @@ def run_spec(config: dict, task: str, method: str, seed: int) -> dict[str, Any]:
         spec["dataset"] = dataset
         spec["dataset_config"] = copy.deepcopy(config.get("datasets", {}).get(dataset, {}))
     return spec
-
-
-def split_method_config(method_cfg: dict) -> tuple[dict, dict]:
-    """(optimizer options, engine options) of one method's settings."""
-    opt = {k: v for k, v in method_cfg.items() if k not in ENGINE_METHOD_KEYS}
-    eng = {k: v for k, v in method_cfg.items() if k in ENGINE_METHOD_KEYS}
-    return opt, eng

@@ -17,7 +17,7 @@ ENGINE = config["engine"]
 
 wildcard_constraints:
     task="|".join(registry.names()),
-    method="|".join(cb_config.METHODS),
+    method="|".join(cb_config.methods()),
     dataset="[a-z0-9]+",
     seed=r"\d+",
 

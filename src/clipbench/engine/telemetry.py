@@ -9,11 +9,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-# The rows of a run's history (split "train") that describe the optimizer, not the task: the
-# clipping statistics of ClipStats.compute() and the learning rate.
-CLIP_METRICS = ("clip_fraction", "clip_scale_mean")
-TELEMETRY_METRICS = CLIP_METRICS + ("lr",)
-
+from clipbench.runfiles import CLIP_METRICS
 
 
 def loss_stride(total_steps: int, max_points: int) -> int:
@@ -25,38 +21,44 @@ def loss_stride(total_steps: int, max_points: int) -> int:
 
 
 class ClipStats:
-    """Fraction of steps that clipped and the mean clip scale, from ``opt.last_clip_stats``.
+    """Per-epoch clipping telemetry from the optimizer's per-step ``opt.last_clip_stats``.
 
-    Values may be 0-dim tensors (no host sync until the epoch's sums are read) or None
-    where a clipping mode has no such number (coordinate clipping has no scale).
+    ``clip_fraction``: the share of steps whose update clipping changed; ``clip_scale_mean``:
+    the mean clip scale (``norm``/``layer``); ``clip_entry_fraction``: the mean share of
+    entries clamped (``coordinate``).  Each is averaged over the steps that report it:
+    values may be 0-dim tensors (no host sync until the epoch's sums are read) or None
+    where a mode has no such number or did not measure that step.
     """
+
+    # optimizer's per-step key -> the per-epoch metric it averages into
+    METRICS = dict(zip(("clipped", "scale", "entry_fraction"), CLIP_METRICS))
 
     def __init__(self) -> None:
         self.reset()
 
     def reset(self) -> None:
-        self.sums = {"clipped": 0.0, "scale": 0.0}
-        self.counts = {"clipped": 0, "scale": 0}
+        self.sums = {key: 0.0 for key in self.METRICS}
+        self.counts = {key: 0 for key in self.METRICS}
 
     def update(self, stats: dict | None) -> None:
-        for key in ("clipped", "scale"):
+        for key in self.METRICS:
             v = (stats or {}).get(key)
             if v is not None:
                 self.sums[key] = self.sums[key] + (v.float() if torch.is_tensor(v) else float(v))
                 self.counts[key] += 1
 
     def compute(self) -> dict[str, float]:
-        out = {}
-        for key, name in (("clipped", "clip_fraction"), ("scale", "clip_scale_mean")):
-            if self.counts[key]:
-                out[name] = float(self.sums[key]) / self.counts[key]
-        return out
+        return {name: float(self.sums[key]) / self.counts[key]
+                for key, name in self.METRICS.items() if self.counts[key]}
 
     def state_dict(self) -> dict:
         return {"sums": {k: float(v) for k, v in self.sums.items()}, "counts": dict(self.counts)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.sums, self.counts = dict(state["sums"]), dict(state["counts"])
+        # A checkpoint from before a key existed lacks it: that key starts from zero.
+        self.reset()
+        self.sums.update(state["sums"])
+        self.counts.update(state["counts"])
 
 
 def nonfinite_grad_norm(stats: dict | None) -> bool:

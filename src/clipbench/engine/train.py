@@ -48,23 +48,22 @@ from clipbench.engine.checkpoint import Progress
 from clipbench.engine.distributed import Dist, EpochBatchSampler, SeededSamples, epoch_seed
 from clipbench.engine.schedule import build_scheduler
 from clipbench.optim import build_optimizer
+from clipbench.runfiles import HISTORY_FIELDS, TASK_SPLITS, TELEMETRY_METRICS
 from clipbench.tasks import build_task
 
-HISTORY_FIELDS = ("step", "epoch", "split", "metric", "value")
-TASK_SPLITS = ("train", "val")
 
 
-def make_optimizer(method: str, params, opt_cfg: dict, clip_stats: bool = False):
+def make_optimizer(method: str, params, opt_cfg: dict, stats_every: int = 20):
     """The optimizer as training uses it (the benchmark builds it the same way).
 
     ``opt_cfg`` may be a method's whole config: the optimizer builder drops the keys that are
-    the engine's (``batch_multiplier``, ``schedule``). Norm and layer clipping report their
-    clipping statistics for free; ``clip_stats`` also asks coordinate clipping for them, at
-    the price of one more read of the gradients.
+    the engine's (``batch_multiplier``, ``schedule``). The clipped methods always report their
+    clipping statistics (``last_clip_stats``); coordinate clipping counts its clamped entries
+    every ``stats_every`` steps.
     """
     optimizer = build_optimizer(method, params, opt_cfg)
-    if clip_stats and hasattr(optimizer, "track_stats"):
-        optimizer.track_stats = True
+    if hasattr(optimizer, "stats_every"):
+        optimizer.stats_every = int(stats_every)
     return optimizer
 
 
@@ -196,7 +195,7 @@ def setup(spec: dict, manifest, out_dir: Path, eng: dict, device: torch.device, 
     if channels_last:
         raw_model = raw_model.to(memory_format=torch.channels_last)
     method_cfg = spec["method_config"]
-    optimizer = make_optimizer(spec["method"], raw_model.parameters(), method_cfg, bool(eng.get("clip_stats", False)))
+    optimizer = make_optimizer(spec["method"], raw_model.parameters(), method_cfg, eng.get("clip_stats_every", 20))
     accumulate = int(method_cfg.get("batch_multiplier", 1))
     cfg = spec["task_config"]
     batch_size, epochs = int(cfg["batch_size"]), int(cfg["epochs"])
@@ -457,7 +456,7 @@ def _result(s: Setup, progress: Progress, end: EpochEnd) -> dict:
         "task_info": s.task.extra,
         "epochs": s.epochs, "steps": progress.step, "batch_size": s.batch_size, "batch_multiplier": s.accumulate,
         "world_size": s.dist.world, "amp": s.amp,
-        "telemetry": {**_last(progress.history, "train", telemetry.TELEMETRY_METRICS),
+        "telemetry": {**_last(progress.history, "train", TELEMETRY_METRICS),
                       "loss_points_stride": s.loss_stride},
         # Everything that depends on the machine or on how the run went (not what it computed).
         "timing": {"wall_time_s": progress.wall_time_s, "train_time_s": train_time,
@@ -482,7 +481,7 @@ def _last(history: list[dict], split: str, metrics: tuple[str, ...]) -> dict[str
 
 def _final_from_history(history: list[dict]) -> dict:
     """The task metrics of the last completed epoch (for a diverged run: its last finite ones)."""
-    rows = [r for r in history if r["split"] in TASK_SPLITS and r["metric"] not in telemetry.TELEMETRY_METRICS]
+    rows = [r for r in history if r["split"] in TASK_SPLITS and r["metric"] not in TELEMETRY_METRICS]
     if not rows:
         return {}
     last_epoch = max(r["epoch"] for r in rows)

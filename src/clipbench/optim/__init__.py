@@ -1,19 +1,20 @@
-"""Optimizers compared by clipbench: clipped-SGD, clipped-SSTM, and a builder for all four methods."""
+"""Optimizers compared by clipbench: clipped-SGD, clipped-SSTM, and a builder for every compared method."""
 
 from .build import METHODS, build_optimizer
 from .clipped_sgd import CLIP_TARGETS, ClippedSGD
-from .clipped_sstm import ClippedSSTM, sstm_alpha
-from .clipping import CLIPPINGS, clip_, clipped, global_norm, norm_scale
+from .clipped_sstm import INDEXINGS, RATIO_BOUND_MODES, ClippedSSTM, sstm_alpha
+from .clipping import CLIPPINGS, ClipRecord, global_norm, norm_scale
 
 __all__ = [
     "CLIPPINGS",
     "CLIP_TARGETS",
+    "INDEXINGS",
     "METHODS",
+    "RATIO_BOUND_MODES",
+    "ClipRecord",
     "ClippedSGD",
     "ClippedSSTM",
     "build_optimizer",
-    "clip_",
-    "clipped",
     "global_norm",
     "norm_scale",
     "sstm_alpha",

@@ -1,4 +1,4 @@
-"""Build any of the four compared optimizers from a method name and a flat config dict."""
+"""Build any of the compared optimizers from a method name and a flat config dict."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from .clipped_sstm import ClippedSSTM
 
 __all__ = ["METHODS", "ENGINE_KEYS", "build_optimizer"]
 
-METHODS = ("sgd", "adam", "clipped_sgd", "clipped_sstm")
+METHODS = ("sgd", "adam", "clipped_sgd", "clipped_sstm", "sstm")
 
 # Keys the training engine reads from the same method config; not the optimizer's.
 ENGINE_KEYS = frozenset({"batch_multiplier", "schedule"})
@@ -18,8 +18,14 @@ _FACTORIES = {
     "sgd": (torch.optim.SGD, ("lr", "momentum", "weight_decay", "nesterov")),
     "adam": (torch.optim.Adam, ("lr", "betas", "eps", "weight_decay")),
     "clipped_sgd": (ClippedSGD, ("lr", "momentum", "clipping", "clip_level", "clip_target", "weight_decay")),
-    "clipped_sstm": (ClippedSSTM, ("a", "L", "B", "clipping", "nu", "ratio_bound")),
+    "clipped_sstm": (ClippedSSTM, ("a", "L", "B", "clipping", "nu", "ratio_bound", "ratio_bound_mode",
+                                    "indexing")),
+    # SSTM without clipping: clipped-SSTM with clipping "none" (B is then unused).
+    "sstm": (ClippedSSTM, ("a", "L", "B", "nu", "ratio_bound", "ratio_bound_mode", "indexing")),
 }
+
+# Settings a method fixes; its config may not override them.
+_FIXED = {"sstm": {"clipping": "none"}}
 
 
 def build_optimizer(name: str, params, cfg: dict | None = None) -> torch.optim.Optimizer:
@@ -32,10 +38,15 @@ def build_optimizer(name: str, params, cfg: dict | None = None) -> torch.optim.O
         raise ValueError(f"unknown optimizer method {name!r} (known: {', '.join(METHODS)})")
     cls, known = _FACTORIES[name]
     kwargs = {}
+    fixed = _FIXED.get(name, {})
     for key, value in (cfg or {}).items():
         if key in ENGINE_KEYS:
+            continue
+        if key in fixed:
+            if value != fixed[key]:
+                raise ValueError(f"method {name!r} has {key} {fixed[key]!r}, not {value!r}")
             continue
         if key not in known:
             raise ValueError(f"unknown option {key!r} for method {name!r} (known: {', '.join(known)})")
         kwargs[key] = tuple(value) if key == "betas" else value
-    return cls(params, **kwargs)
+    return cls(params, **kwargs, **fixed)

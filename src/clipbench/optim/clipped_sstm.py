@@ -5,25 +5,29 @@ from __future__ import annotations
 import contextlib
 
 import torch
-from torch import Tensor
 
 from .clipping import (
     ClippedOptimizer,
     Scratch,
     check_positive,
-    clip_stats,
-    global_norm,
+    clip_one,
+    impl_global_norm,
+    impl_layer_norm,
     norm_scale,
     resolve_impl,
-    sq_norm,
+    step_record,
 )
 
-__all__ = ["ClippedSSTM", "sstm_alpha"]
+__all__ = ["ClippedSSTM", "sstm_alpha", "RATIO_BOUND_MODES", "INDEXINGS"]
+
+RATIO_BOUND_MODES = ("cap", "reset")
+INDEXINGS = ("thesis", "authors")
 
 
-def sstm_alpha(k: int, a: float, L: float, nu: float) -> float:
-    """``α_{k+1} = (k+2)^{2ν/(1+ν)} / (2aL)``."""
-    return (k + 2) ** (2 * nu / (1 + nu)) / (2 * a * L)
+def sstm_alpha(k: int, a: float, L: float, nu: float, indexing: str = "thesis") -> float:
+    """The ``α`` of the k-th step (from 0): ``(k+2)^{2ν/(1+ν)}/(2aL)`` in the thesis'
+    Algorithm 3.3, ``(k+1)^{2ν/(1+ν)}/(2aL)`` in the authors' code."""
+    return (k + (2 if indexing == "thesis" else 1)) ** (2 * nu / (1 + nu)) / (2 * a * L)
 
 
 class ClippedSSTM(ClippedOptimizer):
@@ -45,13 +49,19 @@ class ClippedSSTM(ClippedOptimizer):
         clipping: ``norm`` (one norm over all parameters) | ``layer`` | ``coordinate``
             (``λ_{k+1}`` is the per-entry bound) | ``none``.
         nu: Hölder exponent of the gradient, in (0, 1].
-        ratio_bound: optional cap in (0, 1) on the averaging weight: ``w_k = min(A_k/A_{k+1},
-            ratio_bound)``, i.e. the new point always gets weight at least ``1 − ratio_bound``
-            (``A_k`` itself keeps accumulating).  The authors' ImageNet runs used 0.99; their
-            code instead resets ``A_k`` to ``ratio_bound/(1−ratio_bound)·α_{k+1}`` when the
-            ratio passes ``1/(2−ratio_bound)``, so its weight alternates between
-            ``ratio_bound`` and about ``1/(2−ratio_bound)``: within 1e-4 of this rule at 0.99.
-        foreach, impl, track_stats: as in :class:`ClippedSGD`.
+        ratio_bound: optional bound ``r`` in (0, 1) on the averaging weight ``A_k/A_{k+1}``
+            (the authors' ImageNet runs used 0.99), applied as ``ratio_bound_mode`` says.
+        ratio_bound_mode: ``"cap"``: ``w_k = min(A_k/A_{k+1}, r)``, the new point always
+            gets weight at least ``1 − r`` (``A_k`` itself keeps accumulating); ``"reset"``
+            (the authors' code): when ``A_k > α_{k+1}/(1−r)``, ``A_k`` is reset to
+            ``α_{k+1}·r/(1−r)`` (so ``A_{k+1} = α_{k+1}/(1−r)`` and the weight is ``r``), and
+            the sequence goes on from there; the weight then alternates between ``r`` and
+            about ``1/(2−r)``.
+        indexing: ``"thesis"``: Algorithm 3.3 as above; ``"authors"``: the authors' code,
+            whose first ``step()`` only initializes (its gradient is unused, the parameters
+            stay the starting point) and whose k-th call uses ``α = (k+1)^{2ν/(1+ν)}/(2aL)``
+            for the next point, i.e. the update of call ``k >= 1`` uses ``k^{2ν/(1+ν)}/(2aL)``.
+        foreach, impl, stats_every: as in :class:`ClippedSGD`.
 
     ``a, L, B, nu, ratio_bound`` may differ per param group (each group runs its own
     sequence ``α, A`` on the shared step count); ``norm`` clipping uses one norm over all
@@ -63,6 +73,8 @@ class ClippedSSTM(ClippedOptimizer):
     AMP/accumulation: ``scaler.unscale_(opt)`` then ``scaler.step(opt)``, as for ClippedSGD.
     """
 
+    _settings = ClippedOptimizer._settings + ("ratio_bound_mode", "indexing")
+
     def __init__(
         self,
         params,
@@ -72,12 +84,20 @@ class ClippedSSTM(ClippedOptimizer):
         clipping: str = "norm",
         nu: float = 1.0,
         ratio_bound: float | None = None,
+        ratio_bound_mode: str = "cap",
+        indexing: str = "thesis",
         *,
         foreach: bool | None = None,
         impl: str | None = None,
-        track_stats: bool | None = None,
+        stats_every: int = 20,
     ) -> None:
-        self._init_settings(clipping, foreach, impl, track_stats)
+        self._init_settings(clipping, foreach, impl, stats_every)
+        if ratio_bound_mode not in RATIO_BOUND_MODES:
+            raise ValueError(f"Invalid ratio_bound_mode: {ratio_bound_mode!r} "
+                             f"(must be one of {', '.join(RATIO_BOUND_MODES)})")
+        if indexing not in INDEXINGS:
+            raise ValueError(f"Invalid indexing: {indexing!r} (must be one of {', '.join(INDEXINGS)})")
+        self.ratio_bound_mode, self.indexing = ratio_bound_mode, indexing
         defaults = dict(a=a, L=L, B=B, nu=nu, ratio_bound=ratio_bound)
         _check_group(defaults)
         super().__init__(params, defaults)
@@ -113,47 +133,53 @@ class ClippedSSTM(ClippedOptimizer):
                 zs.append(state["z"])
             work.append((group, params, grads, ys, zs))
         all_grads = [g for w in work for g in w[2] if g is not None]
+        k0 = self.param_groups[0]["step"]
+        if self.indexing == "authors" and k0 == 0:
+            # The authors' first call only sets y = z = x_0 (done above); A stays 0.
+            for group in self.param_groups:
+                group["step"] = 1
+            self._stats = step_record(self.clipping, [])
+            return loss
 
         impl = resolve_impl(self.impl, self.foreach, all_grads)
         if impl == "loop" and not all(g.is_floating_point() for g in all_grads):
             impl = "reference"
-        norm = None
-        if self.clipping == "norm" and all_grads:
-            norm = global_norm(all_grads, foreach=impl == "foreach") if impl != "reference" else \
-                torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in all_grads]))
-
-        scales, layer_norms, lams, alphas = [], [], [], []
+        norm = impl_global_norm(all_grads, impl) if self.clipping == "norm" and all_grads else None
+        sample = self._samples(k0)
+        path = {"reference": _sstm_reference, "loop": _sstm_loop, "foreach": _sstm_foreach}[impl]
+        levels, layer_norms, clamped, lams, alphas = [], [], [], [], []
         for group, params, grads, ys, zs in work:
-            k, A = group["step"], group["A"]
-            alpha = sstm_alpha(k, group["a"], group["L"], group["nu"])
-            A_next = A + alpha
-            alpha_next = sstm_alpha(k + 1, group["a"], group["L"], group["nu"])
-            w = _weight(A, A_next, group["ratio_bound"])
-            w_next = _weight(A_next, A_next + alpha_next, group["ratio_bound"])
-            lam = group["B"] / alpha
+            alpha, lam, w, w_next, A_next = self._coefficients(group)
             if params:
+                norms = norm
                 if self.clipping == "layer":
-                    norms = [None if g is None else _layer_norm(g, impl) for g in grads]
+                    norms = [None if g is None else impl_layer_norm(g, impl) for g in grads]
                     layer_norms.extend(n for n in norms if n is not None)
-                    scales.extend(norm_scale(n, lam) for n in norms if n is not None)
-                else:
-                    norms = norm
-                    if norm is not None:
-                        scales.append(norm_scale(norm, lam))
-                fn = {"reference": _sstm_reference, "loop": _sstm_loop, "foreach": _sstm_foreach}[impl]
+                present = [g for g in grads if g is not None]
+                levels.extend([lam] * len(present))
+                if sample:
+                    clamped.extend(present)
                 extra = {"scratch": self._scratch} if impl == "loop" else {}
-                fn(params, grads, ys, zs, alpha=alpha, lam=lam, w=w, w_next=w_next,
-                   clipping=self.clipping, norms=norms, **extra)
-            group["step"], group["A"] = k + 1, A_next
+                path(params, grads, ys, zs, alpha=alpha, lam=lam, w=w, w_next=w_next,
+                     clipping=self.clipping, norms=norms, **extra)
+            group["step"], group["A"] = group["step"] + 1, A_next
             lams.append(lam)
             alphas.append(alpha)
 
-        scale = torch.stack([s.to(scales[0].dtype) for s in scales]).amin() if scales else None
-        if layer_norms:
-            norm = torch.stack([x.to(layer_norms[0].dtype) for x in layer_norms]).square().sum().sqrt()
-        self._stats = clip_stats(self.clipping, min(lams), norm, scale, all_grads, self.track_stats,
-                                 alpha=alphas[0], **{"lambda": lams[0]})
+        self._stats = step_record(self.clipping, levels, norm=norm, layer_norms=layer_norms, clamped=clamped,
+                                  alpha=alphas[0], **{"lambda": lams[0]})
         return loss
+
+    def _coefficients(self, group: dict) -> tuple[float, float, float, float, float]:
+        """This step's ``α``, ``λ``, the weight of ``y`` in ``y``'s update and in the next
+        gradient point, and the ``A`` carried to the next step."""
+        k, A, rb, mode = group["step"], group["A"], group["ratio_bound"], self.ratio_bound_mode
+        j = k if self.indexing == "thesis" else k - 1  # authors: call k updates with the α of call k-1
+        alpha = sstm_alpha(j, group["a"], group["L"], group["nu"], self.indexing)
+        alpha_next = sstm_alpha(j + 1, group["a"], group["L"], group["nu"], self.indexing)
+        w, A_next = _weight(A, alpha, rb, mode)
+        w_next, _ = _weight(A_next, alpha_next, rb, mode)
+        return alpha, group["B"] / alpha, w, w_next, A_next
 
     @contextlib.contextmanager
     def output(self):
@@ -185,27 +211,22 @@ def _check_group(group: dict) -> None:
         raise ValueError(f"Invalid ratio_bound: {rb!r} (must be in (0, 1) or None)")
 
 
-def _weight(A: float, A_next: float, ratio_bound: float | None) -> float:
-    w = A / A_next
-    return w if ratio_bound is None else min(w, ratio_bound)
-
-
-def _layer_norm(g: Tensor, impl: str) -> Tensor:
-    return sq_norm(g).sqrt() if impl != "reference" else torch.linalg.vector_norm(g)
-
-
-def _clip_one(g: Tensor, clipping: str, lam: float, norm: Tensor | None) -> Tensor:
-    if clipping == "coordinate":
-        return g.clamp(-lam, lam)
-    if clipping == "none":
-        return g
-    return g * norm_scale(norm, lam).to(g.dtype)
+def _weight(A: float, alpha: float, ratio_bound: float | None, mode: str) -> tuple[float, float]:
+    """``(A_k/A_{k+1}, A_{k+1})`` with ``A_{k+1} = A_k + α_{k+1}``, under the ratio bound."""
+    A_next = A + alpha
+    if ratio_bound is None:
+        return A / A_next, A_next
+    if mode == "cap":
+        return min(A / A_next, ratio_bound), A_next
+    if A > alpha / (1 - ratio_bound):  # "reset", as the authors' code does it
+        A, A_next = alpha * ratio_bound / (1 - ratio_bound), alpha / (1 - ratio_bound)
+    return A / A_next, A_next
 
 
 def _sstm_reference(params, grads, ys, zs, *, alpha, lam, w, w_next, clipping, norms):
     for i, (p, g, y, z) in enumerate(zip(params, grads, ys, zs)):
         if g is not None:
-            z.sub_(alpha * _clip_one(g, clipping, lam, norms[i] if clipping == "layer" else norms))
+            z.sub_(alpha * clip_one(g, clipping, lam, norms[i] if clipping == "layer" else norms))
         y.mul_(w).add_(z, alpha=1 - w)
         p.copy_(w_next * y + (1 - w_next) * z)
 

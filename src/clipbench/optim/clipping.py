@@ -31,8 +31,9 @@ __all__ = [
     "sq_norm",
     "global_norm",
     "norm_scale",
-    "clipped",
-    "clip_",
+    "clip_one",
+    "ClipRecord",
+    "ClippedOptimizer",
 ]
 
 CLIPPINGS = ("norm", "layer", "coordinate", "none")
@@ -83,55 +84,14 @@ def norm_scale(norm: Tensor, level: float) -> Tensor:
     return torch.div(torch.full_like(clamped, level), clamped)
 
 
-def clipped(tensors: Sequence[Tensor], clipping: str, level: float, *, norm: Tensor | None = None) -> list[Tensor]:
-    """Functional clip: new tensors, inputs untouched.
-
-    ``norm`` overrides the norm the ``norm`` mode divides by (an optimizer passes
-    the norm of the raw gradient when it clips something else, e.g. a momentum buffer).
-    """
-    check_clipping(clipping)
+def clip_one(t: Tensor, clipping: str, level: float, norm: Tensor | None) -> Tensor:
+    """The readable spec of one tensor's clip: ``norm`` is the norm that decides its scale
+    (the global one for ``norm``, the tensor's own for ``layer``); the input is never modified."""
+    if clipping == "coordinate":
+        return t.clamp(-level, level)
     if clipping == "none":
-        return [t.clone() for t in tensors]
-    if clipping == "coordinate":
-        return [t.clamp(-level, level) for t in tensors]
-    if clipping == "layer":
-        return [t * norm_scale(torch.linalg.vector_norm(t), level).to(t.dtype) for t in tensors]
-    total = global_norm(tensors) if norm is None else norm
-    scale = norm_scale(total, level)
-    return [t * scale.to(t.dtype) for t in tensors]
-
-
-@torch.no_grad()
-def clip_(tensors: Sequence[Tensor], clipping: str, level: float, *, foreach: bool | None = None) -> Tensor:
-    """In-place clip (like ``torch.nn.utils.clip_grad_norm_``, for all four modes).
-
-    Returns the global Euclidean norm of the tensors before clipping.
-    """
-    check_clipping(clipping)
-    tensors = [t for t in tensors if t is not None]
-    if foreach is None:
-        foreach = bool(tensors) and all(t.device.type == "cuda" for t in tensors)
-    total = global_norm(tensors, foreach=foreach)
-    if not tensors or clipping == "none":
-        return total
-    if clipping == "coordinate":
-        if foreach:
-            torch._foreach_clamp_min_(tensors, -level)
-            torch._foreach_clamp_max_(tensors, level)
-        else:
-            for t in tensors:
-                t.clamp_(-level, level)
-    elif clipping == "layer":
-        for t in tensors:
-            t.mul_(norm_scale(sq_norm(t).sqrt(), level).to(t.dtype))
-    else:
-        scale = norm_scale(total, level)
-        if foreach:
-            torch._foreach_mul_(tensors, scale)
-        else:
-            for t in tensors:
-                t.mul_(scale.to(t.dtype))
-    return total
+        return t
+    return t * norm_scale(norm, level).to(t.dtype)
 
 
 # --- helpers for the optimizers' implementation paths -------------------------
@@ -156,6 +116,17 @@ def resolve_impl(impl: str | None, foreach: bool | None, tensors: Sequence[Tenso
     return "foreach" if tensors and all(t.device.type == "cuda" for t in tensors) else "loop"
 
 
+def impl_global_norm(tensors: Sequence[Tensor], impl: str) -> Tensor:
+    """The global norm as each path computes it (``reference``: plain ``vector_norm``s)."""
+    if impl == "reference":
+        return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in tensors]))
+    return global_norm(tensors, foreach=impl == "foreach")
+
+
+def impl_layer_norm(t: Tensor, impl: str) -> Tensor:
+    return torch.linalg.vector_norm(t) if impl == "reference" else sq_norm(t).sqrt()
+
+
 class Scratch:
     """One reusable buffer per (device, dtype), as large as the largest tensor seen.
 
@@ -173,20 +144,28 @@ class Scratch:
             buf = self._bufs[key] = torch.empty(t.numel(), device=t.device, dtype=t.dtype)
         return buf[: t.numel()].view(t.shape)
 
-    def clear(self) -> None:
-        self._bufs.clear()
 
 
-class ClipStats:
-    """Telemetry of the last step, kept as tensors so that recording costs no host sync.
 
+
+# --- per-step clipping telemetry ----------------------------------------------------------
+
+
+class ClipRecord:
+    """What clipping did in one optimizer step, kept as tensors (recording costs no host sync).
+
+    ``clipped``: whether clipping changed the update; ``scale``: the mean clip scale over
+    tensors (``norm``/``layer``); ``entry_fraction``: the share of entries clamped
+    (``coordinate``); ``grad_norm``: the gradient's norm where it is computed anyway.
+    ``None`` where a mode has no such number or the step was not sampled.
     ``as_dict()`` converts lazily (the sync happens only when someone reads it).
     """
 
-    __slots__ = ("grad_norm", "scale", "clipped", "extra")
+    __slots__ = ("grad_norm", "scale", "clipped", "entry_fraction", "extra")
 
-    def __init__(self, grad_norm=None, scale=None, clipped=None, **extra) -> None:
-        self.grad_norm, self.scale, self.clipped, self.extra = grad_norm, scale, clipped, extra
+    def __init__(self, grad_norm=None, scale=None, clipped=None, entry_fraction=None, **extra) -> None:
+        self.grad_norm, self.scale, self.clipped, self.entry_fraction = grad_norm, scale, clipped, entry_fraction
+        self.extra = extra
 
     def as_dict(self) -> dict:
         def conv(v):
@@ -194,40 +173,68 @@ class ClipStats:
                 return bool(v.item()) if v.dtype == torch.bool else float(v.item())
             return v
 
-        out = {"grad_norm": conv(self.grad_norm), "scale": conv(self.scale), "clipped": conv(self.clipped)}
+        out = {k: conv(getattr(self, k)) for k in ("grad_norm", "scale", "clipped", "entry_fraction")}
         out.update({k: conv(v) for k, v in self.extra.items()})
         return out
 
 
-def clip_stats(clipping: str, level: float, norm: Tensor | None, scale: Tensor | None,
-               grads: Sequence[Tensor], track: bool | None, **extra) -> ClipStats:
-    """Telemetry for one step: free for ``norm``/``layer``; extra passes for the rest only if ``track``."""
-    if track is False:
-        return ClipStats(**extra)
-    if clipping in ("norm", "layer") and norm is not None:
-        return ClipStats(norm, scale, scale < 1, **extra)
-    if not track:
-        return ClipStats(**extra)
-    if norm is None:
-        norm = global_norm(grads)
-    if clipping == "coordinate":
-        maxabs = torch.stack([g.abs().amax().to(norm.dtype) for g in grads]).amax() if grads else torch.zeros(())
-        return ClipStats(norm, None, maxabs > level, **extra)
-    return ClipStats(norm, None, torch.zeros((), dtype=torch.bool), **extra)
+def step_record(clipping: str, levels: Sequence[float], *, norm: Tensor | None = None,
+                layer_norms: Sequence[Tensor] = (), clamped: Sequence[Tensor] = (),
+                of_grad: bool = True, **extra) -> ClipRecord:
+    """The record of one step, measured on what was actually clipped.
+
+    ``levels``: λ of each tensor, in the order of ``layer_norms`` (``layer``: the norm of
+    what each tensor's scale came from) or ``clamped`` (``coordinate``: the quantity clamped;
+    empty on steps that are not sampled).  ``norm``: the global norm (``norm`` mode).
+    ``of_grad``: whether those norms are the gradient's (not a momentum buffer's), so that
+    the gradient's norm comes with them for free.
+    """
+    grad_norm = None
+    if clipping == "layer" and layer_norms and of_grad:
+        grad_norm = torch.stack([x.to(_acc_dtype(layer_norms)) for x in layer_norms]).square().sum().sqrt()
+    if clipping == "norm" and norm is not None:
+        layer_norms, grad_norm = [norm] * len(levels), norm
+    if clipping in ("norm", "layer") and layer_norms:
+        # One stack per distinct λ (usually one): no λ tensor copied to the device.
+        by_level: dict[float, list[Tensor]] = {}
+        for n, lam in zip(layer_norms, levels):
+            by_level.setdefault(lam, []).append(n)
+        acc, total, clipped = _acc_dtype(layer_norms), 0, None
+        for lam, ns in by_level.items():
+            norms = torch.stack([n.to(acc) for n in ns])
+            total = total + norm_scale(norms, lam).sum()
+            over = (norms > lam).any()
+            clipped = over if clipped is None else clipped | over
+        return ClipRecord(grad_norm, total / len(layer_norms), clipped, **extra)
+    if clipping == "coordinate" and clamped:
+        # v > λ or v < -λ is exactly where the clamp changes an entry (NaN: neither); two
+        # comparisons read the tensor twice but write no float temporary (faster than |v| > λ).
+        counts = torch.stack([torch.count_nonzero(t > lam) + torch.count_nonzero(t < -lam)
+                              for t, lam in zip(clamped, levels)]).sum()
+        total = sum(t.numel() for t in clamped)
+        return ClipRecord(grad_norm, None, counts > 0, counts.double() / max(total, 1), **extra)
+    return ClipRecord(grad_norm, **extra)
 
 
 class ClippedOptimizer(Optimizer):
     """What ClippedSGD and ClippedSSTM share: optimizer-wide settings that survive
-    pickling and deepcopy, a scratch workspace, and the last step's clipping telemetry."""
+    pickling and deepcopy, a scratch workspace, and the last step's clipping record.
 
-    _settings: tuple[str, ...] = ("clipping", "foreach", "impl", "track_stats")
+    The record is always kept: ``norm``/``layer`` statistics reuse the norms clipping
+    computes anyway; ``coordinate`` needs one more read of the clamped quantity, so it is
+    measured on every ``stats_every``-th step only (the others report ``None``).
+    """
 
-    def _init_settings(self, clipping: str, foreach, impl, track_stats) -> None:
+    _settings: tuple[str, ...] = ("clipping", "foreach", "impl", "stats_every")
+
+    def _init_settings(self, clipping: str, foreach, impl, stats_every: int) -> None:
         self.clipping = check_clipping(clipping)
-        self.foreach, self.impl, self.track_stats = foreach, impl, track_stats
+        if isinstance(stats_every, bool) or not isinstance(stats_every, int) or stats_every < 1:
+            raise ValueError(f"Invalid stats_every: {stats_every!r} (must be an integer >= 1)")
+        self.foreach, self.impl, self.stats_every = foreach, impl, stats_every
         resolve_impl(impl, foreach, [])  # validates impl
         self._scratch = Scratch()
-        self._stats = ClipStats()
+        self._stats = ClipRecord()
 
     def __getstate__(self) -> dict:
         # torch's Optimizer pickles only defaults/state/param_groups; keep the settings too.
@@ -238,8 +245,13 @@ class ClippedOptimizer(Optimizer):
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
         self._scratch = Scratch()
-        self._stats = ClipStats()
+        self._stats = ClipRecord()
+
+    def _samples(self, step: int) -> bool:
+        """Whether step number ``step`` (from 0) measures the coordinate statistics."""
+        return self.clipping == "coordinate" and step % self.stats_every == 0
 
     @property
     def last_clip_stats(self) -> dict:
+        """The last step's :class:`ClipRecord` as a dict (reading it syncs on CUDA)."""
         return self._stats.as_dict()

@@ -6,8 +6,8 @@ from pathlib import Path
 import pandas as pd
 
 from clipbench import io
+from clipbench.runfiles import CLIP_METRICS
 
-TELEMETRY = ("clip_fraction", "clip_scale_mean")
 COLUMNS = ["task", "method", "seed", "split", "metric", "value", "status",
            "epochs", "steps", "wall_time_s", "images_per_s", "run_dir"]
 
@@ -31,7 +31,7 @@ def collect(runs: list[Path], out: str | Path) -> pd.DataFrame:
             for metric, value in metrics.items():
                 rows.append({**base, "split": split, "metric": metric, "value": value})
         # Whole-run telemetry (how often and how hard the method clipped) as split "run".
-        for metric in TELEMETRY:
+        for metric in CLIP_METRICS:
             value = (m.get("telemetry") or {}).get(metric)
             if value is not None:
                 rows.append({**base, "split": "run", "metric": metric, "value": value})

@@ -13,10 +13,11 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from clipbench.io import atomic_path  # noqa: E402
 from clipbench.report.names import METHOD_COLOR, METRIC_LABEL, PER_CLASS_PREFIX, method_label, ordered_methods, task_label  # noqa: E402
+from clipbench.runfiles import TELEMETRY_METRICS  # noqa: E402
 
 
 # Shown as table columns (whole-run means), not as curves: flat lines say little.
-TABLE_ONLY = ("lr", "clip_fraction", "clip_scale_mean")
+TABLE_ONLY = TELEMETRY_METRICS
 
 
 def curve_figures(history: pd.DataFrame, out_dir: str | Path,
