@@ -89,6 +89,7 @@ class Progress:
     train_time_s: float = 0.0
     images: int = 0
     resumes: list[int] = field(default_factory=list)
+    epoch_end_wall_s: list[float] = field(default_factory=list)  # wall time at each epoch end
     history: list[dict] = field(default_factory=list)
     meter: dict | None = None
     clip: dict | None = None

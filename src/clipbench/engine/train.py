@@ -397,14 +397,20 @@ def end_epoch(s: Setup, progress: Progress, end: EpochEnd, t0: float) -> EpochEn
     """Evaluate the finished epoch, record it in the history, and checkpoint it."""
     d, epoch = s.dist, progress.epoch + 1
     val_metrics: dict[str, float] = {}
+    at_x: dict[str, float] = {}
     if d.main:
         with output_point(s.optimizer):
             val_metrics = evaluate(s.task, s.eval_model, s.val_loader, s.device, s.amp, s.channels_last)
+        if hasattr(s.optimizer, "output"):
+            # The reported metric is the method's output (SSTM: y); x, where the gradients are
+            # taken and where the authors' notebook evaluates, is shown beside it.
+            at_x = evaluate(s.task, s.eval_model, s.val_loader, s.device, s.amp, s.channels_last)
     bad = not params_finite(s.raw_model) or not all(math.isfinite(v) for v in val_metrics.values())
     distributed.barrier(d)
     if distributed.any_flag(bad, d, s.device):
         return EpochEnd(progress.step)
-    for split, metrics in (("train", {**end.train, **end.clip, **_lr(s.optimizer)}), ("val", val_metrics)):
+    for split, metrics in (("train", {**end.train, **end.clip, **_lr(s.optimizer)}), ("val", val_metrics),
+                           ("val_x", at_x)):
         for metric, value in metrics.items():
             progress.history.append({"step": progress.step, "epoch": epoch, "split": split, "metric": metric,
                                      "value": value})
@@ -413,6 +419,7 @@ def end_epoch(s: Setup, progress: Progress, end: EpochEnd, t0: float) -> EpochEn
                      for k, v in m.items()))
     progress.epoch, progress.batch_in_epoch, progress.meter = epoch, 0, None
     progress.completed = epoch == s.epochs
+    progress.epoch_end_wall_s.append(progress.wall_time_s + time.perf_counter() - t0)
     save(s, progress, t0)
     progress.wall_time_s += time.perf_counter() - t0
     if d.main:
@@ -461,7 +468,8 @@ def _result(s: Setup, progress: Progress, end: EpochEnd) -> dict:
         # Everything that depends on the machine or on how the run went (not what it computed).
         "timing": {"wall_time_s": progress.wall_time_s, "train_time_s": train_time,
                    "images_per_s": progress.images / train_time if train_time > 0 else None,
-                   **telemetry.peak_memory_mb(s.device), "resumed_at_steps": progress.resumes},
+                   **telemetry.peak_memory_mb(s.device), "resumed_at_steps": progress.resumes,
+                   "epoch_end_wall_s": progress.epoch_end_wall_s},
         "device": s.device.type, "versions": env.versions(), "spec_hash": s.digest, "spec": s.spec,
     }
 
