@@ -24,4 +24,5 @@ rule all:
         "report/report.tex",
         ["prepared/data.dvc.log"] if uses_archives() else [],
         ["results/heavytail/quantiles.csv"] if "heavytail" in TASKS else [],
+        all_noise(),
     default_target: True

@@ -362,3 +362,35 @@ def test_report_shows_thesis_values_baseline_and_per_class(tmp_path):
     figures = sorted(p.name for p in (tmp_path / "report" / "figures").iterdir())
     assert "segmentation_miou.png" in figures and "superres_psnr.png" in figures
     assert not any("iou_" in f for f in figures)
+
+
+@pytest.mark.parametrize("name", ["espcn", "edsr_baseline"])
+def test_residual_sr_model_starts_exactly_at_bicubic(name):
+    from clipbench.models.sr import bicubic_upsample, build_sr_model
+
+    torch.manual_seed(0)
+    model = build_sr_model(name, 4, residual=True)
+    lr = torch.rand(2, 3, 12, 10)
+    assert torch.equal(model(lr), bicubic_upsample(lr, 4))
+    # ... and it can learn: the zero layer gets a gradient.
+    F.mse_loss(model(lr), torch.rand(2, 3, 48, 40)).backward()
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    assert last.weight.grad.abs().sum() > 0
+
+
+def test_residual_sr_scores_the_bicubic_baseline_before_training(tiny_div2k):
+    from clipbench.tasks import build_task
+    from clipbench.tasks.superres import bicubic_baseline
+    from clipbench.metrics import SuperResolutionMeter
+
+    cfg = cfgmod.with_task_defaults("superres", {"model": "espcn", "residual": True, "epochs": 1, "batch_size": 2,
+                                                 "patch_size": 8, "methods": {}})
+    manifest = tiny_div2k
+    task = build_task({"task": "superres", "method": "sgd", "seed": 0, "task_config": cfg}, manifest)
+    meter = SuperResolutionMeter(4)
+    with torch.no_grad():
+        for i in range(len(task.val_set)):
+            lr, hr = task.val_set[i]
+            sr = task.model(lr[None])
+            meter.update(sr, hr[None], F.mse_loss(sr, hr[None]))
+    assert meter.compute()["psnr"] == bicubic_baseline(cfg, manifest)["metrics"]["psnr"]

@@ -4,6 +4,7 @@
     clipbench track-data       [data]
     clipbench train            (--configfile F ... --task T --method M --seed S | --spec JSON) --data MANIFEST --out DIR
     clipbench baseline TASK    --task-json CFG --data MANIFEST --out JSON   (tasks with a baseline)
+    clipbench noise            --spec JSON --data MANIFEST [--checkpoint CKPT --init INIT --methods JSON] --out DIR
     clipbench heavytail        (--configfile F ... | --json CFG) --out DIR
     clipbench collect          [METRICS.json ...] --out CSV
     clipbench report           --summary CSV --out DIR
@@ -61,10 +62,63 @@ def cmd_train(args) -> int:
             raise SystemExit("clipbench train: give --spec, or --configfile with --task, --method and --seed")
         spec = cfgmod.run_spec(cfgmod.load(*args.configfile), args.task, args.method, args.seed)
     manifest = load_manifest(args.data) if args.data else None
+    spec = _resolve_levels(spec, args.noise)
     result = train(spec, manifest, args.out)
     print(json.dumps({k: result[k] for k in ("task", "method", "seed", "status", "final")}))
     fail = spec.get("engine", {}).get("fail_on_divergence", False)
     return 3 if (fail and result["status"] == "diverged") else 0
+
+
+def _resolve_levels(spec: dict, init_json) -> dict:
+    """Clip levels given as ``{quantile: q}`` become numbers, from the task's noise at initialisation."""
+    from clipbench import io
+    from clipbench.noise import resolve_levels
+
+    init = io.read_json(init_json) if init_json else None
+    try:
+        cfg, resolved = resolve_levels(spec["method"], spec["method_config"], init)
+    except ValueError as exc:
+        raise SystemExit(f"clipbench train: tasks.{spec['task']}.methods.{exc}")
+    return {**spec, "method_config": cfg, "resolved": resolved} if resolved else spec
+
+
+def cmd_noise(args) -> int:
+    from clipbench import io
+    from clipbench.data.prepare import load_manifest
+    from clipbench.engine.noise import measure
+    from clipbench.noise import HEAVY_TAIL_ALPHA, figure, resolve_levels, summarize, verdict
+    from clipbench.tasks import registry
+
+    spec = _json_arg(args.spec, "--spec")
+    noise_cfg = spec.get("noise", {})
+    manifest = load_manifest(args.data) if args.data else None
+    label = "initialisation" if args.checkpoint is None else f"end of training ({spec['method']}, seed {spec['seed']})"
+    m = measure(spec, manifest, int(noise_cfg.get("batches", 16)), int(noise_cfg.get("coords", 4096)), args.checkpoint)
+    point = summarize(label, m["step"], m, seed=int(spec["seed"]))
+    name = "init" if args.checkpoint is None else "final"
+    figure(m, point, args.out / f"noise_{name}.png")
+    if args.checkpoint is None:
+        io.write_json(args.out / "init.json", {**{k: m[k] for k in ("grad_norms", "tensor_norms", "grad_max_abs")},
+                                               "point": point, "figure": "noise_init.png"})
+        print(verdict(registry.get(spec["task"]).label, point))
+        return 0
+    init = io.read_json(args.init)
+    points = [init["point"], point]
+    methods = _json_arg(args.methods, "--methods") if args.methods else {}
+    levels = {}
+    for method, cfg in methods.items():
+        _, resolved = resolve_levels(method, cfg, init)
+        if resolved:
+            levels[method] = resolved
+    label = registry.get(spec["task"]).label
+    first = points[0]
+    out = {"task": spec["task"], "alpha": first["alpha"], "alpha_ci": first["alpha_ci"], "kurtosis": first["kurtosis"],
+           "heavy_tailed": first["alpha_ci"][1] < HEAVY_TAIL_ALPHA, "verdict": " ".join(verdict(label, p) for p in points),
+           "points": points, "clip_levels": levels, "figures": ["noise_init.png", "noise_final.png"],
+           "seed": spec["seed"], "batch_size": spec["task_config"]["batch_size"]}
+    io.write_json(args.out / "noise.json", out)
+    print(out["verdict"])
+    return 0
 
 
 def cmd_baseline(args) -> int:
@@ -150,8 +204,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--method", choices=cfgmod.methods())
     s.add_argument("--seed", type=int)
     s.add_argument("--data", type=Path, help="the dataset's manifest.json from `clipbench prepare`")
+    s.add_argument("--noise", type=Path, help="the task's init.json from `clipbench noise`, for {quantile: q} clip levels")
     s.add_argument("--out", required=True, type=Path, help="the run folder")
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("noise", help="gradient-noise diagnostics of a task at initialisation or at a run's checkpoint")
+    s.add_argument("--spec", required=True, help="a run's resolved settings as JSON (its seed and batch size are used)")
+    s.add_argument("--data", type=Path, help="the dataset's manifest.json")
+    s.add_argument("--checkpoint", type=Path, help="measure at this checkpoint.pt (default: at initialisation)")
+    s.add_argument("--init", type=Path, help="the init.json of the same task (with --checkpoint)")
+    s.add_argument("--methods", help="the task's methods' settings as JSON, to record their resolved clip levels")
+    s.add_argument("--out", required=True, type=Path, help="results/noise/<task>")
+    s.set_defaults(func=cmd_noise)
 
     s = sub.add_parser("baseline", help="score a training-free baseline on a task's validation set (superres: bicubic)")
     s.add_argument("task", choices=registry.with_baseline())

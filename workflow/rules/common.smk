@@ -64,6 +64,36 @@ def task_json(task):
     return json.dumps({k: v for k, v in config["tasks"][task].items() if k != "methods"}, sort_keys=True)
 
 
+def noise_reference_run(task):
+    """The run whose final checkpoint the noise is measured at: noise.method, first seed."""
+    method = config["noise"]["method"] if config["noise"]["method"] in METHODS else METHODS[0]
+    return run_dir(task, method, SEEDS[0])
+
+
+def noise_spec_json(task):
+    method = noise_reference_run(task).split("/")[-2]
+    spec = cb_config.run_spec(config, task, method, SEEDS[0])
+    return json.dumps({**spec, "noise": config["noise"]}, sort_keys=True)
+
+
+def noise_final_inputs(wildcards):
+    ins = {"init": f"results/noise/{wildcards.task}/init.json",
+           "run": f"{noise_reference_run(wildcards.task)}/metrics.json"}
+    ins.update({"manifest": m for m in manifest_for(wildcards)})
+    return ins
+
+
+def noise_init_for(wildcards):
+    """A run whose clip level is {quantile: q} waits for its task's noise at initialisation."""
+    cfg = config["tasks"][wildcards.task]["methods"][wildcards.method]
+    quantile = any(isinstance(cfg.get(k), dict) for k in ("clip_level", "B"))
+    return [f"results/noise/{wildcards.task}/init.json"] if quantile else []
+
+
+def all_noise():
+    return [f"results/noise/{t}/noise.json" for t in TRAINED] if config["noise"]["enabled"] else []
+
+
 def dataset_json(wildcards):
     return json.dumps(config["datasets"].get(wildcards.dataset, {}), sort_keys=True)
 

@@ -12,3 +12,44 @@ rule heavytail:
         "../../environment.yml"
     shell:
         "clipbench heavytail --json {params.cfg:q} --out results/heavytail > {log} 2>&1"
+
+
+# The gradient noise of each trained task: at initialisation (what {quantile: q} clip levels
+# are set from, so the training runs that use one wait for it) and at the end of training.
+rule noise_init:
+    input:
+        manifest_for,
+    output:
+        init="results/noise/{task}/init.json",
+        figure="results/noise/{task}/noise_init.png",
+    params:
+        spec=lambda wc: noise_spec_json(wc.task),
+        data=lambda wc, input: f"--data {input[0]}" if input else "",
+    threads: ENGINE["threads"]
+    log:
+        "results/logs/noise/{task}_init.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "clipbench noise --spec {params.spec:q} {params.data} --out results/noise/{wildcards.task} > {log} 2>&1"
+
+
+rule noise:
+    input:
+        unpack(noise_final_inputs),
+    output:
+        noise="results/noise/{task}/noise.json",
+        figure="results/noise/{task}/noise_final.png",
+    params:
+        spec=lambda wc: noise_spec_json(wc.task),
+        methods=lambda wc: json.dumps(config["tasks"][wc.task]["methods"], sort_keys=True),
+        data=lambda wc, input: f"--data {input.manifest}" if "manifest" in input.keys() else "",
+        checkpoint=lambda wc: f"{noise_reference_run(wc.task)}/checkpoint.pt",
+    threads: ENGINE["threads"]
+    log:
+        "results/logs/noise/{task}.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "clipbench noise --spec {params.spec:q} {params.data} --checkpoint {params.checkpoint}"
+        " --init {input.init} --methods {params.methods:q} --out results/noise/{wildcards.task} > {log} 2>&1"

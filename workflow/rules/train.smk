@@ -3,14 +3,16 @@
 # `snakemake --rerun-incomplete` resume it.
 rule train:
     input:
-        manifest_for,
+        manifest=manifest_for,
+        noise=noise_init_for,
     output:
         metrics="results/runs/{task}/{method}/seed{seed}/metrics.json",
         history="results/runs/{task}/{method}/seed{seed}/history.csv",
     params:
         spec=run_spec_json,
         out=lambda wc: run_dir(wc.task, wc.method, wc.seed),
-        data=lambda wc, input: f"--data {input[0]}" if input else "",
+        data=lambda wc, input: f"--data {input.manifest}" if input.manifest else "",
+        noise=lambda wc, input: f"--noise {input.noise}" if input.noise else "",
     threads: ENGINE["threads"]
     resources:
         gpu=ENGINE["gpus"],
@@ -21,4 +23,4 @@ rule train:
     conda:
         "../../environment.yml"
     shell:
-        "clipbench train --spec {params.spec:q} {params.data} --out {params.out} > {log} 2>&1"
+        "clipbench train --spec {params.spec:q} {params.data} {params.noise} --out {params.out} > {log} 2>&1"

@@ -9,6 +9,7 @@ import math
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 # DIV2K's mean RGB, as EDSR subtracts it at the input and adds it back at the output.
 DIV2K_MEAN = (0.4488, 0.4371, 0.4040)
@@ -81,9 +82,36 @@ class ESPCN(nn.Module):
         return self.body(x)
 
 
-def build_sr_model(name: str, scale: int) -> nn.Module:
+def bicubic_upsample(lr: torch.Tensor, scale: int) -> torch.Tensor:
+    """Plain bicubic upsampling (torch's, a = -0.75, no antialiasing), clamped to [0, 1]."""
+    return F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False, antialias=False).clamp(0, 1)
+
+
+class BicubicResidual(nn.Module):
+    """``bicubic(x) + net(x)``: the network learns only what bicubic upsampling misses.
+
+    A global skip as VDSR (Kim et al. 2016) uses; the network's last layer starts at zero, so
+    before training the output is exactly bicubic's and training can only add to it.
+    """
+
+    def __init__(self, net: nn.Module, scale: int) -> None:
+        super().__init__()
+        if isinstance(net, EDSR):
+            net.add_mean = nn.Identity()  # a residual has no mean to add back
+        last = [m for m in net.modules() if isinstance(m, nn.Conv2d)][-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.net, self.scale = net, scale
+
+    def forward(self, x):
+        return bicubic_upsample(x, self.scale) + self.net(x)
+
+
+def build_sr_model(name: str, scale: int, residual: bool = False) -> nn.Module:
     if name == "edsr_baseline":
-        return EDSR(scale=scale, n_blocks=16, features=64)
-    if name == "espcn":
-        return ESPCN(scale=scale)
-    raise ValueError(f"unknown super-resolution model {name!r} (known: edsr_baseline, espcn)")
+        net = EDSR(scale=scale, n_blocks=16, features=64)
+    elif name == "espcn":
+        net = ESPCN(scale=scale)
+    else:
+        raise ValueError(f"unknown super-resolution model {name!r} (known: edsr_baseline, espcn)")
+    return BicubicResidual(net, scale) if residual else net

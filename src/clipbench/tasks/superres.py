@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from clipbench.data.div2k import check_div2k_root, find_pairs
 from clipbench.metrics import SuperResolutionMeter
-from clipbench.models.sr import build_sr_model
+from clipbench.models.sr import bicubic_upsample, build_sr_model
 from clipbench.tasks import Task, TaskInfo
 
 INFO = TaskInfo(
@@ -97,11 +97,6 @@ class DIV2K(Dataset):
         return lr, hr
 
 
-def bicubic_upsample(lr: torch.Tensor, scale: int) -> torch.Tensor:
-    """torch's bicubic (a = -0.75, no antialiasing), clamped; close to, not equal to, MATLAB's imresize."""
-    return F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False, antialias=False).clamp(0, 1)
-
-
 def datasets_from(cfg: dict, manifest: dict) -> tuple[DIV2K, DIV2K]:
     root = check_div2k_root(manifest["root"])
     scale = int(cfg.get("scale", 4))
@@ -138,9 +133,9 @@ def build(spec: dict, manifest: dict) -> Task:
         name="superres",
         train_set=train_set,
         val_set=val_set,
-        model=build_sr_model(name, train_set.scale),
+        model=build_sr_model(name, train_set.scale, residual=cfg["residual"]),
         loss=nn.MSELoss(),
         new_meter=lambda: SuperResolutionMeter(train_set.scale),
-        extra={"model": name, "train_images": len(train_set.pairs), "val_images": len(val_set.pairs),
+        extra={"model": name, "residual": cfg["residual"], "train_images": len(train_set.pairs), "val_images": len(val_set.pairs),
                "val_crop": val_set.val_crop, "psnr_convention": CONVENTION.format(scale=train_set.scale)},
     )

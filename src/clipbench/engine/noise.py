@@ -1,0 +1,103 @@
+"""Measure a task's mini-batch gradient noise at initialisation or at a run's checkpoint.
+
+Two passes over the same ``batches`` mini-batches (training mode and augmentation, exactly as
+the run's first batches): the first averages their gradients into the full-gradient estimate,
+the second takes each batch's noise vector ``g_batch − g_full``. Only summaries are kept, so
+memory stays at a few copies of the parameters whatever the model: the noise norms, a fixed
+random sample of coordinates (scaled by the RMS noise of their tensor, so pooling them mixes
+no scales), per-coordinate variances (for the Gaussian reference), and the gradient
+statistics clip levels are set from.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from clipbench.engine import checkpoint, env
+from clipbench.engine.distributed import EpochBatchSampler, SeededSamples
+from clipbench.tasks import build_task
+
+
+def _batches(task, batch_size: int, seed: int, n: int):
+    """The run's first ``n`` training batches (over as many epochs as that takes)."""
+    sampler = EpochBatchSampler(len(task.train_set), batch_size, 1, seed)
+    if sampler.usable == 0:
+        raise ValueError(f"tasks.{task.name}: no full batch of {batch_size} for the noise measurement")
+    loader = DataLoader(SeededSamples(task.train_set), batch_sampler=sampler)
+    out, epoch = [], 0
+    while len(out) < n:
+        sampler.set_epoch(epoch)
+        out += [b for _, b in zip(range(n - len(out)), loader)]
+        epoch += 1
+    return out
+
+
+def _grads(model, loss_fn, inputs, target, params) -> list[torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    loss_fn(model(inputs), target).backward()
+    return [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in params]
+
+
+def measure(spec: dict, manifest: dict | None, batches: int, coords: int, checkpoint_path=None) -> dict:
+    """The noise summaries of one point (see the module's docstring), as plain lists."""
+    eng = spec.get("engine", {})
+    torch.set_num_threads(eng.get("threads", 2))
+    env.set_determinism(eng.get("deterministic", True))
+    seed = int(spec["seed"])
+    env.seed_everything(seed)
+    task = build_task(spec, manifest)  # the same initial weights as the run of this seed
+    model, step = task.model, 0
+    if checkpoint_path is not None:
+        state = checkpoint.load(checkpoint_path)
+        if state is None:
+            raise FileNotFoundError(f"{checkpoint_path}: no checkpoint to measure the noise at")
+        model.load_state_dict(state["model"])
+        step = int(state["step"])
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    data = _batches(task, int(spec["task_config"]["batch_size"]), seed, batches)
+    with torch.random.fork_rng(devices=[]):
+        first = _first_pass(model, task.loss, data, params)
+        second = _second_pass(model, task.loss, data, params, first["mean"], coords, seed)
+    first.pop("mean")
+    return {"step": step, **first, **second}
+
+
+def _first_pass(model, loss_fn, data, params) -> dict:
+    mean = [torch.zeros_like(p, dtype=torch.float64) for p in params]
+    norms, tensor_norms, max_abs = [], [], []
+    for inputs, target in tqdm(data, desc="noise: full gradient", unit="batch", leave=False):
+        g = _grads(model, loss_fn, inputs, target, params)
+        tn = torch.stack([t.norm() for t in g])
+        norms.append(float(tn.norm()))
+        tensor_norms.append(tn.tolist())
+        max_abs.append(float(max(t.abs().max() for t in g)))
+        for m, t in zip(mean, g):
+            m += t.double()
+    n = len(data)
+    return {"mean": [m / n for m in mean], "grad_norms": norms, "tensor_norms": tensor_norms,
+            "grad_max_abs": max_abs}
+
+
+def _second_pass(model, loss_fn, data, params, mean, coords: int, seed: int) -> dict:
+    sizes = [p.numel() for p in params]
+    total = sum(sizes)
+    pick = np.sort(np.random.default_rng(seed).choice(total, size=min(coords, total), replace=False))
+    owner = np.searchsorted(np.cumsum(sizes), pick, side="right")  # the tensor each sample is in
+    sumsq = [torch.zeros_like(m) for m in mean]
+    noise_norms, sampled = [], []
+    for inputs, target in tqdm(data, desc="noise: noise vectors", unit="batch", leave=False):
+        g = _grads(model, loss_fn, inputs, target, params)
+        noise = [t.double() - m for t, m in zip(g, mean)]
+        noise_norms.append(float(torch.stack([v.norm() for v in noise]).norm()))
+        sampled.append(torch.cat([v.reshape(-1) for v in noise])[torch.from_numpy(pick)].numpy())
+        for s, v in zip(sumsq, noise):
+            s += v * v
+    n = len(data)
+    var = [s / max(n - 1, 1) for s in sumsq]
+    rms = np.array([float(v.mean().sqrt()) for v in var])
+    scale = np.where(rms[owner] > 0, rms[owner], 1.0)
+    return {"noise_norms": noise_norms, "coords": (np.stack(sampled) / scale).tolist(),
+            "sum_var": float(sum(v.sum() for v in var)), "sum_var2": float(sum((v * v).sum() for v in var))}
