@@ -21,11 +21,14 @@ INFO = TaskInfo(
 )
 
 
-def transforms(image_size: int, train: bool):
-    # torchvision's reference recipe: random-resized crop and flip for training,
-    # resize to 256/224 of the crop then center-crop for evaluation.
+def transforms(image_size: int, train: bool, val_transform: str = "center_crop"):
+    # torchvision's reference recipe: random-resized crop and flip for training; for evaluation
+    # resize to 256/224 of the crop then center-crop, or ("squash", the authors' notebook) resize
+    # the whole image to image_size x image_size.
     if train:
         ops = [T.RandomResizedCrop(image_size, antialias=True), T.RandomHorizontalFlip()]
+    elif val_transform == "squash":
+        ops = [T.Resize((image_size, image_size), antialias=True)]
     else:
         ops = [T.Resize(int(round(image_size * 256 / 224)), antialias=True), T.CenterCrop(image_size)]
     return T.Compose([T.PILToTensor(), *ops, T.ToDtype(torch.float32, scale=True), T.Normalize(MEAN, STD)])
@@ -36,7 +39,8 @@ def build(spec: dict, manifest: dict) -> Task:
     root = Path(manifest["root"])
     size = cfg["image_size"]
     train_set = datasets.ImageFolder(root / "train", transform=transforms(size, train=True))
-    val_set = datasets.ImageFolder(root / "val", transform=transforms(size, train=False))
+    val_set = datasets.ImageFolder(root / "val", transform=transforms(size, train=False,
+                                                                      val_transform=cfg["val_transform"]))
     if train_set.classes != val_set.classes:
         raise ValueError(f"{root}: train/ and val/ hold different classes")
     model = build_model(cfg["model"], num_classes=len(train_set.classes))
