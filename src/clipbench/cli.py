@@ -1,12 +1,13 @@
 """The ``clipbench`` command line: what the Snakemake rules call.
 
     clipbench prepare DATASET  (--configfile F ... | --json CFG) --out DIR
+    clipbench fetch-weights    NAME [--out data/weights] [--json CFG]
     clipbench track-data       [data]
     clipbench train            (--configfile F ... --task T --method M --seed S | --spec JSON) --data MANIFEST --out DIR
     clipbench baseline superres --task-json CFG --data MANIFEST --out JSON
     clipbench collect          [METRICS.json ...] --out CSV
     clipbench report           --summary CSV --out DIR
-    clipbench bench optim|data|train [options of that benchmark; --help]
+    clipbench bench optim|data|train|cost [options of that benchmark; --help]
 """
 from __future__ import annotations
 
@@ -38,6 +39,14 @@ def cmd_prepare(args) -> int:
         ds_cfg = config["datasets"].get(args.dataset, {})
     manifest = prepare(args.dataset, ds_cfg, args.out)
     print(f"{args.dataset}: {manifest['source']} at {manifest['root']}")
+    return 0
+
+
+def cmd_fetch_weights(args) -> int:
+    from clipbench.data.weights import fetch_weights
+
+    cfg = _json_arg(args.json, "--json") if args.json else {}
+    print(fetch_weights(args.name, args.out, mirrors=cfg.get("mirrors") or None))
     return 0
 
 
@@ -111,6 +120,8 @@ def cmd_bench(args, rest: list[str]) -> int:
         from clipbench.bench.data import main as bench_main
     elif args.what == "train":
         from clipbench.bench.train import main as bench_main
+    elif args.what == "cost":
+        from clipbench.bench.cost import main as bench_main
     else:
         raise SystemExit(f"clipbench bench: unknown benchmark {args.what!r}")
     return bench_main(rest)
@@ -126,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", help="the dataset's settings as JSON (what the Snakemake rule passes)")
     s.add_argument("--out", required=True, type=Path, help="folder for the prepared data and manifest.json")
     s.set_defaults(func=cmd_prepare)
+
+    s = sub.add_parser("fetch-weights", help="download pretrained weights (pinned, verified) into data/weights")
+    s.add_argument("name", help="e.g. vgg16_imagenet (see clipbench.data.sources)")
+    s.add_argument("--out", type=Path, default=Path("data/weights"))
+    s.add_argument("--json", help="the config's weights section as JSON (mirrors; what the Snakemake rule passes)")
+    s.set_defaults(func=cmd_fetch_weights)
 
     s = sub.add_parser("track-data", help="version the raw archives with DVC (`dvc add data`)")
     s.add_argument("path", nargs="?", default="data")
@@ -164,8 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of <task>.json baselines from `clipbench baseline` (shown when present)")
     s.set_defaults(func=cmd_report)
 
-    s = sub.add_parser("bench", add_help=False, help="benchmarks (`clipbench bench optim --help`, `clipbench bench train --help`)")
-    s.add_argument("what", choices=["optim", "data", "train"])
+    s = sub.add_parser("bench", add_help=False, help="benchmarks and the cost estimate (`clipbench bench cost --help`, ...)")
+    s.add_argument("what", choices=["optim", "data", "train", "cost"])
     s.set_defaults(func=None)
     return p
 

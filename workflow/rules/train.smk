@@ -4,6 +4,7 @@
 rule train:
     input:
         manifest_for,
+        weights_for,
     output:
         metrics="results/runs/{task}/{method}/seed{seed}/metrics.json",
         history="results/runs/{task}/{method}/seed{seed}/history.csv",
