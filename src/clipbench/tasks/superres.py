@@ -35,10 +35,10 @@ def _load(path: Path) -> np.ndarray:
 
 
 def _to_float(hwc) -> torch.Tensor:
-    """uint8 H x W x 3 (a patch, after cutting) -> float C x H x W in [0, 1]."""
-    # A writable copy: a memory map and a decoded PIL image are read-only.
-    chw = torch.from_numpy(np.array(hwc, dtype=np.uint8, order="C")).permute(2, 0, 1)
-    return TF.to_dtype(chw, torch.float32, scale=True)
+    """uint8 H x W x 3 (a patch, after cutting) -> contiguous float C x H x W in [0, 1]."""
+    # One copy into a writable C x H x W array (memory maps and PIL's arrays are read-only).
+    chw = np.ascontiguousarray(np.moveaxis(hwc, -1, 0), dtype=np.uint8)
+    return TF.to_dtype(torch.from_numpy(chw), torch.float32, scale=True)
 
 
 class DIV2K(Dataset):
@@ -73,15 +73,16 @@ class DIV2K(Dataset):
             if lh < p or lw < p:
                 raise ValueError(f"{lr_path}: {lw}x{lh} is smaller than patch_size {p}; lower tasks.superres.patch_size")
             y, x = int(torch.randint(0, lh - p + 1, ())), int(torch.randint(0, lw - p + 1, ()))
-            lr, hr = _to_float(lr[y:y + p, x:x + p]), _to_float(hr[s * y:s * (y + p), s * x:s * (x + p)])
-            # The eight flips/rotations of the square, the same for both.
+            lr, hr = lr[y:y + p, x:x + p], hr[s * y:s * (y + p), s * x:s * (x + p)]
+            # The eight flips/rotations of the square, the same for both; as views of the
+            # uint8 H x W x 3 patch, so the one copy is _to_float's.
             if torch.rand(()) < 0.5:
-                lr, hr = lr.flip(-1), hr.flip(-1)
+                lr, hr = lr[:, ::-1], hr[:, ::-1]
             if torch.rand(()) < 0.5:
-                lr, hr = lr.flip(-2), hr.flip(-2)
+                lr, hr = lr[::-1], hr[::-1]
             if torch.rand(()) < 0.5:
-                lr, hr = lr.transpose(-1, -2), hr.transpose(-1, -2)
-            return lr.contiguous(), hr.contiguous()
+                lr, hr = lr.swapaxes(0, 1), hr.swapaxes(0, 1)
+            return _to_float(lr), _to_float(hr)
         if self.val_crop:
             c = self.val_crop
             h, w = hr.shape[:2]
