@@ -1,12 +1,3 @@
-def train_threads(wildcards):
-    """Cores a run asks for: engine.threads, and one per loader worker of its task plus the
-    training process (engine.loaders.<task>.num_workers over engine.num_workers)."""
-    own = (ENGINE.get("loaders") or {}).get(wildcards.task) or {}
-    workers = own.get("num_workers")
-    workers = ENGINE["num_workers"] if workers is None else workers
-    return max(ENGINE["threads"], workers + 1)
-
-
 # One run = one (task, method, seed). Its checkpoint.pt is deliberately not an output:
 # Snakemake removes the outputs of a failed job, and the checkpoint is what lets
 # `snakemake --rerun-incomplete` resume it.
