@@ -8,7 +8,7 @@ import torch
 
 from clipbench.data import download as dl
 from clipbench.data.download import ChecksumError
-from clipbench.data.weights import fetch_weights, file_name, find_weights, name_of
+from clipbench.data.weights import fetch_weights, file_name, find_weights, name_of, spec
 from tests._httpserver import http_server  # noqa: F401  (pytest fixture)
 
 FAST = dict(retries=1, backoff=0.01, timeout=5, progress=False)
@@ -22,6 +22,7 @@ def _fake_checkpoint(path):
 
 def test_pinned_names():
     assert file_name(VGG) == "vgg16-397923af.pth" and name_of("vgg16-397923af.pth") == VGG
+    assert spec(VGG)["sha256_prefix"] == "397923af" and spec(VGG)["size"] == 553433881
     with pytest.raises(KeyError, match="known: vgg16_imagenet"):
         file_name("alexnet")
 

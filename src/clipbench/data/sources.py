@@ -19,15 +19,6 @@ Where each value comes from (nothing here is invented):
   train/val sizes: tensorflow-datasets ``url_checksums/imagenet2012.txt``, which also lists
   sha256 ``b08200a27a8e34218a0e58fde36b0fe8f73bc377f4acea2d91602057c3ca45bb`` (train) and
   ``c7e06a6c0baccf06d8dbeb6577d71efff84673a5dbdd50633ab44f8ea0456ae0`` (val).
-* VGG16 ImageNet weights (torchvision's ``VGG16_Weights.IMAGENET1K_V1``): the file name and
-  URL are torchvision's (``torchvision/models/vgg.py``); torchvision names its weight files
-  ``<model>-<first 8 hex digits of the file's sha256>.pth`` and checks only that prefix
-  (``torch.hub.download_url_to_file(..., hash_prefix)``), so the prefix ``397923af`` is what
-  is pinned here, checked the same way. No full sha256 from an authoritative source was
-  found: one third-party weights inventory lists
-  ``397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0``, which agrees with the
-  prefix but is not pinned. The size (553433881 bytes) is the byte count torch.hub's
-  progress bar prints for this file in many independent public training logs.
 """
 
 from __future__ import annotations
@@ -130,22 +121,6 @@ SOURCES: dict[str, dict] = {
                 "size": 31505881,
                 "mirrors": DIV2K_BASES,
                 "extract": True,
-            },
-        ],
-    },
-    # Pretrained weights are data too: fetched into data/weights/ (see clipbench.data.weights).
-    "vgg16_imagenet": {
-        "description": "torchvision's VGG16 ImageNet-1k weights (IMAGENET1K_V1), FCN-32s' encoder",
-        "downloadable": True,
-        "files": [
-            {
-                "name": "vgg16-397923af.pth",
-                "md5": None,
-                "sha256": None,
-                "sha256_prefix": "397923af",
-                "size": 553433881,
-                "mirrors": ["https://download.pytorch.org/models/"],
-                "extract": False,
             },
         ],
     },
