@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -86,32 +87,36 @@ def make_div2k_like(root: Path, n: int, seed: int = 0) -> None:
             hr.resize((w // 4, h // 4), Image.Resampling.BICUBIC).save(lr_dir / f"{first + i:04d}x4.png")
 
 
-def patch_rate(dataset, seconds: float) -> float:
+def patch_rate(dataset, seconds: float, start: int = 0) -> float:
     """Training samples (random patch, flips) per second of one core, for about ``seconds``."""
-    torch.manual_seed(0)
-    dataset[0]  # first touch (file cache, imports) outside the timing
-    start, n = time.perf_counter(), 0
-    while n < 3 or time.perf_counter() - start < seconds:
-        dataset[n % len(dataset)]
+    t0, n = time.perf_counter(), 0
+    while n < 3 or time.perf_counter() - t0 < seconds:
+        dataset[(start + n) % len(dataset)]
         n += 1
-    return n / (time.perf_counter() - start)
+    return n / (time.perf_counter() - t0)
 
 
-def superres_rows(tmp: Path, images: int, seconds: float, patch: int = 48) -> list[str]:
+def superres_rows(tmp: Path, images: int, seconds: float, patch: int = 48, rounds: int = 5) -> list[str]:
     make_div2k_like(tmp / "div2k", images)
     t0 = time.perf_counter()
     build_cache(tmp / "div2k", tmp / "cache", workers=1, progress=False)
     decode = 2 * (images + 1) / (time.perf_counter() - t0)
     kw = dict(train=True, patch_size=patch, repeat=20)
-    png = patch_rate(DIV2K(tmp / "div2k", "train", **kw), seconds)
-    npy = patch_rate(DIV2K(tmp / "div2k", "train", cache=tmp / "cache", **kw), seconds)
+    png = DIV2K(tmp / "div2k", "train", **kw)
+    npy = DIV2K(tmp / "div2k", "train", cache=tmp / "cache", **kw)
+    torch.manual_seed(0)
+    png[0], npy[0]  # first touch (file cache, imports) outside the timing
+    # Alternating short rounds, medians: a shared machine's drift hits both paths alike.
+    rates = [(patch_rate(png, seconds / rounds, r), patch_rate(npy, seconds / rounds, r)) for r in range(rounds)]
+    png_rate, npy_rate = (statistics.median(r[i] for r in rates) for i in (0, 1))
+    ratio = statistics.median(c / p for p, c in rates)
     size = sum(p.stat().st_size for p in (tmp / "div2k" / "DIV2K_train_HR").glob("*.png")) / images / 1e6
     return [
         f"| super-resolution: decode into the cache (prepare), HR {DIV2K_HR[0]}x{DIV2K_HR[1]} PNG "
         f"~{size:.1f} MB + LR, 1 process | {decode:8.1f} images/s | per core |",
-        f"| super-resolution: {patch}-px LR patches from the PNGs | {png:8.1f} patches/s | per core |",
-        f"| super-resolution: {patch}-px LR patches from the decoded cache | {npy:8.1f} patches/s | per core |",
-        f"| super-resolution: cache / PNG | {npy / png:8.0f}x | |",
+        f"| super-resolution: {patch}-px LR patches from the PNGs | {png_rate:8.1f} patches/s | per core |",
+        f"| super-resolution: {patch}-px LR patches from the decoded cache | {npy_rate:8.1f} patches/s | per core |",
+        f"| super-resolution: cache / PNG (median of {rounds} alternating rounds) | {ratio:8.0f}x | |",
     ]
 
 
@@ -136,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", type=int, default=12, help="batches timed per loader setting")
     p.add_argument("--workers", type=int, nargs="+", default=sorted({0, 1, os.cpu_count() or 1}))
     p.add_argument("--sr-images", type=int, default=3, help="DIV2K-sized PNG pairs to make")
-    p.add_argument("--seconds", type=float, default=3.0, help="time per super-resolution path")
+    p.add_argument("--seconds", type=float, default=5.0, help="time per super-resolution path")
     args = p.parse_args(argv)
     torch.set_num_threads(1)  # as in a loader worker: one core per worker
     rows = []

@@ -13,6 +13,7 @@ reading the PNGs. Both give the same pixels.
 """
 from __future__ import annotations
 
+import mmap
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -116,6 +117,30 @@ def build_cache(root, cache_dir, *, scale: int = SCALE, workers: int | None = No
                     bar.update()
     return {"dir": CACHE, "format": "npy, uint8 H x W x 3 RGB, one per PNG at its relative path",
             "images": len(jobs), "bytes": sum(dst.stat().st_size for _, dst in jobs)}
+
+
+_NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def map_cached(path, headers: dict) -> np.ndarray:
+    """A read-only memory map of a cached image (uint8 H x W x 3); nothing is read until sliced.
+
+    ``np.load(mmap_mode="r")`` parses the header with ``ast`` on every call, over half the
+    cost of a patch; ``headers`` (one dict per dataset, per loader process) keeps each file's
+    (offset, shape) after the first read.
+    """
+    head = headers.get(path)
+    if head is None:
+        with open(path, "rb") as f:
+            shape, fortran, dtype = _NPY_HEADERS[np.lib.format.read_magic(f)](f)
+            if fortran or dtype != np.uint8 or len(shape) != 3:
+                raise ValueError(f"{path}: not a decoded-cache image (uint8 H x W x 3, C order); "
+                                 f"delete it and rerun `clipbench prepare div2k`")
+            head = headers[path] = (f.tell(), shape)
+    offset, shape = head
+    with open(path, "rb") as f:
+        buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    return np.frombuffer(buf, np.uint8, count=shape[0] * shape[1] * shape[2], offset=offset).reshape(shape)
 
 
 def check_cache(cache_dir, root, pairs) -> list[tuple[Path, Path]]:

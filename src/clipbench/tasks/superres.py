@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
-from clipbench.data.div2k import check_cache, check_div2k_root, find_pairs, read_rgb
+from clipbench.data.div2k import check_cache, check_div2k_root, find_pairs, map_cached, read_rgb
 from clipbench.metrics import SuperResolutionMeter
 from clipbench.models.sr import build_sr_model
 from clipbench.tasks import Task
@@ -28,10 +28,6 @@ CONVENTION = ("PSNR per image, then averaged over images; output clamped to [0, 
               "(Y = 16 + (65.481 R + 128.553 G + 24.966 B), RGB in [0, 1]), data range 255")
 
 
-def _load(path: Path) -> np.ndarray:
-    """uint8 H x W x 3: a memory-mapped ``.npy`` of the decoded cache (nothing read until
-    sliced), or a PNG decoded whole."""
-    return np.load(path, mmap_mode="r") if path.suffix == ".npy" else read_rgb(path)
 
 
 def _to_float(hwc) -> torch.Tensor:
@@ -57,6 +53,11 @@ class DIV2K(Dataset):
         if val_crop is not None and val_crop % scale:
             raise ValueError(f"tasks.superres.val_crop={val_crop} must be divisible by the scale {scale}")
         self.val_crop = val_crop
+        self._headers: dict = {}  # the cache's .npy headers, read once per process
+
+    def _load(self, path: Path) -> np.ndarray:
+        """uint8 H x W x 3: a memory map of the decoded cache, or a PNG decoded whole."""
+        return map_cached(path, self._headers) if path.suffix == ".npy" else read_rgb(path)
 
     def __len__(self) -> int:
         return len(self.pairs) * self.repeat
@@ -65,7 +66,7 @@ class DIV2K(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(index)
         hr_path, lr_path = self.files[index % len(self.pairs)]
-        hr, lr = _load(hr_path), _load(lr_path)
+        hr, lr = self._load(hr_path), self._load(lr_path)
         s = self.scale
         if self.train:
             p = self.patch
