@@ -113,3 +113,14 @@ def test_small_files_get_no_marker(tmp_path):
     f.write_bytes(b"abc")
     assert dl.mismatches(f, md5=hashlib.md5(b"abc").hexdigest()) == []
     assert not dl.verified_marker(f).exists()
+
+
+def test_fetch_weights_command_refuses_a_file_that_is_not_the_pinned_one(http_server, tmp_path, capsys):
+    from clipbench.cli import main
+
+    (http_server.root / file_name(VGG)).write_bytes(b"not vgg16")
+    out = tmp_path / "weights"
+    rc = main(["fetch-weights", VGG, "--out", str(out), "--json", f'{{"mirrors": ["{http_server.url}"]}}'])
+    err = capsys.readouterr().err
+    assert rc == 1 and file_name(VGG) in err and "397923af" in err and "553433881" in err
+    assert not out.exists() or list(out.iterdir()) == []

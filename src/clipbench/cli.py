@@ -43,10 +43,15 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_fetch_weights(args) -> int:
+    from clipbench.data.download import DownloadError
     from clipbench.data.weights import fetch_weights
 
     cfg = _json_arg(args.json, "--json") if args.json else {}
-    print(fetch_weights(args.name, args.out, mirrors=cfg.get("mirrors") or None))
+    try:
+        print(fetch_weights(args.name, args.out, mirrors=cfg.get("mirrors") or None))
+    except (DownloadError, KeyError) as exc:
+        print(f"clipbench fetch-weights: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
