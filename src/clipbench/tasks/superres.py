@@ -28,8 +28,6 @@ CONVENTION = ("PSNR per image, then averaged over images; output clamped to [0, 
               "(Y = 16 + (65.481 R + 128.553 G + 24.966 B), RGB in [0, 1]), data range 255")
 
 
-
-
 def _to_float(hwc) -> torch.Tensor:
     """uint8 H x W x 3 (a patch, after cutting) -> contiguous float C x H x W in [0, 1]."""
     # One copy into a writable C x H x W array (memory maps and PIL's arrays are read-only).
