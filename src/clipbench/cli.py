@@ -1,6 +1,7 @@
 """The ``clipbench`` command line: what the Snakemake rules call.
 
     clipbench prepare DATASET  (--configfile F ... | --json CFG) --out DIR
+    clipbench fetch-weights    NAME [--out data/weights] [--json CFG]
     clipbench track-data       [data]
     clipbench train            (--configfile F ... --task T --method M --seed S | --spec JSON) --data MANIFEST --out DIR
     clipbench baseline TASK    --task-json CFG --data MANIFEST --out JSON   (tasks with a baseline)
@@ -8,7 +9,7 @@
     clipbench heavytail        (--configfile F ... | --json CFG) --out DIR
     clipbench collect          [METRICS.json ...] --out CSV
     clipbench report           --summary CSV --out DIR
-    clipbench bench optim|data|train [options of that benchmark; --help]
+    clipbench bench optim|data|train|cost [options of that benchmark; --help]
 """
 from __future__ import annotations
 
@@ -41,6 +42,19 @@ def cmd_prepare(args) -> int:
         ds_cfg = config["datasets"].get(args.dataset, {})
     manifest = prepare(args.dataset, ds_cfg, args.out)
     print(f"{args.dataset}: {manifest['source']} at {manifest['root']}")
+    return 0
+
+
+def cmd_fetch_weights(args) -> int:
+    from clipbench.data.download import DownloadError
+    from clipbench.data.weights import fetch_weights
+
+    cfg = _json_arg(args.json, "--json") if args.json else {}
+    try:
+        print(fetch_weights(args.name, args.out, mirrors=cfg.get("mirrors") or None))
+    except (DownloadError, KeyError) as exc:
+        print(f"clipbench fetch-weights: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -177,6 +191,8 @@ def cmd_bench(args, rest: list[str]) -> int:
         from clipbench.bench.data import main as bench_main
     elif args.what == "train":
         from clipbench.bench.train import main as bench_main
+    elif args.what == "cost":
+        from clipbench.bench.cost import main as bench_main
     else:
         raise SystemExit(f"clipbench bench: unknown benchmark {args.what!r}")
     return bench_main(rest)
@@ -192,6 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", help="the dataset's settings as JSON (what the Snakemake rule passes)")
     s.add_argument("--out", required=True, type=Path, help="folder for the prepared data and manifest.json")
     s.set_defaults(func=cmd_prepare)
+
+    s = sub.add_parser("fetch-weights", help="download pretrained weights (pinned, verified) into data/weights")
+    s.add_argument("name", help="e.g. vgg16_imagenet (see clipbench.data.sources)")
+    s.add_argument("--out", type=Path, default=Path("data/weights"))
+    s.add_argument("--json", help="the config's weights section as JSON (mirrors; what the Snakemake rule passes)")
+    s.set_defaults(func=cmd_fetch_weights)
 
     s = sub.add_parser("track-data", help="version the raw archives with DVC (`dvc add data`)")
     s.add_argument("path", nargs="?", default="data")
@@ -246,8 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of <task>.json baselines from `clipbench baseline` (shown when present)")
     s.set_defaults(func=cmd_report)
 
-    s = sub.add_parser("bench", add_help=False, help="benchmarks (`clipbench bench optim --help`, `clipbench bench train --help`)")
-    s.add_argument("what", choices=["optim", "data", "train"])
+    s = sub.add_parser("bench", add_help=False, help="benchmarks and the cost estimate (`clipbench bench cost --help`, ...)")
+    s.add_argument("what", choices=["optim", "data", "train", "cost"])
     s.set_defaults(func=None)
     return p
 

@@ -5,6 +5,7 @@ rule train:
     input:
         manifest=manifest_for,
         noise=noise_init_for,
+        weights=weights_for,
     output:
         metrics="results/runs/{task}/{method}/seed{seed}/metrics.json",
         history="results/runs/{task}/{method}/seed{seed}/history.csv",
@@ -13,7 +14,7 @@ rule train:
         out=lambda wc: run_dir(wc.task, wc.method, wc.seed),
         data=lambda wc, input: f"--data {input.manifest}" if input.manifest else "",
         noise=lambda wc, input: f"--noise {input.noise}" if input.noise else "",
-    threads: ENGINE["threads"]
+    threads: train_threads
     resources:
         gpu=ENGINE["gpus"],
     log:

@@ -3,13 +3,26 @@
 ``ROOT/DIV2K_{train,valid}_HR/<id>.png`` and ``ROOT/DIV2K_{train,valid}_LR_bicubic/X4/<id>x4.png``.
 ``prepare`` makes it ready from a source (the embedded synthetic set, a download, or a folder
 already on disk); ``find_pairs`` lists a split's (HR, LR) images, checked.
+
+The decoded cache: a training sample is one small patch of a 2K image, and decoding the whole
+PNG for it costs ~100 ms of a core, so ``prepare`` decodes every image once (in parallel)
+into ``<out>/cache/``: one uint8 ``H x W x 3`` ``.npy`` per PNG, at the PNG's path relative
+to the root. Training memory-maps it and reads only the patch's rows. The manifest's
+``cache`` records it; ``datasets.div2k.cache: false`` (or a manifest without it) keeps
+reading the PNGs. Both give the same pixels.
 """
 from __future__ import annotations
 
+import mmap
+import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
+from clipbench import io
 from clipbench.data import DatasetLayoutError, sources, synthetic
 from clipbench.data.download import fetch_files
 
@@ -20,6 +33,9 @@ SUBDIRS = (
     "DIV2K_train_LR_bicubic/X4",
     "DIV2K_valid_LR_bicubic/X4",
 )
+SPLITS = ("train", "valid")
+SCALE = 4  # the bicubic track that is fetched and made
+CACHE = "cache"  # the decoded cache, under the prepared folder
 
 
 def prepare(cfg: dict, out: Path, source: str, root: Path | None, **options) -> dict:
@@ -38,8 +54,107 @@ def prepare(cfg: dict, out: Path, source: str, root: Path | None, **options) -> 
         manifest = {"root": "data"}
     else:
         raise ValueError(f"datasets.{NAME}.source: unknown source {source!r}")
+    if cfg.get("cache", True):
+        data_root = root if source == "root" else out / manifest["root"]
+        manifest["cache"] = build_cache(data_root, out / CACHE, progress=options.get("progress", True))
     manifest.update(dataset=NAME, source=source)
     return manifest
+
+
+# ------------------------------------------------------------------ the decoded cache
+
+
+def cache_file(cache_dir, root, png) -> Path:
+    """Where the decoded copy of ``png`` (a file under ``root``) lives in ``cache_dir``."""
+    return Path(cache_dir) / Path(png).relative_to(root).with_suffix(".npy")
+
+
+def read_rgb(path) -> np.ndarray:
+    """An image file as uint8 ``H x W x 3`` RGB, as training reads it."""
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _decode(job: tuple[Path, Path]) -> int:
+    png, dst = job
+    arr = read_rgb(png)
+    with io.atomic_path(dst) as tmp, open(tmp, "wb") as f:
+        np.save(f, arr)  # a file object: np.save would append .npy to a path
+    return dst.stat().st_size
+
+
+def _is_cached(png: Path, dst: Path) -> bool:
+    """A finished (atomically written) copy of ``png`` with its size: nothing to redo."""
+    if not dst.is_file():
+        return False
+    try:
+        shape = np.load(dst, mmap_mode="r").shape
+    except (ValueError, OSError):
+        return False
+    with Image.open(png) as im:
+        return shape == (im.height, im.width, 3)
+
+
+def build_cache(root, cache_dir, *, scale: int = SCALE, workers: int | None = None,
+                progress: bool = True) -> dict:
+    """Decode every HR and LR PNG of both splits under ``root`` into ``cache_dir`` (in
+    ``workers`` processes, default all cores; images already there are kept); returns the
+    manifest's ``cache`` entry."""
+    root, cache_dir = Path(root), Path(cache_dir)
+    pngs = [png for split in SPLITS for pair in find_pairs(root, split, scale) for png in pair]
+    jobs = [(png, cache_file(cache_dir, root, png)) for png in pngs]
+    todo = [job for job in jobs if not _is_cached(*job)]
+    workers = min(workers or os.cpu_count() or 1, max(len(todo), 1))
+    with tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="div2k decoded cache", unit="img",
+              disable=not progress) as bar:
+        if workers == 1:
+            for job in todo:
+                _decode(job)
+                bar.update()
+        else:
+            with ProcessPoolExecutor(workers) as pool:
+                for _ in pool.map(_decode, todo, chunksize=2):
+                    bar.update()
+    return {"dir": CACHE, "format": "npy, uint8 H x W x 3 RGB, one per PNG at its relative path",
+            "images": len(jobs), "bytes": sum(dst.stat().st_size for _, dst in jobs)}
+
+
+_NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def map_cached(path, headers: dict) -> np.ndarray:
+    """A read-only memory map of a cached image (uint8 H x W x 3); nothing is read until sliced.
+
+    ``np.load(mmap_mode="r")`` parses the header with ``ast`` on every call, over half the
+    cost of a patch; ``headers`` (one dict per dataset, per loader process) keeps each file's
+    (offset, shape) after the first read.
+    """
+    head = headers.get(path)
+    if head is None:
+        with open(path, "rb") as f:
+            shape, fortran, dtype = _NPY_HEADERS[np.lib.format.read_magic(f)](f)
+            if fortran or dtype != np.uint8 or len(shape) != 3:
+                raise ValueError(f"{path}: not a decoded-cache image (uint8 H x W x 3, C order); "
+                                 f"delete it and rerun `clipbench prepare div2k`")
+            head = headers[path] = (f.tell(), shape)
+    offset, shape = head
+    with open(path, "rb") as f:
+        buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    return np.frombuffer(buf, np.uint8, count=shape[0] * shape[1] * shape[2], offset=offset).reshape(shape)
+
+
+def check_cache(cache_dir, root, pairs) -> list[tuple[Path, Path]]:
+    """The cached (HR, LR) arrays of ``pairs``; an error naming the first one missing."""
+    out = []
+    for hr, lr in pairs:
+        files = (cache_file(cache_dir, root, hr), cache_file(cache_dir, root, lr))
+        for png, npy in zip((hr, lr), files):
+            if not npy.is_file():
+                raise FileNotFoundError(
+                    f"{npy}: the decoded copy of {png} is missing from the DIV2K cache; rerun "
+                    f"`clipbench prepare div2k` (or set datasets.div2k.cache: false to read the PNGs)")
+        out.append(files)
+    return out
 
 
 def fetch_div2k(dest, mirrors=None, *, checksums=None, progress=True, retries=5,

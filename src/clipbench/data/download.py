@@ -5,6 +5,11 @@ given; a half-downloaded ``<name>.part`` never counts as done and is resumed wit
 ``Range`` request on the next try; a user's existing file that fails verification is
 never deleted for them.
 
+A file of at least ``VERIFY_ONCE_BYTES`` (the 147 GB ILSVRC train tar, the DIV2K zips) is
+hashed once: a marker beside it (``.<name>.verified.json``, ignored by DVC) records its size,
+modification time and the checksums it matched, and later checks hash it again only when its
+size or modification time changed or other checksums are asked for.
+
 Not handled: two processes downloading the same file into the same folder at once
 (the workflow engine never schedules that).
 """
@@ -21,6 +26,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from clipbench import io
 from clipbench.data import sources
 from clipbench.data.extract import safe_extract
 
@@ -30,6 +36,9 @@ USER_AGENT = "clipbench-downloader/0.1 (+python urllib)"
 # Client errors that will not change on a retry; 408 and 429 are "try later" and retried.
 _PERMANENT_HTTP = {400, 401, 403, 404, 405, 410, 451}
 _MAX_SLEEP = 60.0
+# Files this large are hashed once, then trusted while their size and mtime stay (see above).
+VERIFY_ONCE_BYTES = 256 << 20
+CHECKSUM_KEYS = ("md5", "sha256", "sha256_prefix", "size")
 
 
 class DownloadError(RuntimeError):
@@ -65,23 +74,66 @@ def digests(path: str | os.PathLike, algorithms=("md5", "sha256")) -> dict[str, 
     return {name: h.hexdigest() for name, h in hashers.items()}
 
 
-def mismatches(path, md5=None, sha256=None, size=None) -> list[str]:
-    """Human-readable differences between ``path`` and the expected values ([] = verified)."""
+def mismatches(path, md5=None, sha256=None, size=None, sha256_prefix=None) -> list[str]:
+    """Human-readable differences between ``path`` and the expected values ([] = verified).
+
+    ``sha256_prefix`` checks only the leading hex digits of the sha256, as torchvision does
+    for its weights, whose file names carry the first 8 (e.g. ``vgg16-397923af.pth``).
+    """
     path = Path(path)
     problems = []
     actual_size = path.stat().st_size
     if size is not None and actual_size != int(size):
         problems.append(f"size expected {int(size)} bytes, actual {actual_size} bytes")
     wanted = {name: value.lower() for name, value in (("md5", md5), ("sha256", sha256)) if value}
-    if wanted:
-        actual = digests(path, tuple(wanted))
-        for name, value in wanted.items():
-            if actual[name] != value:
-                problems.append(f"{name} expected {value}, actual {actual[name]}")
+    prefix = sha256_prefix.lower() if sha256_prefix else None
+    asked = {**wanted, **({"sha256_prefix": prefix} if prefix else {})}
+    if not asked or (not problems and _verified_before(path, asked)):
+        return problems
+    actual = digests(path, tuple(set(wanted) | ({"sha256"} if prefix else set())))
+    for name, value in wanted.items():
+        if actual[name] != value:
+            problems.append(f"{name} expected {value}, actual {actual[name]}")
+    if prefix and not actual["sha256"].startswith(prefix):
+        problems.append(f"sha256 expected to start with {prefix}, actual {actual['sha256']}")
+    if not problems:
+        record_verified(path, asked)
     return problems
 
 
-def verify(path, md5=None, sha256=None, size=None) -> bool:
+def verified_marker(path) -> Path:
+    """The marker that records a large file's verification (hidden, beside it)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.verified.json")
+
+
+def _stat_key(path: Path) -> dict:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _verified_before(path: Path, asked: dict) -> bool:
+    """True when the marker says ``path``, as it is now, already matched everything asked."""
+    marker = verified_marker(path)
+    if path.stat().st_size < VERIFY_ONCE_BYTES or not marker.is_file():
+        return False
+    try:
+        record = io.read_json(marker)
+    except (ValueError, OSError):
+        return False  # unreadable: hash again and rewrite it
+    checked = record.get("checked", {})
+    return record.get("file") == _stat_key(path) and all(checked.get(k) == v for k, v in asked.items())
+
+
+def record_verified(path, asked: dict) -> None:
+    """Write ``path``'s marker (large files only): its size, mtime and the checksums it matched."""
+    path = Path(path)
+    if path.stat().st_size < VERIFY_ONCE_BYTES:
+        return
+    io.write_json(verified_marker(path), {"file": _stat_key(path), "checked": asked})
+
+
+def verify(path, md5=None, sha256=None, size=None, sha256_prefix=None) -> bool:
     """True when ``path`` exists and matches every expected value that is given."""
     path = Path(path)
     if not path.is_file():
@@ -89,7 +141,7 @@ def verify(path, md5=None, sha256=None, size=None) -> bool:
     # The size is free to check and rules out most bad files before hashing gigabytes.
     if size is not None and path.stat().st_size != int(size):
         return False
-    return not mismatches(path, md5=md5, sha256=sha256)
+    return not mismatches(path, md5=md5, sha256=sha256, sha256_prefix=sha256_prefix)
 
 
 def download(
@@ -100,6 +152,7 @@ def download(
     md5: str | None = None,
     sha256: str | None = None,
     size: int | None = None,
+    sha256_prefix: str | None = None,
     retries: int = 5,
     backoff: float = 1.0,
     timeout: float = 60,
@@ -116,7 +169,7 @@ def download(
         urls = [urls]
     dest_dir = Path(dest_dir)
     final = dest_dir / filename
-    expected = dict(md5=md5, sha256=sha256, size=size)
+    expected = dict(md5=md5, sha256=sha256, size=size, sha256_prefix=sha256_prefix)
 
     if _already_there(final, expected):
         return final
@@ -151,7 +204,9 @@ def download(
                 f"{'; '.join(problems)} (the bad download was deleted)"
             )
             continue
+        verified_marker(part).unlink(missing_ok=True)
         os.replace(part, final)
+        record_verified(final, {k: v.lower() for k, v in expected.items() if v and k != "size"})
         return final
 
     listing = "\n  ".join(failures)
@@ -303,7 +358,7 @@ def fetch_files(dataset: str, dest, *, mirrors=None, checksums=None, progress=Tr
     Everything already done is skipped: verified archives are not downloaded again and
     extracted ones are not re-extracted. ``mirrors`` (a list of base URLs) replaces the
     pinned bases of every file. ``checksums`` maps a file name to
-    ``{"md5"|"sha256"|"size": value}`` and replaces that file's pinned values; it exists for
+    ``{"md5"|"sha256"|"sha256_prefix"|"size": value}`` and replaces that file's pinned values; it exists for
     tests and for a user's own re-packed copy.
     """
     dest = Path(dest)
@@ -313,9 +368,9 @@ def fetch_files(dataset: str, dest, *, mirrors=None, checksums=None, progress=Tr
     paths = []
     for spec in sources.files(dataset):
         name = spec["name"]
-        expected = {k: spec.get(k) for k in ("md5", "sha256", "size")}
+        expected = {k: spec.get(k) for k in CHECKSUM_KEYS}
         if checksums and name in checksums:
-            expected = {k: checksums[name].get(k) for k in ("md5", "sha256", "size")}
+            expected = {k: checksums[name].get(k) for k in CHECKSUM_KEYS}
         bases = list(mirrors) if mirrors else spec["mirrors"]
         path = download(name, mirror_urls(name, bases), archive_dir, **expected, retries=retries,
                         backoff=backoff, timeout=timeout, progress=progress)

@@ -43,6 +43,9 @@ def load_manifest(path: str | Path) -> dict:
     if not root.is_absolute():
         root = (path.parent / root).resolve()
     manifest["root"] = str(root)
+    cache = manifest.get("cache")  # a decoded cache (DIV2K), also relative to the manifest
+    if cache and not Path(cache["dir"]).is_absolute():
+        cache["dir"] = str((path.parent / cache["dir"]).resolve())
     if not root.is_dir():
         raise FileNotFoundError(f"{path}: dataset root {root} does not exist; rerun `clipbench prepare`")
     return manifest

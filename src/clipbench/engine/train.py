@@ -218,8 +218,8 @@ def setup(spec: dict, manifest, out_dir: Path, eng: dict, device: torch.device, 
             raw_model, device_ids=[device.index] if device.type == "cuda" else None)
     if eng.get("compile", False):
         model = torch.compile(model)
-    train_loader, val_loader = _loaders(task, sampler, cfg.get("eval_batch_size", batch_size), seed, device,
-                                        int(eng.get("num_workers", 0)))
+    train_loader, val_loader = _loaders(task, sampler, cfg.get("eval_batch_size", batch_size), seed,
+                                        loader_options(eng, spec["task"], device))
     return Setup(
         spec=spec, name=name, seed=seed, out_dir=out_dir, task=task,
         raw_model=raw_model, model=model, eval_model=raw_model if d.enabled else model,
@@ -234,8 +234,17 @@ def setup(spec: dict, manifest, out_dir: Path, eng: dict, device: torch.device, 
     )
 
 
-def _loaders(task, sampler, eval_batch_size: int, seed: int, device: torch.device, num_workers: int):
-    kw = {"num_workers": num_workers, "pin_memory": device.type == "cuda", "persistent_workers": num_workers > 0}
+def loader_options(eng: dict, task: str, device: torch.device) -> dict:
+    """DataLoader options of ``task``: ``engine.loaders.<task>`` over ``engine.num_workers``;
+    pinned memory on CUDA unless ``pin_memory: false``. None changes the data a run sees."""
+    own = (eng.get("loaders") or {}).get(task) or {}
+    workers = int(own["num_workers"] if own.get("num_workers") is not None else eng.get("num_workers", 0))
+    pin = own.get("pin_memory")
+    return {"num_workers": workers, "pin_memory": device.type == "cuda" and pin is not False,
+            "persistent_workers": workers > 0}
+
+
+def _loaders(task, sampler, eval_batch_size: int, seed: int, kw: dict):
     # A generator of its own, so that starting an iterator never draws from the global RNG.
     train_loader = DataLoader(SeededSamples(task.train_set), batch_sampler=sampler,
                               generator=torch.Generator().manual_seed(seed), **kw)

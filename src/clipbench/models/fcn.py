@@ -17,7 +17,8 @@ import torch.nn.functional as F
 import torchvision
 
 STRIDE = 32
-# torchvision's ImageNet VGG16 checkpoint, as torch.hub caches it.
+# torchvision's ImageNet VGG16 checkpoint, pinned in clipbench.data.sources as "vgg16_imagenet".
+VGG16_WEIGHTS = "vgg16_imagenet"
 VGG16_FILE = "vgg16-397923af.pth"
 VGG16_URL = f"https://download.pytorch.org/models/{VGG16_FILE}"
 
@@ -88,7 +89,11 @@ def fcn32s_tiny(num_classes: int = 21, widths: tuple[int, ...] = (16, 32, 64, 64
 
 
 def default_vgg16_weights() -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints" / VGG16_FILE
+    """Where ``pretrained: imagenet`` reads VGG16: ``data/weights/`` (fetched by the workflow's
+    ``weights`` rule), else the torch hub cache."""
+    from clipbench.data.weights import find_weights
+
+    return find_weights(VGG16_WEIGHTS)
 
 
 def load_vgg16_imagenet(model: FCN32s, path: str | Path) -> None:
@@ -100,7 +105,7 @@ def load_vgg16_imagenet(model: FCN32s, path: str | Path) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same advice
         raise ValueError(f"{path}: cannot read it as a torchvision VGG16 checkpoint ({exc}); "
-                         f"download {VGG16_URL} again") from exc
+                         f"delete it and fetch it again (`clipbench fetch-weights {VGG16_WEIGHTS}`)") from exc
     enc = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
     try:
         model.encoder.load_state_dict(enc, strict=True)

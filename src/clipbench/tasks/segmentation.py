@@ -140,7 +140,8 @@ class SegmentationFiles(torch.utils.data.Dataset):
 
 
 def load_pretrained(model: nn.Module, cfg: dict) -> dict:
-    """Load ImageNet weights as ``pretrained`` says; never downloads. Returns what happened."""
+    """Load ImageNet weights as ``pretrained`` says; never downloads (the workflow's ``weights``
+    rule fetches them before the run). Returns what happened."""
     name = cfg.get("model", "fcn32s_vgg16")
     want = cfg.get("pretrained", "imagenet")
     if want in (None, "none"):
@@ -152,8 +153,9 @@ def load_pretrained(model: nn.Module, cfg: dict) -> dict:
     if path.is_file():
         fcn.load_vgg16_imagenet(model, path)
         return {"pretrained": str(path), "loaded": True}
-    msg = (f"ImageNet VGG16 weights not found at {path}. clipbench never downloads them; fetch "
-           f"{fcn.VGG16_URL} onto that path (or set tasks.segmentation.pretrained to the file)")
+    msg = (f"ImageNet VGG16 weights not found at {path}. Training never downloads them: fetch them "
+           f"(verified) with `clipbench fetch-weights {fcn.VGG16_WEIGHTS}` or `snakemake "
+           f"data/weights/{fcn.VGG16_FILE}` (or set tasks.segmentation.pretrained to the file)")
     if cfg.get("if_pretrained_missing", "fail") == "fail":
         raise FileNotFoundError(msg + ", or set tasks.segmentation.if_pretrained_missing: scratch to train "
                                       "from scratch (not the thesis' setting)")

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
-from clipbench.data.div2k import check_div2k_root, find_pairs
+from clipbench.data.div2k import check_cache, check_div2k_root, find_pairs, map_cached, read_rgb
 from clipbench.metrics import SuperResolutionMeter
 from clipbench.models.sr import bicubic_upsample, build_sr_model
 from clipbench.tasks import Task, TaskInfo
@@ -46,21 +46,34 @@ CONVENTION = ("PSNR per image, then averaged over images; output clamped to [0, 
               "(Y = 16 + (65.481 R + 128.553 G + 24.966 B), RGB in [0, 1]), data range 255")
 
 
-def _load(path: Path) -> torch.Tensor:
-    with Image.open(path) as im:
-        return TF.to_dtype(TF.pil_to_tensor(im.convert("RGB")), torch.float32, scale=True)
+def _to_float(hwc) -> torch.Tensor:
+    """uint8 H x W x 3 (a patch, after cutting) -> contiguous float C x H x W in [0, 1]."""
+    # One copy into a writable C x H x W array (memory maps and PIL's arrays are read-only).
+    chw = np.ascontiguousarray(np.moveaxis(hwc, -1, 0), dtype=np.uint8)
+    return TF.to_dtype(torch.from_numpy(chw), torch.float32, scale=True)
 
 
 class DIV2K(Dataset):
-    """(LR, HR) float RGB in [0, 1]. Train: random aligned patches, flipped and rotated."""
+    """(LR, HR) float RGB in [0, 1]. Train: random aligned patches, flipped and rotated.
+
+    ``cache``: the folder of the decoded cache (``manifest["cache"]["dir"]``); then images are
+    memory-mapped instead of decoded, with the same pixels, draws and results.
+    """
 
     def __init__(self, root, split: str, scale: int = 4, train: bool = False, patch_size: int = 48,
-                 repeat: int = 1, val_crop: int | None = None) -> None:
+                 repeat: int = 1, val_crop: int | None = None, cache=None) -> None:
         self.pairs = find_pairs(root, split, scale)
+        # What __getitem__ reads: the PNGs, or their decoded copies.
+        self.files = check_cache(cache, root, self.pairs) if cache else self.pairs
         self.scale, self.train, self.patch, self.repeat = scale, train, patch_size, repeat if train else 1
         if val_crop is not None and val_crop % scale:
             raise ValueError(f"tasks.superres.val_crop={val_crop} must be divisible by the scale {scale}")
         self.val_crop = val_crop
+        self._headers: dict = {}  # the cache's .npy headers, read once per process
+
+    def _load(self, path: Path) -> np.ndarray:
+        """uint8 H x W x 3: a memory map of the decoded cache, or a PNG decoded whole."""
+        return map_cached(path, self._headers) if path.suffix == ".npy" else read_rgb(path)
 
     def __len__(self) -> int:
         return len(self.pairs) * self.repeat
@@ -68,41 +81,43 @@ class DIV2K(Dataset):
     def __getitem__(self, index: int):
         if not 0 <= index < len(self):
             raise IndexError(index)
-        hr_path, lr_path = self.pairs[index % len(self.pairs)]
-        hr, lr = _load(hr_path), _load(lr_path)
+        hr_path, lr_path = self.files[index % len(self.pairs)]
+        hr, lr = self._load(hr_path), self._load(lr_path)
         s = self.scale
         if self.train:
             p = self.patch
-            lh, lw = lr.shape[-2:]
+            lh, lw = lr.shape[:2]
             if lh < p or lw < p:
                 raise ValueError(f"{lr_path}: {lw}x{lh} is smaller than patch_size {p}; lower tasks.superres.patch_size")
             y, x = int(torch.randint(0, lh - p + 1, ())), int(torch.randint(0, lw - p + 1, ()))
-            lr, hr = lr[:, y:y + p, x:x + p], hr[:, s * y:s * (y + p), s * x:s * (x + p)]
-            # The eight flips/rotations of the square, the same for both.
+            lr, hr = lr[y:y + p, x:x + p], hr[s * y:s * (y + p), s * x:s * (x + p)]
+            # The eight flips/rotations of the square, the same for both; as views of the
+            # uint8 H x W x 3 patch, so the one copy is _to_float's.
             if torch.rand(()) < 0.5:
-                lr, hr = lr.flip(-1), hr.flip(-1)
+                lr, hr = lr[:, ::-1], hr[:, ::-1]
             if torch.rand(()) < 0.5:
-                lr, hr = lr.flip(-2), hr.flip(-2)
+                lr, hr = lr[::-1], hr[::-1]
             if torch.rand(()) < 0.5:
-                lr, hr = lr.transpose(-1, -2), hr.transpose(-1, -2)
-            return lr.contiguous(), hr.contiguous()
+                lr, hr = lr.swapaxes(0, 1), hr.swapaxes(0, 1)
+            return _to_float(lr), _to_float(hr)
         if self.val_crop:
             c = self.val_crop
-            h, w = hr.shape[-2:]
+            h, w = hr.shape[:2]
             ch, cw = min(c, h), min(c, w)
             ch, cw = ch - ch % s, cw - cw % s
             top, left = ((h - ch) // 2) // s * s, ((w - cw) // 2) // s * s
-            hr = hr[:, top:top + ch, left:left + cw]
-            lr = lr[:, top // s:(top + ch) // s, left // s:(left + cw) // s]
-        return lr, hr
+            hr = hr[top:top + ch, left:left + cw]
+            lr = lr[top // s:(top + ch) // s, left // s:(left + cw) // s]
+        return _to_float(lr), _to_float(hr)
 
 
 def datasets_from(cfg: dict, manifest: dict) -> tuple[DIV2K, DIV2K]:
     root = check_div2k_root(manifest["root"])
     scale = int(cfg.get("scale", 4))
+    cache = (manifest.get("cache") or {}).get("dir")
     train_set = DIV2K(root, "train", scale, train=True, patch_size=int(cfg.get("patch_size", 48)),
-                      repeat=int(cfg["repeat"]))
-    val_set = DIV2K(root, "valid", scale, val_crop=cfg.get("val_crop"))
+                      repeat=int(cfg["repeat"]), cache=cache)
+    val_set = DIV2K(root, "valid", scale, val_crop=cfg.get("val_crop"), cache=cache)
     return train_set, val_set
 
 

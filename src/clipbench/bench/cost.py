@@ -1,0 +1,338 @@
+"""``clipbench bench cost``: what the configured replication costs on the device at hand.
+
+    clipbench bench cost [--configfile config/config.yaml config/thesis.yaml] [--smoke]
+
+For each task of ``run.tasks`` it builds the task's model as the config says (the thesis':
+ResNet-18, FCN-32s on VGG16, EDSR-baseline) and times, separately,
+
+* a training step: forward, backward and each method's optimizer step, on random inputs of
+  the training shape (batch ``batch_size`` x ``batch_multiplier``), with the engine's
+  ``amp`` and ``channels_last``;
+* the loader: one training sample of the task's real pipeline (decode, augment, convert) on
+  one core, on stand-in files of the real sizes (ImageNet-sized JPEGs, pre-resized when the
+  config pre-resizes; VOC-sized image/mask pairs; DIV2K-sized PNGs, decoded into the cache
+  when the config caches), times the samples of a step, over the task's loader workers.
+
+With loader workers the two overlap and the slower one bounds a step; without, they add.
+A run is ``epochs`` x (steps x that bound + one evaluation pass, estimated as a forward pass
+per validation pixel at a third of a training step's cost per pixel). The replication is every
+method x seed of ``run``. Dataset sizes are the real ones (``KNOWN_SIZES``), so the estimate
+does not need the data.
+
+``--smoke`` (the default on a CPU): two steps at batch 2, scaled linearly to the configured
+batch; it checks that every thesis model builds and steps here, and its hours are a CPU's,
+not a GPU's.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from PIL import Image
+
+from clipbench import config as cfgmod
+from clipbench.engine.env import pick_device
+from clipbench.engine.train import autocast, loader_options, make_optimizer
+
+# (train samples per epoch before `repeat`, validation images, where the number comes from)
+KNOWN_SIZES = {
+    "imagenet100": (130_000, 5_000, "ImageNet-100: at most 1,300 train images per class x 100, 50 val each"),
+    "voc2012": (1_464, 1_449, "VOC 2012 segmentation train / val"),
+    "voc2012+sbd": (10_582, 1_449, "VOC 2012 + SBD 'trainaug' / VOC val"),
+    "div2k": (800, 100, "DIV2K train / valid"),
+}
+# Validation pixels per image relative to one training input (see the module docstring).
+VOC_EVAL_PIXELS = 500 * 375  # a typical VOC image at its original resolution
+DIV2K_LR_PIXELS = 510 * 339  # a DIV2K x4 LR image, validated whole
+MARGIN = 1.25  # ask for a quarter more than the estimate: evaluation outliers, restarts
+
+
+@dataclass
+class TaskCost:
+    task: str
+    batch: int
+    timed_batch: int
+    step_s: dict  # method -> seconds per optimizer step (all its micro-batches)
+    sample_s: float  # loader: seconds of one core per training sample
+    workers: int
+    steps_per_run: dict  # method -> optimizer steps per run
+    eval_s: float  # one evaluation pass
+    epochs: int
+    seeds: int
+
+    def loader_s(self, method: str, accumulate: int) -> float:
+        """Loader seconds per optimizer step: its samples over the workers (cores permitting)."""
+        parallel = max(1, min(self.workers, os.cpu_count() or 1))
+        return self.batch * accumulate * self.sample_s / parallel
+
+    def run_s(self, method: str, accumulate: int) -> float:
+        step, load = self.step_s[method], self.loader_s(method, accumulate)
+        per_step = max(step, load) if self.workers > 0 else step + load
+        return self.steps_per_run[method] * per_step + self.epochs * self.eval_s
+
+
+# -- models and inputs -----------------------------------------------------------------------------
+
+def build_model(task: str, cfg: dict) -> tuple[nn.Module, nn.Module, tuple[int, ...], int]:
+    """(model, loss, training input shape without batch, pixels of one training input)."""
+    name = cfg.get("model")
+    if task == "classification":
+        from clipbench.models import build_model as build_cls
+
+        size = int(cfg.get("image_size", 224))
+        return build_cls(name or "resnet18", num_classes=100), nn.CrossEntropyLoss(), (3, size, size), size * size
+    if task == "segmentation":
+        from clipbench.models import fcn
+
+        crop = int(cfg.get("crop_size", 480))
+        model = fcn.fcn32s_vgg16(21) if (name or "fcn32s_vgg16") == "fcn32s_vgg16" else fcn.fcn32s_tiny(21)
+        return model, nn.CrossEntropyLoss(ignore_index=255), (3, crop, crop), crop * crop
+    if task == "superres":
+        from clipbench.models.sr import build_sr_model
+
+        p = int(cfg.get("patch_size", 48))
+        return build_sr_model(name or "edsr_baseline", int(cfg.get("scale", 4))), nn.MSELoss(), (3, p, p), p * p
+    raise ValueError(f"clipbench bench cost: no cost model for task {task!r}")
+
+
+def random_batch(task: str, cfg: dict, shape, batch: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.rand(batch, *shape, device=device)
+    if task == "classification":
+        return x, torch.randint(0, 100, (batch,), device=device)
+    if task == "segmentation":
+        return x, torch.randint(0, 21, (batch, *shape[1:]), device=device)
+    s = int(cfg.get("scale", 4))
+    return x, torch.rand(batch, 3, shape[1] * s, shape[2] * s, device=device)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_step(model, loss_fn, batch, methods: dict, device, eng: dict, steps: int, warmup: int) -> tuple[float, dict]:
+    """(seconds of forward + backward of one micro-batch, {method: seconds of its optimizer step})."""
+    amp, channels_last = eng.get("amp", "none") if device.type == "cuda" else "none", eng.get("channels_last", False)
+    model = model.to(device)
+    x, y = batch
+    if channels_last:
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    model.train()
+
+    def fwd_bwd():
+        model.zero_grad(set_to_none=True)
+        with autocast(device, amp):
+            loss = loss_fn(model(x), y)
+        loss.backward()
+
+    times = []
+    for k in range(warmup + steps):
+        _sync(device)
+        t0 = time.perf_counter()
+        fwd_bwd()
+        _sync(device)
+        if k >= warmup:
+            times.append(time.perf_counter() - t0)
+    opt_s = {}
+    for method, mcfg in methods.items():  # on the last gradients; each from the same weights
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        opt = make_optimizer(method, model.parameters(), mcfg)
+        opt.step()  # the first step allocates the state
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(max(2, steps)):
+            opt.step()
+        _sync(device)
+        opt_s[method] = (time.perf_counter() - t0) / max(2, steps)
+        model.load_state_dict(state)
+        del opt
+    return float(np.median(times)), opt_s
+
+
+# -- the loader ------------------------------------------------------------------------------------
+
+def _voc_like(root: Path, n: int) -> tuple[list[str], list[str]]:
+    """``n`` VOC-sized JPEGs (natural photos) with palette masks of a few class rectangles."""
+    from clipbench.bench.data import make_jpegs
+    from clipbench.data.synthetic import voc_palette
+
+    make_jpegs(root, n, classes=1)
+    images = sorted(str(p) for p in root.rglob("*.JPEG"))
+    rng = np.random.default_rng(0)
+    masks = []
+    for i, path in enumerate(images):
+        w, h = Image.open(path).size
+        mask = np.zeros((h, w), np.uint8)
+        for _ in range(3):
+            x, y = int(rng.integers(0, w // 2)), int(rng.integers(0, h // 2))
+            mask[y:y + h // 3, x:x + w // 3] = int(rng.integers(1, 21))
+        im = Image.fromarray(mask, mode="P")
+        im.putpalette(voc_palette())
+        masks.append(str(root / f"mask_{i}.png"))
+        im.save(masks[-1])
+    return images, masks
+
+
+def stand_in_dataset(task: str, cfg: dict, ds_cfg: dict, tmp: Path, n: int):
+    """The task's training dataset and transforms, on ``n`` stand-in files of the real sizes."""
+    if task == "classification":
+        from torchvision import datasets
+
+        from clipbench.bench.data import make_jpegs
+        from clipbench.data.imagenet100 import resize_tree
+        from clipbench.tasks.classification import transforms
+
+        make_jpegs(tmp / "cls", n, classes=2)
+        tree, side = tmp / "cls", (ds_cfg.get("resize") or {}).get("shorter_side")
+        if side:
+            resize_tree(tree, tmp / "cls_resized", shorter_side=side, quality=ds_cfg["resize"].get("quality", 90),
+                        workers=1, progress=False)
+            tree = tmp / "cls_resized"
+        return datasets.ImageFolder(tree / "train", transform=transforms(int(cfg.get("image_size", 224)), True))
+    if task == "segmentation":
+        from clipbench.tasks.segmentation import SegmentationFiles, transforms
+
+        images, masks = _voc_like(tmp / "seg", n)
+        tf = transforms(True, int(cfg.get("base_size", 520)), int(cfg.get("crop_size", 480)), cfg.get("eval_size"))
+        return SegmentationFiles([Path(i).stem for i in images], images, masks, tf)
+    from clipbench.bench.data import make_div2k_like
+    from clipbench.data.div2k import build_cache
+    from clipbench.tasks.superres import DIV2K
+
+    make_div2k_like(tmp / "sr", max(1, min(n, 3)))
+    cache = None
+    if ds_cfg.get("cache", True):
+        cache = tmp / "sr_cache"
+        build_cache(tmp / "sr", cache, workers=1, progress=False)
+    return DIV2K(tmp / "sr", "train", int(cfg.get("scale", 4)), train=True,
+                 patch_size=int(cfg.get("patch_size", 48)), repeat=20, cache=cache)
+
+
+def sample_seconds(dataset, samples: int) -> float:
+    """Seconds of one core per training sample (as in a loader worker: one thread)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        dataset[0]
+        t0 = time.perf_counter()
+        for i in range(samples):
+            dataset[(i + 1) % len(dataset)]
+        return (time.perf_counter() - t0) / samples
+    finally:
+        torch.set_num_threads(threads)
+
+
+# -- the estimate ----------------------------------------------------------------------------------
+
+def dataset_size(task: str, cfg: dict, config: dict) -> tuple[int, int, str]:
+    """(training samples per epoch, validation images, where the sizes come from)."""
+    ds = cfg.get("dataset")
+    if ds == "voc2012" and config["datasets"].get("voc2012", {}).get("sbd"):
+        ds = "voc2012+sbd"
+    n_train, n_val, note = KNOWN_SIZES[ds]
+    if task == "superres":
+        n_train *= int(cfg.get("repeat", 1))
+    return n_train, n_val, note
+
+
+def eval_pixels_ratio(task: str, cfg: dict, train_pixels: int) -> float:
+    """Pixels of one validation input relative to one training input."""
+    if task == "segmentation" and not cfg.get("eval_size"):
+        return VOC_EVAL_PIXELS / train_pixels
+    if task == "superres":
+        crop = cfg.get("val_crop")
+        lr = (crop // int(cfg.get("scale", 4))) ** 2 if crop else DIV2K_LR_PIXELS
+        return lr / train_pixels
+    return 1.0
+
+
+def estimate_task(task: str, config: dict, device, smoke: bool, steps: int, samples: int, tmp: Path) -> TaskCost:
+    cfg = config["tasks"][task]
+    eng = config.get("engine", {})
+    methods = {m: cfg["methods"][m] for m in config["run"]["methods"]}
+    batch = int(cfg["batch_size"])
+    timed = min(batch, 2) if smoke else batch
+    model, loss_fn, shape, pixels = build_model(task, cfg)
+    torch.manual_seed(0)
+    fwd_bwd, opt_s = time_step(model, loss_fn, random_batch(task, cfg, shape, timed, device), methods, device, eng,
+                               steps=steps, warmup=1 if smoke else 3)
+    del model
+    micro = fwd_bwd * batch / timed  # a CPU's step time grows about linearly with the batch
+    n_train, n_val, _ = dataset_size(task, cfg, config)
+    step_s, steps_per_run = {}, {}
+    for method, mcfg in methods.items():
+        k = int(mcfg.get("batch_multiplier", 1))
+        step_s[method] = k * micro + opt_s[method]
+        steps_per_run[method] = (n_train // (batch * k)) * int(cfg["epochs"])
+    eval_s = n_val * (micro / batch) / 3 * eval_pixels_ratio(task, cfg, pixels)
+    dataset = stand_in_dataset(task, cfg, config["datasets"].get(cfg.get("dataset"), {}), tmp / task, max(samples, 2))
+    workers = loader_options(eng, task, device)["num_workers"]
+    return TaskCost(task=task, batch=batch, timed_batch=timed, step_s=step_s, sample_s=sample_seconds(dataset, samples),
+                    workers=workers, steps_per_run=steps_per_run, eval_s=eval_s, epochs=int(cfg["epochs"]),
+                    seeds=len(config["run"]["seeds"]))
+
+
+def report(costs: list[TaskCost], config: dict, device, smoke: bool) -> str:
+    """The estimate as a markdown table (one row per task) and the totals."""
+    gpus = max(1, int(config.get("engine", {}).get("gpus", 1))) if device.type == "cuda" else 1
+    unit = "GPU-h" if device.type == "cuda" else "CPU-device-h"
+    rows = ["| task | batch (timed) | step s | loader samples/s per core | loader s/step (workers) | bound | "
+            f"one run h | runs | replication h | {unit} to request |", "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
+    total = 0.0
+    for c in costs:
+        acc = {m: int(config["tasks"][c.task]["methods"][m].get("batch_multiplier", 1)) for m in c.step_s}
+        first = next(iter(c.step_s))
+        step, load = c.step_s[first], c.loader_s(first, acc[first])
+        bound = ("loader" if load > step else "step") if c.workers > 0 else "step + loader (no workers)"
+        runs = [c.run_s(m, acc[m]) / 3600 for m in c.step_s]
+        replication = sum(runs) * c.seeds
+        total += replication
+        rows.append(f"| {c.task} | {c.batch} ({c.timed_batch}) | {step:.3f} | {1 / c.sample_s:.0f} | "
+                    f"{load:.3f} ({c.workers}) | {bound} | "
+                    f"{min(runs):.1f}-{max(runs):.1f} | {len(runs) * c.seeds} | {replication:.1f} | "
+                    f"{math.ceil(replication * gpus * MARGIN)} |")
+    note = (f"\nSmoke test on {device.type}: steps timed at batch 2 and scaled linearly; hours are this device's, "
+            "not a GPU's." if smoke else "")
+    return "\n".join(rows) + (f"\n\nwhole replication: {total:.1f} h on this device, request "
+                              f"{math.ceil(total * gpus * MARGIN)} {unit} (x{MARGIN} margin, {gpus} GPU(s) per run)."
+                              + note)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="clipbench bench cost", description=__doc__.split("\n\n")[0])
+    p.add_argument("--configfile", nargs="+", default=["config/config.yaml", "config/thesis.yaml"],
+                   help="config files, merged in order (default: the thesis' replication)")
+    p.add_argument("--tasks", nargs="+", help="a subset of run.tasks")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--smoke", action="store_true", help="batch 2, two steps (the default on a CPU)")
+    p.add_argument("--steps", type=int, help="timed training steps (default 20; smoke 2)")
+    p.add_argument("--samples", type=int, help="timed loader samples (default 32; smoke 4)")
+    args = p.parse_args(argv)
+    config = cfgmod.load(*args.configfile)
+    device = pick_device(args.device)
+    smoke = args.smoke or device.type == "cpu"
+    steps, samples = args.steps or (2 if smoke else 20), args.samples or (4 if smoke else 32)
+    tasks = args.tasks or config["run"]["tasks"]
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {os.cpu_count()} core(s)"
+    print(f"cost of {' + '.join(args.configfile)} on {name}: {len(config['run']['methods'])} methods x "
+          f"{len(config['run']['seeds'])} seeds per task\n")
+    costs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for task in tasks:
+            costs.append(estimate_task(task, config, device, smoke, steps, samples, Path(tmp)))
+            print(f"  {task}: timed", flush=True)
+    print("\n" + report(costs, config, device, smoke))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,43 @@
+"""`clipbench bench cost` as a CPU smoke test, its arithmetic, and per-task loader settings."""
+import torch
+
+from clipbench.bench.cost import TaskCost, main
+from clipbench.engine.checkpoint import spec_hash
+from clipbench.engine.train import loader_options
+
+
+def _cost(workers, step=1.0, sample=0.1):
+    return TaskCost(task="superres", batch=4, timed_batch=2, step_s={"sgd": step}, sample_s=sample, workers=workers,
+                    steps_per_run={"sgd": 100}, eval_s=5.0, epochs=2, seeds=3)
+
+
+def test_the_slower_of_step_and_loader_bounds_a_step(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert _cost(0).loader_s("sgd", 1) == 4 * 0.1  # in the training process, and added
+    assert _cost(0).run_s("sgd", 1) == 100 * (1.0 + 0.4) + 2 * 5.0
+    assert _cost(8).loader_s("sgd", 2) == 8 * 0.1 / 2  # 8 workers on 2 cores run 2 at a time
+    assert _cost(8).run_s("sgd", 2) == 100 * 1.0 + 2 * 5.0
+    assert _cost(8, sample=1.0).run_s("sgd", 1) == 100 * 2.0 + 2 * 5.0  # loader-bound
+
+
+def test_cost_smoke_runs_on_the_demo_config(repo, capsys, monkeypatch):
+    monkeypatch.chdir(repo)
+    assert main(["--configfile", "config/config.yaml", "--device", "cpu", "--smoke", "--steps", "1",
+                 "--samples", "1", "--tasks", "superres", "segmentation"]) == 0
+    out = capsys.readouterr().out
+    assert "| superres | " in out and "| segmentation | " in out and "Smoke test on cpu" in out
+    assert "whole replication:" in out and "CPU-device-h" in out
+
+
+def test_loaders_per_task_override_the_engine_and_leave_the_spec_hash():
+    eng = {"num_workers": 2, "loaders": {"superres": {"num_workers": 6, "pin_memory": False},
+                                         "segmentation": {"pin_memory": True}}}
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert loader_options(eng, "superres", cuda) == {"num_workers": 6, "pin_memory": False, "persistent_workers": True}
+    assert loader_options(eng, "segmentation", cuda)["num_workers"] == 2
+    assert loader_options(eng, "segmentation", cuda)["pin_memory"] is True
+    assert loader_options(eng, "classification", cpu) == {"num_workers": 2, "pin_memory": False,
+                                                          "persistent_workers": True}
+    assert loader_options({}, "superres", cuda) == {"num_workers": 0, "pin_memory": True, "persistent_workers": False}
+    spec = {"task": "superres", "engine": {"num_workers": 2}}
+    assert spec_hash(spec) == spec_hash({**spec, "engine": eng})

@@ -1,0 +1,16 @@
+# Pretrained weights are data: pinned in clipbench.data.sources, fetched (verified, resumed,
+# from config["weights"]["mirrors"] when set) into data/weights/, which data.dvc versions.
+# Training only reads them, so compute nodes need no internet.
+rule weights:
+    output:
+        f"{WEIGHTS_DIR}/{{weights_file}}",
+    params:
+        name=weights_name,
+        cfg=weights_json,
+        out=lambda wc, output: os.path.dirname(output[0]),
+    log:
+        "results/logs/weights/{weights_file}.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "clipbench fetch-weights {params.name} --out {params.out} --json {params.cfg:q} > {log} 2>&1"
