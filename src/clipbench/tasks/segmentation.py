@@ -23,6 +23,7 @@ from PIL import Image
 from torchvision import datasets, tv_tensors
 from torchvision.transforms import v2 as T
 
+from clipbench.data.images import open_rgb
 from clipbench.data.imagenet100 import MEAN, STD
 from clipbench.data.voc2012 import check_sbd_root, check_voc_root, trainaug_files
 from clipbench.metrics import IGNORE_INDEX, VOC_CLASSES, SegmentationMeter
@@ -108,7 +109,7 @@ def read_sbd_mask(path: str | Path) -> np.ndarray:
 
 def _load_pair(image: str, mask: str, transforms):
     """Image and mask as tv_tensors (masks by suffix: VOC PNG or SBD .mat), transformed together."""
-    img = tv_tensors.Image(T.functional.pil_to_tensor(Image.open(image).convert("RGB")))
+    img = tv_tensors.Image(T.functional.pil_to_tensor(open_rgb(image)))
     arr = read_sbd_mask(mask) if str(mask).endswith(".mat") else read_mask(mask)
     target = tv_tensors.Mask(torch.from_numpy(arr))
     if img.shape[-2:] != target.shape[-2:]:

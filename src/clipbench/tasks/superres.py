@@ -12,12 +12,12 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
 from clipbench.data.div2k import check_div2k_root, find_pairs
+from clipbench.data.images import open_rgb
 from clipbench.metrics import SuperResolutionMeter
 from clipbench.models.sr import build_sr_model
 from clipbench.tasks import Task, TaskInfo
@@ -47,8 +47,7 @@ CONVENTION = ("PSNR per image, then averaged over images; output clamped to [0, 
 
 
 def _load(path: Path) -> torch.Tensor:
-    with Image.open(path) as im:
-        return TF.to_dtype(TF.pil_to_tensor(im.convert("RGB")), torch.float32, scale=True)
+    return TF.to_dtype(TF.pil_to_tensor(open_rgb(path)), torch.float32, scale=True)
 
 
 class DIV2K(Dataset):
