@@ -87,3 +87,33 @@ def test_kill_during_extraction_then_rerun_extracts_everything(tmp_path):
     safe_extract(archive, dest)
     assert _tree(dest) == [".extracted-a.tar", "top", *sorted(files)]
     assert all((dest / n).read_bytes() == b for n, b in files.items())
+
+
+def test_kill_while_rendering_the_report_keeps_the_last_one(tmp_path, monkeypatch):
+    from clipbench.report import collect, render
+    from tests.test_report import _fake_run
+
+    runs = [_fake_run(tmp_path / "runs", "classification", m, 0) for m in ("sgd", "adam")]
+    summary = tmp_path / "summary.csv"
+    collect.collect(runs, summary)
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "index.html").write_text("the last complete report")
+    # The child dies halfway through writing the page (after the figures).
+    kill_at_stall(f"""
+        import pathlib
+        real_write = pathlib.Path.write_text
+        def half_then_stall(self, text, *a, **k):
+            if self.name.startswith(".index.html."):
+                real_write(self, text[: len(text) // 2], *a, **k)
+                stall()
+            return real_write(self, text, *a, **k)
+        pathlib.Path.write_text = half_then_stall
+        from clipbench.cli import main
+        main(["report", "--summary", {str(summary)!r}, "--out", {str(out)!r}])
+    """, tmp_path)
+    assert (out / "index.html").read_text() == "the last complete report"
+    monkeypatch.setattr(render, "_pdflatex", lambda tex: None)  # the PDF is not what is tested
+    render.build_report(summary, out)
+    page = (out / "index.html").read_text()
+    assert page.rstrip().endswith("</html>") and "data:image/png;base64," in page
