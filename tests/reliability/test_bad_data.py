@@ -45,6 +45,17 @@ def test_damaged_png_is_an_error_naming_the_file(tmp_path, damage):
         _load(bad)
 
 
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_damaged_mask_is_an_error_naming_the_file(tiny_voc, tmp_path, damage):  # noqa: F811
+    root = _copy_root(tiny_voc, tmp_path)
+    task = build_task(_seg_spec(), {**tiny_voc, "root": str(root)})
+    bad = Path(task.train_set.masks[1])
+    bad.write_bytes(DAMAGE[damage](bad.read_bytes()))
+    task.train_set[0]
+    with pytest.raises(CorruptImageError, match=rf"^{bad}: cannot decode the mask"):
+        task.train_set[1]
+
+
 def test_empty_class_folder_is_named(tmp_path):
     wnids = ["n01440764", "n01443537", "n01484850"]
     root = make_tree(tmp_path / "tree", wnids)

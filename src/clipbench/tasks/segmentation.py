@@ -23,7 +23,7 @@ from PIL import Image
 from torchvision import datasets, tv_tensors
 from torchvision.transforms import v2 as T
 
-from clipbench.data.images import open_rgb
+from clipbench.data.images import CorruptImageError, open_rgb
 from clipbench.data.imagenet100 import MEAN, STD
 from clipbench.data.voc2012 import check_sbd_root, check_voc_root, trainaug_files
 from clipbench.metrics import IGNORE_INDEX, VOC_CLASSES, SegmentationMeter
@@ -80,11 +80,14 @@ def _check_labels(arr: np.ndarray, path) -> np.ndarray:
 
 def read_mask(path: str | Path) -> np.ndarray:
     """A VOC label PNG as class indices; an error naming the file if it is not one."""
-    with Image.open(path) as im:
-        if im.mode not in ("P", "L"):
-            raise ValueError(f"{path}: mask mode {im.mode!r}; VOC masks are palette ('P') PNGs whose pixel "
-                             f"values are class indices (0..20, 255 = void), not colour images")
-        arr = np.array(im, dtype=np.uint8)
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("P", "L"):
+                raise ValueError(f"{path}: mask mode {im.mode!r}; VOC masks are palette ('P') PNGs whose pixel "
+                                 f"values are class indices (0..20, 255 = void), not colour images")
+            arr = np.array(im, dtype=np.uint8)
+    except (OSError, SyntaxError) as exc:  # PIL's errors for a damaged file name no file
+        raise CorruptImageError(f"{path}: cannot decode the mask ({exc}); replace or delete the file") from exc
     return _check_labels(arr, path)
 
 
