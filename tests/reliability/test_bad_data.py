@@ -5,7 +5,6 @@ An ImageNet tree without a class of the class list: tests/test_realdata.py::test
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
