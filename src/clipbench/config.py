@@ -80,7 +80,9 @@ def validate(config: dict, source: str = "config") -> dict:
         lines = []
         for err in errors:
             if err.validator == "additionalProperties":
-                lines.append(f"{_key_path(err)}: {err.message} (check the spelling; see workflow/schemas/config.schema.yaml)")
+                allowed = ", ".join(sorted(err.schema.get("properties", {}))) or "none"
+                lines.append(f"{_key_path(err)}: {err.message} (allowed: {allowed}; check the spelling, "
+                             f"see workflow/schemas/config.schema.yaml)")
             else:
                 lines.append(f"{_key_path(err)}: {err.message}")
         raise ConfigError(f"invalid {source}:\n  " + "\n  ".join(lines))

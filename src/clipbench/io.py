@@ -1,12 +1,16 @@
 """Atomic writes: a reader never sees a half-written file, a crash never leaves one."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+
+_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 
 @contextmanager
@@ -22,6 +26,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno in _FULL:
+            # Python's own message names neither the file nor what is left of it.
+            raise OSError(exc.errno, f"cannot write {path}: {exc.strerror} (the disk, quota or file size "
+                                     f"limit is full); {path} was left as it was. Free space and rerun") from exc
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()

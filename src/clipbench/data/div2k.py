@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from clipbench import io
 from clipbench.data import DatasetLayoutError, sources, synthetic
+from clipbench.data.images import open_rgb
 from clipbench.data.download import fetch_files
 
 NAME = "div2k"
@@ -71,8 +72,7 @@ def cache_file(cache_dir, root, png) -> Path:
 
 def read_rgb(path) -> np.ndarray:
     """An image file as uint8 ``H x W x 3`` RGB, as training reads it."""
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+    return np.asarray(open_rgb(path))
 
 
 def _decode(job: tuple[Path, Path]) -> int:

@@ -16,11 +16,14 @@ Not handled: two processes downloading the same file into the same folder at onc
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import http.client
 import os
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -47,6 +50,47 @@ class DownloadError(RuntimeError):
 
 class ChecksumError(DownloadError):
     """A file does not match its pinned size or digest."""
+
+
+# Whether a download may follow a redirect to another host or scheme (datasets.<name>.
+# cross_origin_redirects, off by default): a mirror should not hand the request to a host
+# the user did not name. `prepare` sets it for the dataset it prepares.
+_CROSS_ORIGIN = contextvars.ContextVar("cross_origin_redirects", default=False)
+
+
+@contextlib.contextmanager
+def redirect_policy(cross_origin: bool):
+    """Within the block, downloads follow redirects to other hosts/schemes only if ``cross_origin``."""
+    token = _CROSS_ORIGIN.set(bool(cross_origin))
+    try:
+        yield
+    finally:
+        _CROSS_ORIGIN.reset(token)
+
+
+def _origin(url: str) -> tuple:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
+
+
+class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect on the same host; elsewhere only where the policy allows.
+
+    The one change of origin always followed is http -> https on the same host and the
+    default ports: an upgrade, which some of the pinned hosts answer with.
+    """
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        newurl = urllib.parse.urljoin(req.full_url, newurl)
+        old, new = _origin(req.full_url), _origin(newurl)
+        upgrade = old[0] == "http" and new[0] == "https" and old[1] == new[1] and \
+            old[2] in (None, 80) and new[2] in (None, 443)
+        if old != new and not upgrade and not _CROSS_ORIGIN.get():
+            fp.close()
+            raise _Permanent(
+                f"HTTP {code} redirect to {newurl}, another host or scheme; refused "
+                f"(set datasets.<name>.cross_origin_redirects: true to follow it)")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 class _Retryable(Exception):
@@ -275,7 +319,7 @@ def _fetch_once(url, part, filename, size, timeout, progress):
     if offset:
         request.add_header("Range", f"bytes={offset}-")
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)
+        response = urllib.request.build_opener(_SameOriginRedirects).open(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
         exc.close()
         if exc.code == 416 and offset:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from clipbench import io
 from clipbench.data import MANIFEST, div2k, imagenet100, voc2012
+from clipbench.data.download import redirect_policy
 
 DATASETS = {"imagenet100": imagenet100, "voc2012": voc2012, "div2k": div2k}
 
@@ -30,7 +31,8 @@ def prepare(name: str, cfg: dict, out: str | Path, **options) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     root = Path(cfg["root"]).expanduser().resolve() if cfg.get("root") else None
     source = "root" if root else cfg.get("source", "synthetic")
-    manifest = DATASETS[name].prepare(cfg, out, source, root, **options)
+    with redirect_policy(cfg.get("cross_origin_redirects", False)):
+        manifest = DATASETS[name].prepare(cfg, out, source, root, **options)
     io.write_json(out / MANIFEST, manifest)
     return manifest
 

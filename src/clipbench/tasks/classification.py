@@ -8,6 +8,7 @@ from torchvision import datasets
 from torchvision.transforms import v2 as T
 import torch
 
+from clipbench.data.images import open_rgb
 from clipbench.data.imagenet100 import MEAN, STD  # as torchvision's classification reference
 from clipbench.metrics import ClassificationMeter
 from clipbench.models import build_model
@@ -38,9 +39,10 @@ def build(spec: dict, manifest: dict) -> Task:
     cfg = spec["task_config"]
     root = Path(manifest["root"])
     size = cfg["image_size"]
-    train_set = datasets.ImageFolder(root / "train", transform=transforms(size, train=True))
+    train_set = datasets.ImageFolder(root / "train", transform=transforms(size, train=True), loader=open_rgb)
     val_set = datasets.ImageFolder(root / "val", transform=transforms(size, train=False,
-                                                                      val_transform=cfg["val_transform"]))
+                                                                      val_transform=cfg["val_transform"]),
+                                   loader=open_rgb)
     if train_set.classes != val_set.classes:
         raise ValueError(f"{root}: train/ and val/ hold different classes")
     model = build_model(cfg["model"], num_classes=len(train_set.classes))

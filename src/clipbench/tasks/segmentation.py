@@ -23,6 +23,7 @@ from PIL import Image
 from torchvision import datasets, tv_tensors
 from torchvision.transforms import v2 as T
 
+from clipbench.data.images import CorruptImageError, open_rgb
 from clipbench.data.imagenet100 import MEAN, STD
 from clipbench.data.voc2012 import check_sbd_root, check_voc_root, trainaug_files
 from clipbench.metrics import IGNORE_INDEX, VOC_CLASSES, SegmentationMeter
@@ -79,11 +80,14 @@ def _check_labels(arr: np.ndarray, path) -> np.ndarray:
 
 def read_mask(path: str | Path) -> np.ndarray:
     """A VOC label PNG as class indices; an error naming the file if it is not one."""
-    with Image.open(path) as im:
-        if im.mode not in ("P", "L"):
-            raise ValueError(f"{path}: mask mode {im.mode!r}; VOC masks are palette ('P') PNGs whose pixel "
-                             f"values are class indices (0..20, 255 = void), not colour images")
-        arr = np.array(im, dtype=np.uint8)
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("P", "L"):
+                raise ValueError(f"{path}: mask mode {im.mode!r}; VOC masks are palette ('P') PNGs whose pixel "
+                                 f"values are class indices (0..20, 255 = void), not colour images")
+            arr = np.array(im, dtype=np.uint8)
+    except (OSError, SyntaxError) as exc:  # PIL's errors for a damaged file name no file
+        raise CorruptImageError(f"{path}: cannot decode the mask ({exc}); replace or delete the file") from exc
     return _check_labels(arr, path)
 
 
@@ -108,7 +112,7 @@ def read_sbd_mask(path: str | Path) -> np.ndarray:
 
 def _load_pair(image: str, mask: str, transforms):
     """Image and mask as tv_tensors (masks by suffix: VOC PNG or SBD .mat), transformed together."""
-    img = tv_tensors.Image(T.functional.pil_to_tensor(Image.open(image).convert("RGB")))
+    img = tv_tensors.Image(T.functional.pil_to_tensor(open_rgb(image)))
     arr = read_sbd_mask(mask) if str(mask).endswith(".mat") else read_mask(mask)
     target = tv_tensors.Mask(torch.from_numpy(arr))
     if img.shape[-2:] != target.shape[-2:]:

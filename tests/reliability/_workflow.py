@@ -1,0 +1,57 @@
+"""Snakemake in a throw-away checkout, on a run matrix small enough for a test."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from tests.test_workflow import _checkout
+
+# One classification run on a 4-class, 24 px synthetic set: seconds, not minutes.
+TINY = {
+    "run": {"tasks": ["classification"], "methods": ["sgd"], "seeds": [0]},
+    "engine": {"threads": 1, "checkpoint_every_steps": 1},
+    "datasets": {"imagenet100": {"source": "synthetic", "synthetic": {
+        "num_classes": 4, "train_per_class": 8, "val_per_class": 4, "image_size": 24, "seed": 1}}},
+    "tasks": {"classification": {"image_size": 16, "epochs": 3, "batch_size": 8, "eval_batch_size": 16}},
+}
+
+
+def checkout(dst: Path, extra: dict | None = None) -> Path:
+    """A fresh checkout in ``dst`` with ``TINY`` (deep-merged with ``extra``) as tiny.yaml."""
+    from clipbench.config import deep_merge
+
+    repo = _checkout(dst)
+    (repo / "tiny.yaml").write_text(yaml.safe_dump(deep_merge(TINY, extra or {})))
+    return repo
+
+
+def snakemake(repo: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``snakemake --configfile tiny.yaml ARGS``; the default profile applies as for a user."""
+    return subprocess.run([sys.executable, "-m", "snakemake", "--configfile", "tiny.yaml", *args],
+                          cwd=repo, capture_output=True, text=True, timeout=timeout)
+
+
+def start(repo: Path, *args: str, log: Path) -> subprocess.Popen:
+    """Start snakemake in its own process group (so the whole tree can be killed at once)."""
+    out = open(log, "w")
+    return subprocess.Popen([sys.executable, "-m", "snakemake", "--configfile", "tiny.yaml", *args],
+                            cwd=repo, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
+    """Poll ``predicate`` until true; fail naming ``what`` after ``timeout`` s or if ``proc`` ended."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the process ended (rc {proc.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)  # a poll interval, not a wait for an event
+
+
+def output(proc: subprocess.CompletedProcess) -> str:
+    return proc.stdout + proc.stderr

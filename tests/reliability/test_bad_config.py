@@ -1,0 +1,42 @@
+"""Bad config: each mistake stops before any job, naming the key and what it allows.
+
+(At the Snakemake level for a wrong method name, a negative lr and misspelt keys:
+tests/test_workflow.py::test_bad_config_stops_before_any_job; for the kinds below:
+test_workflow_faults.py::test_bad_config_stops_snakemake_before_any_job.)
+"""
+from __future__ import annotations
+
+import pytest
+
+from clipbench import config as cfgmod
+
+CASES = {
+    "unknown key": ({"tasks": {"classification": {"methods": {"sgd": {"lrr": 0.1}}}}},
+                    "tasks.classification.methods.sgd", ["'lrr' was unexpected", "allowed: batch_multiplier, lr,"]),
+    "unknown top-level key": ({"egnine": {"device": "cpu"}}, "<top level>",
+                              ["'egnine' was unexpected", "allowed: datasets, engine, run, tasks"]),
+    "wrong type": ({"tasks": {"classification": {"epochs": "four"}}}, "tasks.classification.epochs",
+                   ["is not of type 'integer'"]),
+    "impossible value": ({"tasks": {"classification": {"methods": {"sgd": {"lr": -0.1}}}}},
+                         "tasks.classification.methods.sgd.lr", ["less than or equal to the minimum of 0"]),
+    "impossible clip level": ({"tasks": {"classification": {"methods": {"clipped_sgd": {"clip_level": 0}}}}},
+                              "tasks.classification.methods.clipped_sgd.clip_level", ["minimum of 0"]),
+    "unknown task": ({"run": {"tasks": ["classification", "detection"]}}, "run.tasks.1",
+                     ["'detection' is not one of ['classification', 'segmentation', 'superres', 'heavytail']"]),
+    "unknown method": ({"run": {"methods": ["sgd", "lion"]}}, "run.methods.1",
+                       ["'lion' is not one of ['sgd', 'adam', 'clipped_sgd', 'clipped_sstm', 'sstm']"]),
+    "unknown clipping": ({"tasks": {"classification": {"methods": {"clipped_sgd": {"clipping": "abs"}}}}},
+                         "tasks.classification.methods.clipped_sgd.clipping",
+                         ["'abs' is not one of ['norm', 'layer', 'coordinate', 'none']"]),
+    "duplicate seeds": ({"run": {"seeds": [0, 1, 0]}}, "run.seeds", ["has non-unique elements"]),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_config_names_the_key_and_what_it_allows(default_config, case):
+    override, key, words = CASES[case]
+    with pytest.raises(cfgmod.ConfigError) as err:
+        cfgmod.validate(cfgmod.deep_merge(default_config, override))
+    line = next(li for li in str(err.value).splitlines() if li.strip().startswith(key + ":"))
+    for word in words:
+        assert word in line, line

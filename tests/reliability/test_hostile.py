@@ -1,0 +1,72 @@
+"""Hostile input: a checkpoint that is a malicious pickle; a mirror that redirects elsewhere.
+
+(Archives with ../, absolute paths, links out of the target, device files: tests/test_extract.py.
+Labels with HTML and LaTeX special characters in both reports: tests/test_report_browser.py.)
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from clipbench.data.download import DownloadError, download, redirect_policy
+from clipbench.engine import checkpoint
+from tests._httpserver import serve as serve_files
+from tests.reliability import _servers
+from tests._fakedata import digests
+
+
+class _Payload:
+    """Unpickling this runs a shell command: what a checkpoint from a stranger may hold."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_malicious_pickle_checkpoint_is_refused_unrun(tmp_path):
+    marker = tmp_path / "code-ran"
+    path = tmp_path / "run" / "checkpoint.pt"
+    path.parent.mkdir()
+    torch.save({"model": {}, "spec_hash": "x", "evil": _Payload(marker)}, path)
+    with pytest.raises(RuntimeError, match=rf"(?s)cannot load checkpoint {path}.*posix.system.*delete it"):
+        checkpoint.load(path)
+    assert not marker.exists(), "the pickle's code ran"
+
+
+@pytest.fixture
+def mirrors(tmp_path):
+    """The file on a real server, and a mirror whose URL redirects to it on another host name."""
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "a.tar").write_bytes(os.urandom(5000))
+    with serve_files(www) as target:
+        elsewhere = target.url.replace("127.0.0.1", "localhost") + "a.tar"
+        with _servers.serve({"a.tar": ("redirect", elsewhere)}) as redirecting:
+            yield redirecting + "a.tar", digests(www / "a.tar"), target
+
+
+def test_redirect_to_another_host_is_refused_by_default(tmp_path, mirrors):
+    url, sums, target = mirrors
+    with pytest.raises(DownloadError) as err:
+        download("a.tar", [url], tmp_path / "out", sha256=sums["sha256"], retries=0, progress=False)
+    assert "redirect to http://localhost:" in str(err.value) and "cross_origin_redirects" in str(err.value)
+    assert target.requests == [] and not (tmp_path / "out" / "a.tar").exists()
+
+
+def test_redirect_to_another_host_is_followed_when_the_config_allows(tmp_path, mirrors):
+    url, sums, target = mirrors
+    with redirect_policy(True):
+        got = download("a.tar", [url], tmp_path / "out", sha256=sums["sha256"], retries=0, progress=False)
+    assert got.stat().st_size == sums["size"] and len(target.requests) == 1
+
+
+def test_redirect_policy_is_a_dataset_key_off_by_default(default_config):
+    from clipbench import config as cfgmod
+
+    cfg = cfgmod.validate(default_config)
+    assert cfg["datasets"]["voc2012"]["cross_origin_redirects"] is False
+    assert cfg["datasets"]["div2k"]["cross_origin_redirects"] is False
