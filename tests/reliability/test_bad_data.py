@@ -36,12 +36,12 @@ def test_damaged_jpeg_is_an_error_naming_the_file(tiny_imagenet, tmp_path, damag
 
 @pytest.mark.parametrize("damage", DAMAGE)
 def test_damaged_png_is_an_error_naming_the_file(tmp_path, damage):
-    from clipbench.tasks.superres import _load
+    from clipbench.data.div2k import read_rgb  # how DIV2K's PNGs are read, for training and the cache
 
     bad = tmp_path / "0001x4.png"
     bad.write_bytes(DAMAGE[damage](png_bytes(64, 64)))
     with pytest.raises(CorruptImageError, match=rf"^{bad}: cannot decode the image"):
-        _load(bad)
+        read_rgb(bad)
 
 
 @pytest.mark.parametrize("damage", DAMAGE)
