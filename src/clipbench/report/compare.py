@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 
 from clipbench.report import stats
-from clipbench.report.names import TWIN, main_metric, method_label, ordered_methods
+from clipbench.report.names import METRIC_LABEL, TWIN, main_metric, method_label, ordered_methods
 from clipbench.tasks import registry
 
 # A clipped run that clipped in fewer than this share of its steps was its unclipped twin.
@@ -37,7 +37,8 @@ def paired_table(summary: pd.DataFrame, task: str) -> dict:
     best = (max if hib else min)(means, key=means.get)
     methods = ordered_methods(means)
     pairs = [(a, b) for a, b in TWIN.items() if a in means and b in means]
-    pairs += [(m, best) for m in methods if m != best and (m, best) not in pairs]
+    # Against the best: each method once (a twin pair that includes the best already says it).
+    pairs += [(m, best) for m in methods if m != best and (m, best) not in pairs and (best, m) not in pairs]
     rows = []
     for a, b in pairs:
         diff = stats.paired_difference(series[a], series[b])
@@ -72,8 +73,8 @@ def flag_rows(rows: list[dict], baselines: list[dict], summary: pd.DataFrame, ta
         for b in baselines:
             value = (b["metrics"].get(metric) or {}).get("mean")
             if value is not None and baseline_flag(interval, value, hib):
-                flags.append(f"no better than {b['phrase']}: its val {metric} ends within noise of "
-                             f"{b['phrase']} ({value:.3f}).")
+                flags.append(f"no better than {b['phrase']}: its val {METRIC_LABEL.get(metric, metric)} ends "
+                             f"within noise of {b['phrase']} ({value:.3f}).")
         twin = TWIN.get(row["method"])
         fractions = runs.loc[runs["method"] == row["method"], "value"].dropna()
         idle = int((fractions < INACTIVE_CLIPPING).sum())
