@@ -1,4 +1,5 @@
 import json
+import re
 
 import clipbench.config as cb_config
 from clipbench.tasks import registry
@@ -72,8 +73,9 @@ def uses_archives():
 
 # What the report shows beside the runs, when the workflow makes it.
 def _made_by_a_rule(pattern):
-    """Whether some rule of the workflow writes ``pattern`` (the report then waits for it)."""
-    return any(str(o) == pattern for r in workflow.rules for o in r.output)
+    """Whether some rule of the workflow writes ``pattern`` (the report then waits for it);
+    wildcard constraints ("{task,a|b}") are left out of the comparison."""
+    return any(re.sub(r"\{(\w+),[^}]*\}", r"{\1}", str(o)) == pattern for r in workflow.rules for o in r.output)
 
 
 def noise_inputs(wildcards):
