@@ -43,6 +43,7 @@ def test_page_states_intervals_power_and_the_sentences(built):
         assert "little power" in text and "run.seeds" in text
     html = _text(built["html"])
     assert "0.565 ± 0.012" in html  # clipped-SGD's top-1: mean ± t half-width
+    assert "40.0% 0.900 0.2% 3 ok" in html  # clipped-SGD's telemetry: steps clipped, scale, entries clamped
     for row in compare.paired_table(built["summary"], "segmentation")["rows"]:
         assert row["sentence"] in html
 

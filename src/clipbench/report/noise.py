@@ -13,6 +13,9 @@ from clipbench.report.names import TWIN, method_label
 
 NOISE_KEYS = ("task", "alpha", "alpha_ci", "kurtosis", "heavy_tailed", "verdict")
 HEAVYTAIL_KEYS = ("settings", "final", "verdicts")
+# A point's fields the table shows; one that is missing shows as "–".
+POINT_KEYS = ("label", "step", "alpha", "alpha_ci", "kurtosis", "norm_mean", "norm_sd", "gauss_norm_mean",
+              "gauss_norm_sd", "n_batches")
 
 
 def _figure(src: Path, out: Path, dest: str) -> dict:
@@ -49,7 +52,11 @@ def task_noise(noise_dir: str | Path | None, task: str, summary: pd.DataFrame, o
     data = io.read_json(path)
     _require(data, NOISE_KEYS, path)
     levels = [{"method": m, "label": method_label(m), **v} for m, v in (data.get("clip_levels") or {}).items()]
-    return {**data, "clip_levels": levels, "points": data.get("points") or [],
+    points = [{**dict.fromkeys(POINT_KEYS), **p} for p in data.get("points") or []]
+    for p in points:
+        p["alpha_ci"] = p["alpha_ci"] or [None, None]
+    levels = [{"key": None, "value": None, "quantile": None, **c} for c in levels]
+    return {**data, "clip_levels": levels, "points": points,
             "clip_shares": clip_shares(summary, task),
             "figures": [_figure(path.parent / f, out, f"figures/noise/{task}/{Path(f).name}")
                         for f in data.get("figures") or []]}
@@ -62,7 +69,8 @@ def heavytail(heavy_dir: str | Path | None, out: Path) -> dict | None:
     heavy_dir = Path(heavy_dir)
     data = io.read_json(heavy_dir / "summary.json")
     _require(data, HEAVYTAIL_KEYS, heavy_dir / "summary.json")
-    rows = [{"noise": noise, "method": m, "label": method_label(m), **v}
+    rows = [{"noise": noise, "method": m, "label": method_label(m), "q50": None, "q90": None, "q99": None,
+             "clip_fraction": None, **v}
             for noise, by_method in data["final"].items() for m, v in by_method.items()]
     figure = heavy_dir / "quantiles.png"
     return {"settings": data["settings"], "rows": rows, "verdicts": data["verdicts"],
