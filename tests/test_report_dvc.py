@@ -40,7 +40,7 @@ def test_dvc_metrics_show_is_one_row_per_task_and_method(repo, tmp_path):
     proc = subprocess.run([DVC, "metrics", "show", "--json"], cwd=work, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
     (shown,) = [rev["data"] for rev in json.loads(proc.stdout).values()]  # the workspace (key varies by version)
-    assert set(shown) == {f"results/metrics/{t}/{m}.json" for t in ("classification", "segmentation")
+    assert set(shown) == {f"results/metrics/{t}/{m}.json" for t in ("classification", "segmentation", "superres")
                           for m in ("sgd", "clipped_sgd", "sstm", "clipped_sstm", "adam")}
     values = shown["results/metrics/classification/clipped_sgd.json"]["data"]
     assert values == {"val_top1": pytest.approx(0.565), "val_loss": pytest.approx(1.435)}
