@@ -159,3 +159,19 @@ def test_noise_section_absent_without_outputs(tmp_path):
     render.build_report(fx["summary_csv"], tmp_path / "report", baselines=fx["baselines"])
     html = (tmp_path / "report" / "index.html").read_text()
     assert "Gradient noise" not in html and "not given to the report" in html
+
+
+def test_report_command_takes_config_manifests_and_noise(tmp_path):
+    import json
+
+    from clipbench import cli
+    from clipbench.report import provenance
+
+    fx = make_runs(tmp_path)
+    out = tmp_path / "report"
+    assert cli.main(["report", "--summary", str(fx["summary_csv"]), "--baselines", str(fx["baselines"]),
+                     "--config-json", json.dumps(fx["config"]), "--manifests", *map(str, fx["manifests"]),
+                     "--noise", str(fx["noise"]), "--heavytail", str(fx["heavytail"]), "--out", str(out)]) == 0
+    html = (out / "index.html").read_text()
+    assert provenance.config_digest(fx["config"]) in html and "Gradient noise" in html
+    assert "The convex check" in html
