@@ -12,18 +12,11 @@ from __future__ import annotations
 import pandas as pd
 
 from clipbench.report import stats
+from clipbench.report.compare import higher_is_better
 from clipbench.report.names import TWIN, main_metric, method_label, ordered_methods
-from clipbench.tasks import registry
 
 MEASURES = {"total_variation": "total variation of val {metric} over epochs",
             "loss_sd": "sd of the detrended training loss, last quarter of steps"}
-
-
-def _higher_is_better(task: str) -> bool:
-    try:
-        return registry.get(task).higher_is_better
-    except ValueError:
-        return True
 
 
 def per_run(history: pd.DataFrame, task: str) -> pd.DataFrame:
@@ -74,7 +67,7 @@ def time_to_target(history: pd.DataFrame, summary: pd.DataFrame, walls: pd.DataF
                    fraction: float = 0.9) -> dict:
     """Per method: steps and wall time until val main metric first reaches ``fraction`` of the
     best final value among the task's methods (mean over the seeds that reached it)."""
-    metric, hib = main_metric(task), _higher_is_better(task)
+    metric, hib = main_metric(task), higher_is_better(task)
     final = summary[(summary["task"] == task) & (summary["split"] == "val") & (summary["metric"] == metric)]
     means = final.groupby("method")["value"].mean().dropna()
     if means.empty:
