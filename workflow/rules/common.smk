@@ -79,8 +79,9 @@ def _made_by_a_rule(pattern):
 
 
 def noise_inputs(wildcards):
-    """Each trained task's gradient-noise diagnostics (results/noise/{task}/noise.json)."""
-    if not _made_by_a_rule("results/noise/{task}/noise.json"):
+    """Each trained task's gradient-noise diagnostics (results/noise/{task}/noise.json), unless
+    the config turns them off (noise.enabled: false)."""
+    if not _made_by_a_rule("results/noise/{task}/noise.json") or not config.get("noise", {}).get("enabled", True):
         return []
     return [f"results/noise/{t}/noise.json" for t in TASKS if t != "heavytail"]
 
