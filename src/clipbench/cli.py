@@ -8,7 +8,7 @@
     clipbench noise            --spec JSON --data MANIFEST [--checkpoint CKPT --init INIT --methods JSON] --out DIR
     clipbench heavytail        (--configfile F ... | --json CFG) --out DIR
     clipbench collect          [METRICS.json ...] --out CSV
-    clipbench report           --summary CSV --out DIR
+    clipbench report           --summary CSV --out DIR [--config-json CFG] [--manifests M ...]
     clipbench bench optim|data|train|cost [options of that benchmark; --help]
 """
 from __future__ import annotations
@@ -168,9 +168,9 @@ def cmd_collect(args) -> int:
 
     runs = [Path(m).parent for m in args.metrics] if args.metrics else run_dirs(args.runs)
     summary = collect(runs, args.out)
-    if args.dvc_metrics or args.dvc_plots:
+    if args.dvc_metrics or args.dvc_plots or args.dvc_metrics_dir:
         dvc_views(summary, load_histories(runs), args.dvc_metrics or args.out.with_name("metrics.json"),
-                  args.dvc_plots or args.out.with_name("plots"))
+                  args.dvc_plots or args.out.with_name("plots"), metrics_dir=args.dvc_metrics_dir)
     print(f"{args.out}: {len(summary)} rows")
     return 0
 
@@ -178,7 +178,13 @@ def cmd_collect(args) -> int:
 def cmd_report(args) -> int:
     from clipbench.report.render import build_report
 
-    paths = build_report(args.summary, args.out, baselines=args.baselines)
+    config = None
+    if args.config_json:
+        config = _json_arg(args.config_json, "--config-json")
+    elif args.configfile:
+        config = cfgmod.load(*args.configfile)
+    paths = build_report(args.summary, args.out, baselines=args.baselines, config=config, manifests=args.manifests,
+                         noise=args.noise, heavytail=args.heavytail)
     for p in paths:
         print(p)
     return 0
@@ -259,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, default=Path("results/summary.csv"))
     s.add_argument("--dvc-metrics", type=Path, help="also write the final metrics as JSON for `dvc metrics show`")
     s.add_argument("--dvc-plots", type=Path, help="also write per-epoch curves as CSVs for `dvc plots show`")
+    s.add_argument("--dvc-metrics-dir", type=Path,
+                   help="also write <dir>/<task>/<method>.json (final val means), one row each in `dvc metrics show`")
     s.set_defaults(func=cmd_collect)
 
     s = sub.add_parser("report", help="figures, tables and the HTML/LaTeX report")
@@ -266,6 +274,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, default=Path("report"))
     s.add_argument("--baselines", type=Path, default=Path("results/baselines"),
                    help="folder of <task>.json baselines from `clipbench baseline` (shown when present)")
+    s.add_argument("--config-json", help="the resolved workflow config as JSON (provenance: its hash and text)")
+    s.add_argument("--configfile", action="append", default=[], help="or the config file(s), merged in order")
+    s.add_argument("--manifests", nargs="*", type=Path, default=[], help="prepared datasets' manifest.json (their digests)")
+    s.add_argument("--noise", type=Path, default=Path("results/noise"),
+                   help="folder of <task>/noise.json gradient-noise outputs (shown when present)")
+    s.add_argument("--heavytail", type=Path, default=Path("results/heavytail"),
+                   help="folder of the convex check's summary.json and quantiles.png (shown when present)")
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("bench", add_help=False, help="benchmarks and the cost estimate (`clipbench bench cost --help`, ...)")

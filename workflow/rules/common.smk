@@ -1,4 +1,5 @@
 import json
+import re
 
 import clipbench.config as cb_config
 from clipbench.tasks import registry
@@ -105,3 +106,25 @@ def uses_archives():
         if not cfg.get("root") and cfg.get("source") in ("download", "archives"):
             return True
     return False
+
+
+# What the report shows beside the runs, when the workflow makes it.
+def _made_by_a_rule(pattern):
+    """Whether some rule of the workflow writes ``pattern`` (the report then waits for it);
+    wildcard constraints ("{task,a|b}") are left out of the comparison."""
+    return any(re.sub(r"\{(\w+),[^}]*\}", r"{\1}", str(o)) == pattern for r in workflow.rules for o in r.output)
+
+
+def noise_inputs(wildcards):
+    """Each trained task's gradient-noise diagnostics (results/noise/{task}/noise.json), unless
+    the config turns them off (noise.enabled: false)."""
+    if not _made_by_a_rule("results/noise/{task}/noise.json") or not config.get("noise", {}).get("enabled", True):
+        return []
+    return [f"results/noise/{t}/noise.json" for t in TASKS if t != "heavytail"]
+
+
+def heavytail_inputs(wildcards):
+    """The convex check's outputs, when the run matrix includes it."""
+    if "heavytail" not in TASKS or not _made_by_a_rule("results/heavytail/summary.json"):
+        return []
+    return ["results/heavytail/summary.json", "results/heavytail/quantiles.csv"]

@@ -5,6 +5,7 @@ rule collect:
     output:
         summary="results/summary.csv",
         metrics="results/metrics.json",
+        metrics_dir=directory("results/metrics"),
         plots=directory("results/plots"),
     log:
         "results/logs/collect.log",
@@ -12,11 +13,11 @@ rule collect:
         "../../environment.yml"
     shell:
         "clipbench collect --out {output.summary} --dvc-metrics {output.metrics}"
-        " --dvc-plots {output.plots} {input.metrics} > {log} 2>&1"
+        " --dvc-metrics-dir {output.metrics_dir} --dvc-plots {output.plots} {input.metrics} > {log} 2>&1"
 
 
 # Training-free baselines on the same validation data as the runs, for the tasks whose INFO
-# names one (superres: bicubic).
+# names one (classification: chance; segmentation: background everywhere; superres: bicubic).
 rule baseline:
     input:
         manifest=manifest_for,
@@ -35,18 +36,27 @@ rule baseline:
         " --out {output} > {log} 2>&1"
 
 
+# The report states what made it: the resolved config (its hash and text) and the prepared
+# datasets' manifests (their digests); a change to either reruns it.
 rule report:
     input:
         summary="results/summary.csv",
         histories=all_runs("history.csv"),
         baselines=baselines(),
+        manifests=all_manifests(),
+        noise=noise_inputs,
+        heavytail=heavytail_inputs,
     output:
         html="report/index.html",
         tex="report/report.tex",
         figures=directory("report/figures"),
+    params:
+        config=lambda wc: json.dumps(config, sort_keys=True),
     log:
         "results/logs/report.log",
     conda:
         "../../environment.yml"
     shell:
-        "clipbench report --summary {input.summary} --baselines results/baselines --out report > {log} 2>&1"
+        "clipbench report --summary {input.summary} --baselines results/baselines --noise results/noise"
+        " --heavytail results/heavytail --config-json {params.config:q} --manifests {input.manifests}"
+        " --out report > {log} 2>&1"

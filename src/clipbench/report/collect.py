@@ -60,21 +60,45 @@ def load_histories(runs: list[Path]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def dvc_views(summary: pd.DataFrame, history: pd.DataFrame, metrics_json: str | Path, plots_dir: str | Path) -> None:
+def epoch_wall_times(runs: list[Path]) -> pd.DataFrame:
+    """Cumulative wall seconds at each epoch end (``timing.epoch_end_wall_s``), per run;
+    empty for runs whose metrics.json does not record them."""
+    rows = []
+    for run in runs:
+        m = io.read_json(Path(run) / "metrics.json")
+        walls = (m.get("timing") or {}).get("epoch_end_wall_s") or []
+        rows += [{"task": m["task"], "method": m["method"], "seed": m["seed"], "epoch": e, "wall_time_s": w}
+                 for e, w in enumerate(walls, start=1)]
+    return pd.DataFrame(rows, columns=["task", "method", "seed", "epoch", "wall_time_s"])
+
+
+def _final_val(summary: pd.DataFrame) -> pd.DataFrame:
+    """Final validation metrics only: per-class values and telemetry are the report's, not DVC's."""
+    final = summary.dropna(subset=["metric"])
+    return final[(final["split"] == "val") & ~final["metric"].astype(str).str.startswith("iou_")]
+
+
+def dvc_views(summary: pd.DataFrame, history: pd.DataFrame, metrics_json: str | Path, plots_dir: str | Path,
+              metrics_dir: str | Path | None = None) -> None:
     """What ``dvc metrics show`` and ``dvc plots show`` read.
 
-    ``metrics_json``: {task: {method: {"<split>_<metric>": mean over seeds}}} of the final values.
+    ``metrics_json``: {task: {method: {"val_<metric>": mean over seeds}}} of the final values.
+    ``metrics_dir/<task>/<method>.json``: the same, one small file per (task, method), so
+    ``dvc metrics show`` prints one row per task and method with one column per metric.
     ``plots_dir/<task>_<split>_<metric>.csv``: one row per epoch, one column per method
     (mean over seeds), so DVC draws one line per method.
     """
     metrics: dict = {}
-    final = summary.dropna(subset=["metric"])
-    for (task, method, split, metric), g in final.groupby(["task", "method", "split", "metric"]):
+    for (task, method, split, metric), g in _final_val(summary).groupby(["task", "method", "split", "metric"]):
         metrics.setdefault(task, {}).setdefault(method, {})[f"{split}_{metric}"] = float(g["value"].mean())
     io.write_json(metrics_json, metrics)
+    if metrics_dir is not None:
+        for task, by_method in metrics.items():
+            for method, values in by_method.items():
+                io.write_json(Path(metrics_dir) / task / f"{method}.json", values)
     plots_dir = Path(plots_dir)
     plots_dir.mkdir(parents=True, exist_ok=True)
-    epochs = history[history["split"].isin(["train", "val"])]
+    epochs = history[history["split"].isin(["train", "val"]) & ~history["metric"].astype(str).str.startswith("iou_")]
     for (task, split, metric), g in epochs.groupby(["task", "split", "metric"]):
         wide = g.pivot_table(index="epoch", columns="method", values="value", aggfunc="mean").reset_index()
         wide.columns.name = None

@@ -10,6 +10,8 @@ METHOD_LABEL = {"sgd": "SGD", "clipped_sgd": "clipped-SGD", "sstm": "SSTM", "cli
                 "adam": "Adam"}
 METHOD_COLOR = {"sgd": "#1f77b4", "clipped_sgd": "#ff7f0e", "sstm": "#9467bd", "clipped_sstm": "#2ca02c",
                 "adam": "#d62728"}
+# Each clipped method and the same method without clipping: the pairs the report compares.
+TWIN = {"clipped_sgd": "sgd", "clipped_sstm": "sstm"}
 METRIC_LABEL = {"top1": "top-1 accuracy", "top5": "top-5 accuracy", "loss": "loss",
                 "miou": "mIoU", "pixel_acc": "pixel accuracy", "psnr": "PSNR (dB)", "psnr_y": "PSNR-Y (dB)"}
 # Metrics recorded per class (segmentation's iou_<class>): a table of their own, no curves.

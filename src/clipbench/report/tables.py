@@ -6,6 +6,7 @@ from importlib import resources
 import pandas as pd
 import yaml
 
+from clipbench.report import stats
 from clipbench.report.names import PER_CLASS_PREFIX, main_metric, method_label, ordered_methods
 
 
@@ -14,7 +15,8 @@ def published() -> dict:
 
 
 def final_table(summary: pd.DataFrame, task: str) -> list[dict]:
-    """One row per method: mean and sd over seeds of each final val metric, thesis value, runs' status."""
+    """One row per method: mean, sd and 95% t interval over seeds of each final val metric (and
+    of the main metric at x, split "val_x", where the method records it), thesis value, status."""
     pub = published().get(task, {})
     df = summary[summary["task"] == task]
     rows = []
@@ -24,7 +26,8 @@ def final_table(summary: pd.DataFrame, task: str) -> list[dict]:
         metrics = {}
         # sort=False keeps the runs' own order, which for per-class values is the class order.
         for metric, g in val.groupby("metric", sort=False):
-            metrics[metric] = {"mean": g["value"].mean(), "sd": g["value"].std(ddof=1) if len(g) > 1 else None, "n": len(g)}
+            metrics[metric] = stats.t_interval(g["value"])
+        at_x = d[(d["split"] == "val_x") & (d["metric"] == main_metric(task))]["value"]
         run = d[d["split"] == "run"].groupby("metric")["value"].mean()
         statuses = d.drop_duplicates("seed")["status"].tolist()
         rows.append({
@@ -37,6 +40,9 @@ def final_table(summary: pd.DataFrame, task: str) -> list[dict]:
             "wall_time_s": d.drop_duplicates("seed")["wall_time_s"].sum(),
             "clip_fraction": run.get("clip_fraction"),
             "clip_scale_mean": run.get("clip_scale_mean"),
+            "clip_entry_fraction": run.get("clip_entry_fraction"),
+            "val_x": stats.t_interval(at_x) if len(at_x) else None,
+            "flags": [],
         })
     return rows
 
@@ -73,6 +79,11 @@ def baseline_rows(baselines_dir, task: str) -> list[dict]:
     path = Path(baselines_dir) / f"{task}.json"
     if not path.is_file():
         return []
-    return [{"label": r.get("label", r["method"]),
-             "metrics": {k: {"mean": v, "sd": None, "n": 1} for k, v in r["metrics"].items()}}
-            for r in json.loads(path.read_text())["rows"]]
+    try:
+        rows = json.loads(path.read_text())["rows"]
+    except (ValueError, KeyError) as exc:
+        raise ValueError(f"{path}: not a baseline file ({{'task', 'rows': [...]}} from `clipbench baseline`): {exc}") from exc
+    # ``phrase`` names the baseline in a sentence ("no better than <phrase>").
+    return [{"label": r.get("label", r["method"]), "phrase": r.get("phrase") or r.get("label", r["method"]),
+             "metrics": {k: {"mean": v, "sd": None, "half": None, "n": 1} for k, v in r["metrics"].items()}}
+            for r in rows]

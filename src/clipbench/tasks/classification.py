@@ -19,6 +19,7 @@ INFO = TaskInfo(
     label="Classification (ImageNet-100, ResNet-18)",
     dataset="imagenet100",
     main_metric="top1",
+    baseline="chance_baseline",
 )
 
 
@@ -33,6 +34,24 @@ def transforms(image_size: int, train: bool, val_transform: str = "center_crop")
     else:
         ops = [T.Resize(int(round(image_size * 256 / 224)), antialias=True), T.CenterCrop(image_size)]
     return T.Compose([T.PILToTensor(), *ops, T.ToDtype(torch.float32, scale=True), T.Normalize(MEAN, STD)])
+
+
+def num_classes(manifest: dict) -> int:
+    """The number of classes the prepared data holds, as its manifest lists them."""
+    if manifest.get("wnids"):
+        return len(manifest["wnids"])
+    per_class = ((manifest.get("splits") or {}).get("train") or {}).get("per_class")
+    if per_class:
+        return len(per_class)
+    raise ValueError("the imagenet100 manifest lists no classes (neither 'wnids' nor splits.train.per_class); "
+                     "rerun `clipbench prepare imagenet100`")
+
+
+def chance_baseline(cfg: dict, manifest: dict) -> dict:
+    """Guessing uniformly at random: top-1 is 1/C and top-5 min(5, C)/C, in expectation."""
+    c = num_classes(manifest)
+    return {"task": "classification", "method": "chance", "label": "chance (no training)", "phrase": "chance",
+            "metrics": {"top1": 1 / c, "top5": min(5, c) / c}, "classes": c}
 
 
 def build(spec: dict, manifest: dict) -> Task:

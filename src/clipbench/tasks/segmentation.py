@@ -35,6 +35,7 @@ INFO = TaskInfo(
     label="Segmentation (Pascal VOC 2012, FCN-32s)",
     dataset="voc2012",
     main_metric="miou",
+    baseline="background_baseline",
     notes=[
         "mIoU from one confusion matrix accumulated over every validation pixel; void pixels (label 255) are "
         "ignored; the mean is over the classes present in the ground truth or the prediction (a class absent "
@@ -165,6 +166,30 @@ def load_pretrained(model: nn.Module, cfg: dict) -> dict:
                                       "from scratch (not the thesis' setting)")
     print(f"WARNING: {msg}. Training the encoder from scratch (if_pretrained_missing: scratch).", file=sys.stderr)
     return {"pretrained": str(path), "loaded": False, "missing": True, "fallback": "scratch"}
+
+
+def background_baseline(cfg: dict, manifest: dict) -> dict:
+    """Predicting background everywhere, scored on the validation masks as the runs' metric is
+    (the same eval transform, void ignored, one confusion matrix over all pixels)."""
+    from tqdm import tqdm
+
+    from clipbench.config import with_task_defaults
+    from clipbench.metrics import confusion_matrix
+
+    cfg = with_task_defaults("segmentation", cfg)
+    voc = check_voc_root(manifest["root"])
+    eval_size = cfg.get("eval_size")
+    val_set = VOCSegmentation(voc.parent.parent, year="2012", image_set=cfg.get("val_split", "val"), download=False,
+                              transforms=transforms(False, int(cfg.get("base_size", 520)),
+                                                    int(cfg.get("crop_size", 480)), eval_size))
+    meter = SegmentationMeter(NUM_CLASSES, VOC_CLASSES, IGNORE_INDEX, per_class=False)
+    for i in tqdm(range(len(val_set)), desc="background baseline", unit="img", leave=False):
+        _, target = val_set[i]
+        meter.cm += confusion_matrix(torch.zeros_like(target), target, NUM_CLASSES, IGNORE_INDEX)
+        meter.n += 1
+    metrics = {k: v for k, v in meter.compute().items() if k != "loss"}  # no logits, so no loss
+    return {"task": "segmentation", "method": "background", "label": "background everywhere (no training)",
+            "phrase": "predicting background", "metrics": metrics, "val_images": len(val_set), "eval_size": eval_size}
 
 
 def build(spec: dict, manifest: dict) -> Task:

@@ -133,7 +133,7 @@ def bicubic_baseline(cfg: dict, manifest: dict) -> dict:
         sr = bicubic_upsample(lr[None], scale)
         meter.update(sr, hr[None], F.mse_loss(sr, hr[None]))
     return {
-        "task": "superres", "method": "bicubic", "label": "bicubic (no training)",
+        "task": "superres", "method": "bicubic", "label": "bicubic (no training)", "phrase": "bicubic",
         "metrics": meter.compute(), "val_images": len(val_set), "val_crop": val_set.val_crop,
         "upsampling": "torch.nn.functional.interpolate(mode='bicubic', align_corners=False, antialias=False), clamped",
         "convention": CONVENTION.format(scale=scale),

@@ -1,0 +1,77 @@
+"""The "Gradient noise" section: each task's noise diagnostics and the convex check, as the
+``clipbench noise`` and heavytail rules wrote them; shown only when present."""
+from __future__ import annotations
+
+import base64
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from clipbench import io
+from clipbench.report.names import TWIN, method_label
+
+NOISE_KEYS = ("task", "alpha", "alpha_ci", "kurtosis", "heavy_tailed", "verdict")
+HEAVYTAIL_KEYS = ("settings", "final", "verdicts")
+# A point's fields the table shows; one that is missing shows as "–".
+POINT_KEYS = ("label", "step", "alpha", "alpha_ci", "kurtosis", "norm_mean", "norm_sd", "gauss_norm_mean",
+              "gauss_norm_sd", "n_batches")
+
+
+def _figure(src: Path, out: Path, dest: str) -> dict:
+    """Copy a figure next to the report (the .tex includes it) and inline it (the HTML does)."""
+    if not src.is_file():
+        raise FileNotFoundError(f"{src}: figure listed in its noise output but missing")
+    target = out / dest
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, target)
+    return {"path": dest, "name": src.stem, "data": base64.b64encode(src.read_bytes()).decode()}
+
+
+def _require(d: dict, keys, path: Path) -> None:
+    missing = [k for k in keys if k not in d]
+    if missing:
+        raise ValueError(f"{path}: missing key(s) {', '.join(missing)}")
+
+
+def clip_shares(summary: pd.DataFrame, task: str) -> list[dict]:
+    """The measured share of clipped steps per clipped method, mean and range over its runs."""
+    d = summary[(summary["task"] == task) & (summary["split"] == "run") & (summary["metric"] == "clip_fraction")]
+    return [{"method": m, "label": method_label(m), "mean": float(g["value"].mean()),
+             "min": float(g["value"].min()), "max": float(g["value"].max()), "runs": len(g)}
+            for m, g in d.groupby("method") if m in TWIN]
+
+
+def task_noise(noise_dir: str | Path | None, task: str, summary: pd.DataFrame, out: Path) -> dict | None:
+    """``<noise_dir>/<task>/noise.json`` with its figures, or None when the task has none."""
+    if noise_dir is None:
+        return None
+    path = Path(noise_dir) / task / "noise.json"
+    if not path.is_file():
+        return None
+    data = io.read_json(path)
+    _require(data, NOISE_KEYS, path)
+    levels = [{"method": m, "label": method_label(m), **v} for m, v in (data.get("clip_levels") or {}).items()]
+    points = [{**dict.fromkeys(POINT_KEYS), **p} for p in data.get("points") or []]
+    for p in points:
+        p["alpha_ci"] = p["alpha_ci"] or [None, None]
+    levels = [{"key": None, "value": None, "quantile": None, **c} for c in levels]
+    return {**data, "clip_levels": levels, "points": points,
+            "clip_shares": clip_shares(summary, task),
+            "figures": [_figure(path.parent / f, out, f"figures/noise/{task}/{Path(f).name}")
+                        for f in data.get("figures") or []]}
+
+
+def heavytail(heavy_dir: str | Path | None, out: Path) -> dict | None:
+    """The convex check (``summary.json``, ``quantiles.csv``, ``quantiles.png``), or None."""
+    if heavy_dir is None or not (Path(heavy_dir) / "summary.json").is_file():
+        return None
+    heavy_dir = Path(heavy_dir)
+    data = io.read_json(heavy_dir / "summary.json")
+    _require(data, HEAVYTAIL_KEYS, heavy_dir / "summary.json")
+    rows = [{"noise": noise, "method": m, "label": method_label(m), "q50": None, "q90": None, "q99": None,
+             "clip_fraction": None, **v}
+            for noise, by_method in data["final"].items() for m, v in by_method.items()]
+    figure = heavy_dir / "quantiles.png"
+    return {"settings": data["settings"], "rows": rows, "verdicts": data["verdicts"],
+            "figure": _figure(figure, out, "figures/heavytail_quantiles.png") if figure.is_file() else None}
