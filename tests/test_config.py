@@ -25,7 +25,7 @@ def test_thesis_config_overrides_default(repo):
 
 
 @pytest.mark.parametrize("mutate, key", [
-    (lambda c: c["run"]["methods"].append("lion"), "run.methods.4"),
+    (lambda c: c["run"]["methods"].append("lion"), "run.methods.5"),
     (lambda c: c["tasks"]["classification"]["methods"]["sgd"].update(lr=-0.1), "tasks.classification.methods.sgd.lr"),
     (lambda c: c["tasks"]["classification"]["methods"]["sgd"].update(lrr=0.1), "tasks.classification.methods.sgd"),
     (lambda c: c["tasks"]["classification"].update(epochz=3), "tasks.classification"),

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from clipbench.tasks import registry
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -57,7 +59,7 @@ def test_thesis_config_plans_every_run(checkout):
     proc = _snakemake(checkout, "-n", "--configfile", "config/thesis.yaml")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     cfg = yaml.safe_load((checkout / "config/thesis.yaml").read_text())["run"]
-    n_runs = len(cfg["tasks"]) * len(cfg["methods"]) * len(cfg["seeds"])
+    n_runs = len(registry.training(cfg["tasks"])) * len(cfg["methods"]) * len(cfg["seeds"])
     counts = _planned(proc)
     assert counts["train"] == n_runs and counts["report"] == 1
 
@@ -66,7 +68,7 @@ def test_default_config_plans_every_run(checkout):
     proc = _snakemake(checkout, "-n")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     cfg = yaml.safe_load((checkout / "config/config.yaml").read_text())["run"]
-    assert _planned(proc)["train"] == len(cfg["tasks"]) * len(cfg["methods"]) * len(cfg["seeds"])
+    assert _planned(proc)["train"] == len(registry.training(cfg["tasks"])) * len(cfg["methods"]) * len(cfg["seeds"])
 
 
 @pytest.mark.parametrize("override, key", [

@@ -63,6 +63,13 @@ def _with_defaults(validator_class):
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
 
 
+def _message(err: jsonschema.ValidationError) -> str:
+    """For a value that may take several forms (oneOf), why each form refused it."""
+    if err.validator in ("oneOf", "anyOf") and err.context:
+        return f"{err.instance!r} fits none of its forms: " + "; or ".join(dict.fromkeys(e.message for e in err.context))
+    return err.message
+
+
 def _key_path(error: jsonschema.ValidationError) -> str:
     path = ".".join(str(p) for p in error.absolute_path)
     return path or "<top level>"
@@ -84,7 +91,7 @@ def validate(config: dict, source: str = "config") -> dict:
                 lines.append(f"{_key_path(err)}: {err.message} (allowed: {allowed}; check the spelling, "
                              f"see workflow/schemas/config.schema.yaml)")
             else:
-                lines.append(f"{_key_path(err)}: {err.message}")
+                lines.append(f"{_key_path(err)}: {_message(err)}")
         raise ConfigError(f"invalid {source}:\n  " + "\n  ".join(lines))
     _check_matrix(config, source)
     _check_schedules(config, source)

@@ -144,6 +144,8 @@ def time_step(model, loss_fn, batch, methods: dict, device, eng: dict, steps: in
     opt_s = {}
     for method, mcfg in methods.items():  # on the last gradients; each from the same weights
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        # A level measured from the noise ({quantile: q}) does not change a step's cost: any will do.
+        mcfg = {k: (1.0 if isinstance(v, dict) and "quantile" in v else v) for k, v in mcfg.items()}
         opt = make_optimizer(method, model.parameters(), mcfg)
         opt.step()  # the first step allocates the state
         _sync(device)
