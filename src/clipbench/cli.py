@@ -9,7 +9,7 @@
     clipbench heavytail        (--configfile F ... | --json CFG) --out DIR
     clipbench collect          [METRICS.json ...] --out CSV
     clipbench report           --summary CSV --out DIR [--config-json CFG] [--manifests M ...]
-    clipbench bench optim|data|train|cost [options of that benchmark; --help]
+    clipbench bench optim|data|train|cost|workflow [options of that benchmark; --help]
 """
 from __future__ import annotations
 
@@ -199,6 +199,8 @@ def cmd_bench(args, rest: list[str]) -> int:
         from clipbench.bench.train import main as bench_main
     elif args.what == "cost":
         from clipbench.bench.cost import main as bench_main
+    elif args.what == "workflow":
+        from clipbench.bench.workflow import main as bench_main
     else:
         raise SystemExit(f"clipbench bench: unknown benchmark {args.what!r}")
     return bench_main(rest)
@@ -284,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("bench", add_help=False, help="benchmarks and the cost estimate (`clipbench bench cost --help`, ...)")
-    s.add_argument("what", choices=["optim", "data", "train", "cost"])
+    s.add_argument("what", choices=["optim", "data", "train", "cost", "workflow"])
     s.set_defaults(func=None)
     return p
 

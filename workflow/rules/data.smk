@@ -7,6 +7,8 @@ rule prepare:
         cfg=dataset_json,
     log:
         "results/logs/prepare/{dataset}.log",
+    benchmark:
+        "results/benchmarks/prepare/{dataset}.tsv"
     conda:
         "../../environment.yml"
     shell:
@@ -21,6 +23,8 @@ rule datasets:
         "prepared/datasets.txt",
     log:
         "results/logs/prepare/datasets.log",
+    benchmark:
+        "results/benchmarks/prepare/datasets.tsv"
     conda:
         "../../environment.yml"
     shell:
@@ -36,6 +40,8 @@ rule track_data:
         "prepared/data.dvc.log",
     log:
         "results/logs/prepare/track_data.log",
+    benchmark:
+        "results/benchmarks/prepare/track_data.tsv"
     conda:
         "../../environment.yml"
     shell:

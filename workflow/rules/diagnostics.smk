@@ -8,6 +8,8 @@ rule heavytail:
         cfg=lambda wc: task_json("heavytail"),
     log:
         "results/logs/heavytail.log",
+    benchmark:
+        "results/benchmarks/heavytail.tsv"
     conda:
         "../../environment.yml"
     shell:
@@ -28,6 +30,8 @@ rule noise_init:
     threads: ENGINE["threads"]
     log:
         "results/logs/noise/{task}_init.log",
+    benchmark:
+        "results/benchmarks/noise/{task}_init.tsv"
     conda:
         "../../environment.yml"
     shell:
@@ -48,6 +52,8 @@ rule noise:
     threads: ENGINE["threads"]
     log:
         "results/logs/noise/{task}.log",
+    benchmark:
+        "results/benchmarks/noise/{task}.tsv"
     conda:
         "../../environment.yml"
     shell:

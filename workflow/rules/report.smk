@@ -9,6 +9,8 @@ rule collect:
         plots=directory("results/plots"),
     log:
         "results/logs/collect.log",
+    benchmark:
+        "results/benchmarks/collect.tsv"
     conda:
         "../../environment.yml"
     shell:
@@ -29,6 +31,8 @@ rule baseline:
         task="|".join(registry.with_baseline()),
     log:
         "results/logs/baseline/{task}.log",
+    benchmark:
+        "results/benchmarks/baseline/{task}.tsv"
     conda:
         "../../environment.yml"
     shell:
@@ -54,6 +58,8 @@ rule report:
         config=lambda wc: json.dumps(config, sort_keys=True),
     log:
         "results/logs/report.log",
+    benchmark:
+        "results/benchmarks/report.tsv"
     conda:
         "../../environment.yml"
     shell:

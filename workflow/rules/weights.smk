@@ -10,6 +10,8 @@ rule weights:
         out=lambda wc, output: os.path.dirname(output[0]),
     log:
         "results/logs/weights/{weights_file}.log",
+    benchmark:
+        "results/benchmarks/weights/{weights_file}.tsv"
     conda:
         "../../environment.yml"
     shell:
