@@ -31,7 +31,7 @@ HEAVY_TAIL_ALPHA = 1.9
 def tail_index(x, block: int | None = None) -> float:
     """α̂ of the 1-D samples ``x``, in [0.1, 2] (the α-stable range)."""
     x = np.asarray(x, dtype=np.float64).ravel()
-    x = x[np.isfinite(x)]
+    x = x[np.isfinite(x) & (x != 0)]  # an exact zero is a coordinate without noise, not a sample of it
     k1 = block or max(2, math.isqrt(len(x)))
     k2 = len(x) // k1
     if k2 < 2:
@@ -70,12 +70,16 @@ def summarize(label: str, step: int, m: dict, seed: int = 0) -> dict:
     """One point's statistics from :func:`clipbench.engine.noise.measure`'s arrays."""
     coords = np.asarray(m["coords"], dtype=np.float64)
     norms = np.asarray(m["noise_norms"], dtype=np.float64)
-    pooled = coords.ravel()  # already in units of their tensor's RMS noise
+    # Coordinates with no noise at all (no gradient yet, e.g. behind a layer initialised at
+    # zero) say nothing about its tails; the others are in units of their tensor's RMS noise.
+    live = np.any(coords != 0, axis=0)
+    pooled = coords[:, live].ravel()
     g_mean, g_sd = gaussian_norm_reference(m["sum_var"], m["sum_var2"])
     alpha = tail_index(pooled)
     lo, hi = tail_index_interval(pooled, seed=seed)
     return {
-        "label": label, "step": int(step), "n_batches": int(norms.size), "n_coords": int(coords.shape[1]),
+        "label": label, "step": int(step), "n_batches": int(norms.size), "n_coords": int(live.sum()),
+        "n_coords_without_noise": int((~live).sum()),
         "alpha": alpha, "alpha_ci": [lo, hi], "kurtosis": excess_kurtosis(pooled),
         "norm_mean": float(norms.mean()), "norm_sd": float(norms.std(ddof=1)),
         "gauss_norm_mean": g_mean, "gauss_norm_sd": g_sd,
@@ -151,7 +155,8 @@ def figure(m: dict, point: dict, path) -> None:
     ax1.plot(xs, stats.norm.pdf(xs, mu, max(sd, 1e-12)), color="k", lw=1.2, label="Gaussian, same variances")
     ax1.set(xlabel="‖g_batch − g_full‖", ylabel="density", title=f"noise norms ({point['label']})")
     ax1.legend(fontsize=7)
-    pooled = np.sort(np.asarray(m["coords"], dtype=np.float64).ravel())
+    coords = np.asarray(m["coords"], dtype=np.float64)
+    pooled = np.sort(coords[:, np.any(coords != 0, axis=0)].ravel())
     theo = stats.norm.ppf((np.arange(1, pooled.size + 1) - 0.5) / pooled.size)
     ax2.plot(theo, pooled, ".", ms=2, color="#d62728")
     ax2.plot(theo, theo * pooled.std(), color="k", lw=1)
