@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# A one-node SLURM cluster on this machine, for the tests and for trying the slurm profile:
+#   sudo scripts/slurm-local.sh start    write /etc/slurm/slurm.conf + gres.conf, start munged,
+#                                        slurmctld and slurmd, wait until the node is idle
+#   sudo scripts/slurm-local.sh stop     stop the daemons this script started, by their PIDs
+#   scripts/slurm-local.sh status        sinfo
+# Needs root and Debian's slurmctld, slurmd, slurm-client and munge packages.
+#
+# The config must be /etc/slurm/slurm.conf: the Snakemake SLURM plugin drops SLURM_CONF from a
+# job's environment, so the job step would not find a config anywhere else. No cgroups
+# (proctrack/linuxproc, task/none) and no accounting database: run Snakemake with
+# `--slurm-status-command squeue`; MinJobAge keeps finished jobs visible to squeue meanwhile.
+#
+# Settings (environment):
+#   SLURM_LOCAL_DIR   state, spool, logs and PID files (default /tmp/clipbench-slurm)
+#   SLURM_LOCAL_GPUS  GPUs the node offers as GRES (default 1; on a machine without GPUs
+#                     they are placeholders, so the GPU request path of sbatch is exercised)
+#   SLURM_LOCAL_WAIT  seconds to wait for the node to become idle (default 60)
+set -euo pipefail
+
+DIR=${SLURM_LOCAL_DIR:-/tmp/clipbench-slurm}
+GPUS=${SLURM_LOCAL_GPUS:-1}
+WAIT=${SLURM_LOCAL_WAIT:-60}
+CONF=/etc/slurm/slurm.conf
+MARK="# written by clipbench scripts/slurm-local.sh"
+
+die() { echo "slurm-local: $*" >&2; exit 1; }
+
+need() {
+    for cmd in munged slurmctld slurmd sinfo sbatch; do
+        command -v "$cmd" >/dev/null || PATH=$PATH:/usr/sbin command -v "$cmd" >/dev/null \
+            || die "$cmd not found; install it: apt-get install -y slurmctld slurmd slurm-client munge"
+    done
+    [ "$(id -u)" = 0 ] || die "must run as root (it writes $CONF and starts the daemons)"
+}
+
+# Poll until "$@" succeeds, at most $1 seconds (short sleeps between tries, not a blind wait).
+wait_for() {
+    local limit=$1; shift
+    local deadline=$((SECONDS + limit))
+    until "$@" >/dev/null 2>&1; do
+        [ "$SECONDS" -lt "$deadline" ] || return 1
+        sleep 0.2
+    done
+}
+
+node_line() {
+    # This machine's CPUs, topology and memory as slurmd itself measures them, so the node
+    # never drains for a mismatch; memory a little below the total, for the daemons.
+    local line mem
+    line=$(slurmd -C | head -n1)
+    mem=$(sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p' <<<"$line")
+    echo "${line% RealMemory=*} RealMemory=$((mem * 9 / 10)) Gres=gpu:$GPUS State=UNKNOWN"
+}
+
+write_conf() {
+    local node=$1
+    if [ -e "$CONF" ] && ! grep -qF "$MARK" "$CONF"; then
+        die "$CONF exists and was not written by this script; move it away first"
+    fi
+    mkdir -p /etc/slurm "$DIR/state" "$DIR/spool"
+    local tmp
+    tmp=$(mktemp /etc/slurm/.slurm.conf.XXXXXX)
+    cat >"$tmp" <<EOF
+$MARK
+ClusterName=clipbench
+SlurmctldHost=$node
+SlurmUser=root
+AuthType=auth/munge
+CredType=cred/munge
+StateSaveLocation=$DIR/state
+SlurmdSpoolDir=$DIR/spool
+SlurmctldPidFile=$DIR/slurmctld.pid
+SlurmdPidFile=$DIR/slurmd.pid
+SlurmctldLogFile=$DIR/slurmctld.log
+SlurmdLogFile=$DIR/slurmd.log
+SlurmctldDebug=info
+SlurmdDebug=info
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU_Memory
+GresTypes=gpu
+MinJobAge=600
+ReturnToService=2
+$(node_line)
+PartitionName=cpu Nodes=$node Default=YES MaxTime=INFINITE State=UP
+PartitionName=gpu Nodes=$node MaxTime=INFINITE State=UP
+EOF
+    chmod 644 "$tmp"
+    mv "$tmp" "$CONF"
+    tmp=$(mktemp /etc/slurm/.gres.conf.XXXXXX)
+    if [ "$GPUS" = 1 ]; then
+        echo "NodeName=$node Name=gpu File=/dev/null" >"$tmp"
+    else
+        echo "NodeName=$node Name=gpu Count=$GPUS" >"$tmp"
+    fi
+    chmod 644 "$tmp"
+    mv "$tmp" /etc/slurm/gres.conf
+}
+
+munge_ok() { munge -n </dev/null | unmunge >/dev/null; }
+
+start_munged() {
+    if munge_ok 2>/dev/null; then
+        return  # a munged is already running (the system's): use it, and leave it running
+    fi
+    mkdir -p /run/munge /var/log/munge /var/lib/munge
+    chown munge:munge /run/munge /var/log/munge /var/lib/munge
+    [ -s /etc/munge/munge.key ] || { mungekey --create --keyfile /etc/munge/munge.key && chown munge:munge /etc/munge/munge.key; }
+    # munged runs as its own user and daemonizes; its PID file is written where it may write.
+    runuser -u munge -- munged --pid-file=/run/munge/clipbench-munged.pid
+    wait_for 10 munge_ok || die "munged did not start (see /var/log/munge/munged.log)"
+    wait_for 5 test -s /run/munge/clipbench-munged.pid
+    cp /run/munge/clipbench-munged.pid "$DIR/munged.started"
+}
+
+node_idle() {
+    [ "$(sinfo -h -N -n "$1" -o %T 2>/dev/null | sort -u)" = idle ]
+}
+
+start() {
+    need
+    export PATH=$PATH:/usr/sbin
+    local node
+    node=$(hostname -s)
+    [ ! -s "$DIR/slurmctld.started" ] || die "already started (PIDs in $DIR); run '$0 stop' first"
+    write_conf "$node"
+    start_munged
+    # -D: stay in the foreground, so $! is the daemon's own PID; setsid: outlive this shell.
+    setsid slurmctld -D -i >>"$DIR/slurmctld.out" 2>&1 </dev/null &
+    echo $! >"$DIR/slurmctld.started"
+    wait_for 30 scontrol ping || die "slurmctld did not answer (see $DIR/slurmctld.log)"
+    setsid slurmd -D -N "$node" >>"$DIR/slurmd.out" 2>&1 </dev/null &
+    echo $! >"$DIR/slurmd.started"
+    if ! wait_for "$WAIT" node_idle "$node"; then
+        sinfo -N -l >&2 || true
+        tail -n 20 "$DIR/slurmctld.log" "$DIR/slurmd.log" >&2 || true
+        die "node $node not idle after ${WAIT}s"
+    fi
+    echo "slurm-local: node $node idle (partitions cpu, gpu; gres gpu:$GPUS); logs in $DIR"
+}
+
+stop_pid() {
+    local file=$DIR/$1.started pid
+    [ -s "$file" ] || return 0
+    pid=$(cat "$file")
+    if kill "$pid" 2>/dev/null; then
+        # Poll until it is gone; SIGKILL if it lingers.
+        wait_for 20 bash -c "! kill -0 $pid" || kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -f "$file"
+}
+
+stop() {
+    stop_pid slurmd
+    stop_pid slurmctld
+    stop_pid munged
+    echo "slurm-local: stopped"
+}
+
+case "${1:-}" in
+    start) start ;;
+    stop) stop ;;
+    status) sinfo -N -l ;;
+    *) die "usage: $0 start|stop|status" ;;
+esac
