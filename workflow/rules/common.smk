@@ -68,3 +68,38 @@ def uses_archives():
         if not cfg.get("root") and cfg.get("source") in ("download", "archives"):
             return True
     return False
+
+
+# --- Scheduler resources of the training jobs (workflow/profiles/slurm) ---------------------
+# From `resources` and engine.gpus/threads, never from the run spec: asking a cluster for more
+# memory or time must not rerun a finished run nor invalidate its checkpoint.
+
+_unknown = sorted(set(config["resources"]["tasks"]) - set(registry.names()))
+if _unknown:
+    raise ValueError(f"invalid workflow config: resources.tasks: unknown task {', '.join(_unknown)} "
+                     f"(tasks: {', '.join(registry.names())})")
+
+
+def train_resources(task):
+    """gpus, gpu_model, cpus_per_task, mem_mb, runtime of one training job of `task`."""
+    res = config["resources"]
+    out = {"gpus": ENGINE["gpus"], "gpu_model": res["gpu_model"], "cpus_per_task": res["cpus_per_task"],
+           "mem_mb": res["mem_mb"], "runtime": res["runtime"]}
+    out.update(res["tasks"].get(task, {}))
+    if out["cpus_per_task"] is None:
+        out["cpus_per_task"] = ENGINE["threads"] * max(1, out["gpus"])
+    return out
+
+
+def train_resource(key):
+    """A rule-resource callable; an unset gpu_model is "" (the SLURM plugin then asks for any GPU)."""
+    return lambda wc: train_resources(wc.task)[key] or (0 if key == "gpus" else "")
+
+
+def train_launcher(wildcards):
+    """`clipbench`, or torchrun with one process per GPU of the job's allocation (DDP)."""
+    gpus = train_resources(wildcards.task)["gpus"]
+    if gpus > 1:
+        # --standalone: a rendezvous on a free local port, so jobs sharing a node never collide.
+        return f"torchrun --standalone --nnodes=1 --nproc_per_node={gpus} -m clipbench.cli"
+    return "clipbench"

@@ -11,9 +11,16 @@ rule train:
         spec=run_spec_json,
         out=lambda wc: run_dir(wc.task, wc.method, wc.seed),
         data=lambda wc, input: f"--data {input[0]}" if input else "",
+        launcher=train_launcher,
     threads: ENGINE["threads"]
+    # What the SLURM profile turns into sbatch options (--gpus, --cpus-per-task, --mem, -t);
+    # a local run only counts `gpu` against `--resources gpu=N`.
     resources:
-        gpu=ENGINE["gpus"],
+        gpu=train_resource("gpus"),
+        gpu_model=train_resource("gpu_model"),
+        cpus_per_task=train_resource("cpus_per_task"),
+        mem_mb=train_resource("mem_mb"),
+        runtime=train_resource("runtime"),
     log:
         "results/logs/train/{task}/{method}/seed{seed}.log",
     benchmark:
@@ -21,4 +28,4 @@ rule train:
     conda:
         "../../environment.yml"
     shell:
-        "clipbench train --spec {params.spec:q} {params.data} --out {params.out} > {log} 2>&1"
+        "{params.launcher} train --spec {params.spec:q} {params.data} --out {params.out} > {log} 2>&1"
