@@ -50,13 +50,13 @@ wait_for() {
 }
 
 node_line() {
-    # The node advertises at least CPUS cores and MEM_MB of memory whatever this machine has
+    # Loopback addresses: no dependence on the host name resolving. The node advertises at least CPUS cores and MEM_MB of memory whatever this machine has
     # (SlurmdParameters=config_overrides), so the profile's real requests fit on a small CI
     # machine; the jobs then share the real cores.
     local cpus
     cpus=$(nproc)
     [ "$cpus" -ge "$CPUS" ] || cpus=$CPUS
-    echo "NodeName=$1 CPUs=$cpus RealMemory=$MEM_MB Gres=gpu:$GPUS State=UNKNOWN"
+    echo "NodeName=$1 NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$MEM_MB Gres=gpu:$GPUS State=UNKNOWN"
 }
 
 write_conf() {
@@ -70,7 +70,7 @@ write_conf() {
     cat >"$tmp" <<EOF
 $MARK
 ClusterName=clipbench
-SlurmctldHost=$node
+SlurmctldHost=$node(127.0.0.1)
 SlurmUser=root
 AuthType=auth/munge
 CredType=cred/munge
@@ -141,7 +141,8 @@ start() {
     write_conf "$node"
     start_munged
     # -D: stay in the foreground, so $! is the daemon's own PID; setsid: outlive this shell.
-    setsid slurmctld -D -i >>"$DIR/slurmctld.out" 2>&1 </dev/null &
+    # -c: a fresh cluster, no jobs or state from an earlier start.
+    setsid slurmctld -D -c >>"$DIR/slurmctld.out" 2>&1 </dev/null &
     echo $! >"$DIR/slurmctld.started"
     wait_for 30 scontrol ping || die "slurmctld did not answer (see $DIR/slurmctld.log)"
     setsid slurmd -D -N "$node" >>"$DIR/slurmd.out" 2>&1 </dev/null &
