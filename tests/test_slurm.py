@@ -108,9 +108,9 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory) -> Path:
-    """The same small config run locally: the reference for every SLURM run."""
+    """The training runs of the same small config, run locally: the reference for every SLURM run."""
     repo = _workdir(tmp_path_factory.mktemp("local"))
-    proc = _snakemake(repo, "--cores", "2", "--configfile", "small.yaml")
+    proc = _snakemake(repo, *_runs(repo), "--cores", "2", "--configfile", "small.yaml")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return repo
 
@@ -165,24 +165,31 @@ def test_cancelled_job_resumes_from_its_checkpoint(cluster, local, tmp_path):
     run = repo / "results/runs/classification/sgd/seed0"
     before = {j["JobId"] for j in _jobs()}
     # --retries 0: the cancelled job fails this invocation; the rerun below resubmits it.
-    first = subprocess.Popen([sys.executable, "-m", "snakemake", *SLURM_ARGS, "--retries", "0",
-                              "--configfile", "small.yaml", *_runs(repo)],
-                             cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # (Targets before --configfile, which takes every file name after it.)
+    log = tmp_path / "first.log"
+    with log.open("w") as out:
+        first = subprocess.Popen([sys.executable, "-m", "snakemake", *_runs(repo), *SLURM_ARGS, "--retries", "0",
+                                  "--configfile", "small.yaml"], cwd=repo, stdout=out, stderr=subprocess.STDOUT)
     try:
-        _wait_for(lambda: (run / "checkpoint.pt").exists(), 600, f"{run}/checkpoint.pt")
-        job = next(j for j in _train_jobs(before) if j["Comment"].endswith("_sgd_0"))
+        def checkpoint_written():
+            assert first.poll() is None, f"snakemake ended early:\n{log.read_text()[-4000:]}"
+            return (run / "checkpoint.pt").exists()
+
+        _wait_for(checkpoint_written, 600, f"{run}/checkpoint.pt")
+        job = next(j for j in _train_jobs(before) if j["Comment"].endswith("_sgd_0") and j["JobState"] == "RUNNING")
         subprocess.run(["scancel", job["JobId"]], check=True)
-        out, _ = first.communicate(timeout=600)
+        first.wait(timeout=600)
     finally:
         if first.poll() is None:
             first.kill()
+    out = log.read_text()
     assert first.returncode != 0, out[-4000:]
     cancelled = next(j for j in _jobs() if j["JobId"] == job["JobId"])
     assert cancelled["JobState"] == "CANCELLED", cancelled
     assert not (run / "metrics.json").exists(), "the run ended before it was cancelled; make it longer"
     assert (run / "checkpoint.pt").exists()
 
-    again = _snakemake(repo, *SLURM_ARGS, "--rerun-incomplete", "--configfile", "small.yaml", *_runs(repo))
+    again = _snakemake(repo, *_runs(repo), *SLURM_ARGS, "--rerun-incomplete", "--configfile", "small.yaml")
     assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
     resubmitted = [j for j in _train_jobs(before) if j["JobId"] != job["JobId"] and j["Comment"].endswith("_sgd_0")]
     assert resubmitted and resubmitted[-1]["JobState"] == "COMPLETED", resubmitted

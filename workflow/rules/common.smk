@@ -81,19 +81,25 @@ if _unknown:
 
 
 def train_resources(task):
-    """gpus, gpu_model, cpus_per_task, mem_mb, runtime of one training job of `task`."""
+    """gpus, gpu_model, cpus_per_task, mem_mb, runtime of one training job of `task`
+    (cpus_per_task None: the rule's threads for each GPU process, see train_cpus)."""
     res = config["resources"]
     out = {"gpus": ENGINE["gpus"], "gpu_model": res["gpu_model"], "cpus_per_task": res["cpus_per_task"],
            "mem_mb": res["mem_mb"], "runtime": res["runtime"]}
     out.update(res["tasks"].get(task, {}))
-    if out["cpus_per_task"] is None:
-        out["cpus_per_task"] = ENGINE["threads"] * max(1, out["gpus"])
     return out
 
 
 def train_resource(key):
     """A rule-resource callable; an unset gpu_model is "" (the SLURM plugin then asks for any GPU)."""
     return lambda wc: train_resources(wc.task)[key] or (0 if key == "gpus" else "")
+
+
+def train_cpus(wildcards, threads):
+    """Cores of a training job: as configured, or the rule's threads for each process
+    (torchrun starts one per GPU, each with its own threads and loader workers)."""
+    res = train_resources(wildcards.task)
+    return res["cpus_per_task"] or threads * max(1, res["gpus"])
 
 
 def train_launcher(wildcards):

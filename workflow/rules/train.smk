@@ -18,7 +18,7 @@ rule train:
     resources:
         gpu=train_resource("gpus"),
         gpu_model=train_resource("gpu_model"),
-        cpus_per_task=train_resource("cpus_per_task"),
+        cpus_per_task=train_cpus,
         mem_mb=train_resource("mem_mb"),
         runtime=train_resource("runtime"),
     log:
