@@ -195,9 +195,9 @@ def test_cancelled_job_resumes_from_its_checkpoint(cluster, local, tmp_path):
     assert resubmitted and resubmitted[-1]["JobState"] == "COMPLETED", resubmitted
 
     resumed, uninterrupted = _metrics(repo, "sgd"), _metrics(local, "sgd")
-    print("resumed at steps", resumed["resumed_at_steps"])
+    print("resumed at steps", resumed["timing"]["resumed_at_steps"])
     print("resumed:       ", json.dumps(resumed["final"], sort_keys=True))
     print("uninterrupted: ", json.dumps(uninterrupted["final"], sort_keys=True))
-    assert resumed["resumed_at_steps"] and resumed["resumed_at_steps"][0] > 0
+    assert resumed["timing"]["resumed_at_steps"] and resumed["timing"]["resumed_at_steps"][0] > 0
     assert resumed["steps"] == uninterrupted["steps"]
     assert resumed["final"] == uninterrupted["final"]
