@@ -39,20 +39,27 @@ need() {
     [ "$(id -u)" = 0 ] || die "must run as root (it writes $CONF and starts the daemons)"
 }
 
-# Poll until "$@" succeeds, at most $1 seconds (short sleeps between tries, not a blind wait).
+# Poll until "$@" succeeds, at most $1 seconds (short sleeps between tries, not a blind wait);
+# exit status 99 from "$@" gives up at once.
 wait_for() {
     local limit=$1; shift
     local deadline=$((SECONDS + limit))
-    until "$@" >/dev/null 2>&1; do
+    local rc
+    while true; do
+        rc=0
+        "$@" >/dev/null 2>&1 || rc=$?
+        [ "$rc" != 0 ] || return 0
+        [ "$rc" != 99 ] || return 99  # the condition says it can no longer become true
         [ "$SECONDS" -lt "$deadline" ] || return 1
         sleep 0.2
     done
 }
 
 node_line() {
-    # Loopback addresses: no dependence on the host name resolving. The node advertises at least CPUS cores and MEM_MB of memory whatever this machine has
-    # (SlurmdParameters=config_overrides), so the profile's real requests fit on a small CI
-    # machine; the jobs then share the real cores.
+    # Loopback addresses: no dependence on the host name resolving. The node advertises at
+    # least CPUS cores and MEM_MB of memory whatever this machine has (SlurmdParameters=
+    # config_overrides), so the profile's real requests fit on a small CI machine; the jobs
+    # then share the real cores.
     local cpus
     cpus=$(nproc)
     [ "$cpus" -ge "$CPUS" ] || cpus=$CPUS
@@ -100,11 +107,13 @@ EOF
     chmod 644 "$tmp"
     mv "$tmp" "$CONF"
     tmp=$(mktemp /etc/slurm/.gres.conf.XXXXXX)
-    if [ "$GPUS" = 1 ]; then
-        echo "NodeName=$node Name=gpu File=/dev/null" >"$tmp"
-    else
-        echo "NodeName=$node Name=gpu Count=$GPUS" >"$tmp"
-    fi
+    # slurmd counts GPUs by their device files; without GPUs, distinct placeholder devices.
+    local devices=(/dev/null /dev/zero /dev/full /dev/random /dev/urandom /dev/tty /dev/ptmx /dev/console) i
+    [ "$GPUS" -le "${#devices[@]}" ] || die "SLURM_LOCAL_GPUS=$GPUS: at most ${#devices[@]} placeholder GPUs"
+    : >"$tmp"
+    for ((i = 0; i < GPUS; i++)); do
+        echo "NodeName=$node Name=gpu File=${devices[i]}" >>"$tmp"
+    done
     chmod 644 "$tmp"
     mv "$tmp" /etc/slurm/gres.conf
 }
@@ -126,7 +135,13 @@ start_munged() {
 }
 
 node_idle() {
-    [ "$(sinfo -h -N -n "$1" -o %T 2>/dev/null | sort -u)" = idle ]
+    local state
+    state=$(sinfo -h -N -n "$1" -o %T 2>/dev/null | sort -u)
+    case "$state" in
+        # A node the controller refused (e.g. fewer GPUs than configured) never becomes idle.
+        inval* | drain*) echo "node $1 is $state" >&2; return 99 ;;
+    esac
+    [ "$state" = idle ]
 }
 
 start() {
@@ -150,7 +165,7 @@ start() {
     if ! wait_for "$WAIT" node_idle "$node"; then
         sinfo -N -l >&2 || true
         tail -n 20 "$DIR/slurmctld.log" "$DIR/slurmd.log" >&2 || true
-        die "node $node not idle after ${WAIT}s"
+        die "node $node not idle (see the state and logs above)"
     fi
     echo "slurm-local: node $node idle (partitions cpu, gpu; gres gpu:$GPUS); logs in $DIR"
 }

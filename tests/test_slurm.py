@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests import test_slurm_ddp as ddp
 from tests.test_workflow import _checkout
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,7 +62,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800), pytest.mark.skipif(_w
 
 
 def _script(*args: str) -> list[str]:
-    return ([] if os.geteuid() == 0 else ["sudo", "-n", "--preserve-env=SLURM_LOCAL_DIR"]) + [str(SCRIPT), *args]
+    return ([] if os.geteuid() == 0 else ["sudo", "-n", "--preserve-env=SLURM_LOCAL_DIR,SLURM_LOCAL_GPUS"]) + [str(SCRIPT), *args]
 
 
 def _snakemake(cwd: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -96,7 +97,8 @@ def _train_jobs(since: set[str]) -> list[dict]:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     state = tmp_path_factory.mktemp("slurm-state")
-    env = {**os.environ, "SLURM_LOCAL_DIR": str(state)}
+    # Two placeholder GPUs: room for a two-GPU (torchrun) job.
+    env = {**os.environ, "SLURM_LOCAL_DIR": str(state), "SLURM_LOCAL_GPUS": "2"}
     proc = subprocess.run(_script("start"), env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     try:
@@ -201,3 +203,22 @@ def test_cancelled_job_resumes_from_its_checkpoint(cluster, local, tmp_path):
     assert resumed["timing"]["resumed_at_steps"] and resumed["timing"]["resumed_at_steps"][0] > 0
     assert resumed["steps"] == uninterrupted["steps"]
     assert resumed["final"] == uninterrupted["final"]
+
+
+def test_two_gpu_job_runs_torchrun_in_its_allocation(cluster, tmp_path):
+    """engine.gpus: 2 asks SLURM for two GPUs and runs two DDP processes in the allocation;
+    the result equals a one-process local run within tests/test_ddp.py's tolerance."""
+    runs, logs = {}, {}
+    for gpus, args in ((2, SLURM_ARGS), (1, ["--cores", "2"])):
+        repo = ddp._workdir(tmp_path / f"gpus{gpus}", ddp._config(gpus=gpus))
+        proc = _snakemake(repo, f"{ddp.RUN}/metrics.json", *args, "--configfile", "small.yaml")
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+        runs[gpus], logs[gpus] = repo, proc.stdout + proc.stderr
+    train = [line.split("sbatch call: ", 1)[1].split(" --wrap=")[0]
+             for line in logs[2].splitlines() if "sbatch call: " in line and "rule_train" in line]
+    print("\n".join(train))
+    assert len(train) == 1 and "--gpus=2" in train[0] and "--cpus-per-task=2" in train[0], train
+    two, one = (json.loads((runs[g] / ddp.RUN / "metrics.json").read_text()) for g in (2, 1))
+    assert two["world_size"] == 2 and one["world_size"] == 1 and two["steps"] == one["steps"]
+    assert two["final"]["train"]["loss"] == pytest.approx(one["final"]["train"]["loss"], rel=1e-5)
+    assert two["final"]["val"] == pytest.approx(one["final"]["val"], rel=1e-5)
