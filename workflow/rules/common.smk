@@ -168,3 +168,43 @@ def train_threads(wildcards):
     workers = own.get("num_workers")
     workers = ENGINE["num_workers"] if workers is None else workers
     return max(ENGINE["threads"], workers + 1)
+
+# --- Scheduler resources of the training jobs (workflow/profiles/slurm) ---------------------
+# From `resources` and engine.gpus/threads, never from the run spec: asking a cluster for more
+# memory or time must not rerun a finished run nor invalidate its checkpoint.
+
+_unknown = sorted(set(config["resources"]["tasks"]) - set(registry.names()))
+if _unknown:
+    raise ValueError(f"invalid workflow config: resources.tasks: unknown task {', '.join(_unknown)} "
+                     f"(tasks: {', '.join(registry.names())})")
+
+
+def train_resources(task):
+    """gpus, gpu_model, cpus_per_task, mem_mb, runtime of one training job of `task`
+    (cpus_per_task None: the rule's threads for each GPU process, see train_cpus)."""
+    res = config["resources"]
+    out = {"gpus": ENGINE["gpus"], "gpu_model": res["gpu_model"], "cpus_per_task": res["cpus_per_task"],
+           "mem_mb": res["mem_mb"], "runtime": res["runtime"]}
+    out.update(res["tasks"].get(task, {}))
+    return out
+
+
+def train_resource(key):
+    """A rule-resource callable; an unset gpu_model is "" (the SLURM plugin then asks for any GPU)."""
+    return lambda wc: train_resources(wc.task)[key] or (0 if key == "gpus" else "")
+
+
+def train_cpus(wildcards, threads):
+    """Cores of a training job: as configured, or the rule's threads for each process
+    (torchrun starts one per GPU, each with its own threads and loader workers)."""
+    res = train_resources(wildcards.task)
+    return res["cpus_per_task"] or threads * max(1, res["gpus"])
+
+
+def train_launcher(wildcards):
+    """`clipbench`, or torchrun with one process per GPU of the job's allocation (DDP)."""
+    gpus = train_resources(wildcards.task)["gpus"]
+    if gpus > 1:
+        # --standalone: a rendezvous on a free local port, so jobs sharing a node never collide.
+        return f"torchrun --standalone --nnodes=1 --nproc_per_node={gpus} -m clipbench.cli"
+    return "clipbench"

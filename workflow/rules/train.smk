@@ -14,9 +14,16 @@ rule train:
         out=lambda wc: run_dir(wc.task, wc.method, wc.seed),
         data=lambda wc, input: f"--data {input.manifest}" if input.manifest else "",
         noise=lambda wc, input: f"--noise {input.noise}" if input.noise else "",
+        launcher=train_launcher,
     threads: train_threads
+    # What the SLURM profile turns into sbatch options (--gpus, --cpus-per-task, --mem, -t);
+    # a local run only counts `gpu` against `--resources gpu=N`.
     resources:
-        gpu=ENGINE["gpus"],
+        gpu=train_resource("gpus"),
+        gpu_model=train_resource("gpu_model"),
+        cpus_per_task=train_cpus,
+        mem_mb=train_resource("mem_mb"),
+        runtime=train_resource("runtime"),
     log:
         "results/logs/train/{task}/{method}/seed{seed}.log",
     benchmark:
@@ -24,4 +31,4 @@ rule train:
     conda:
         "../../environment.yml"
     shell:
-        "clipbench train --spec {params.spec:q} {params.data} {params.noise} --out {params.out} > {log} 2>&1"
+        "{params.launcher} train --spec {params.spec:q} {params.data} {params.noise} --out {params.out} > {log} 2>&1"

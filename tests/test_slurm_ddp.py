@@ -1,0 +1,88 @@
+"""Multi-GPU training jobs: with engine.gpus > 1 the train rule starts torchrun, one process
+per GPU of the job's allocation, and its result equals the one-process run (tests/test_ddp.py's
+tolerance). On the CPU the processes talk over gloo, so this runs anywhere.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from tests.test_workflow import _checkout, _snakemake
+
+RUN = "results/runs/superres/sgd/seed0"
+# Super-resolution with ESPCN: no batch norm, so per-process batches take exactly the steps of
+# the global batch; 2 validation images, one per process.
+CONFIG = {
+    "run": {"tasks": ["superres"], "methods": ["sgd"], "seeds": [0]},
+    "engine": {"device": "cpu", "threads": 1, "gpus": 2, "dvclive": False},
+    "datasets": {"div2k": {"source": "synthetic", "synthetic": {
+        "train_images": 4, "valid_images": 2, "hr_size": 64, "scale": 4, "seed": 0}}},
+    "tasks": {"superres": {
+        "model": "espcn", "scale": 4, "patch_size": 8, "repeat": 4, "val_crop": None,
+        "epochs": 2, "batch_size": 4, "eval_batch_size": 1,
+        "methods": {"sgd": {"lr": 0.05, "momentum": 0.9}}}},
+}
+
+
+def _config(**engine) -> dict:
+    cfg = copy.deepcopy(CONFIG)
+    cfg["engine"].update(engine)
+    return cfg
+
+
+def _workdir(root: Path, cfg: dict) -> Path:
+    repo = _checkout(root)
+    (repo / "small.yaml").write_text(yaml.safe_dump(cfg))
+    return repo
+
+
+def _shell_command(repo: Path, *extra: str) -> str:
+    proc = _snakemake(repo, "-n", "-p", "--cores", "2", "--forceall", f"{RUN}/metrics.json",
+                      "--configfile", "small.yaml", *extra)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    line = next(line for line in proc.stdout.splitlines() if " train --spec " in line)
+    return line.removeprefix("Shell command: ")
+
+
+def test_train_rule_starts_torchrun_per_gpu(tmp_path):
+    repo = _workdir(tmp_path, _config(gpus=2))
+    cmd = _shell_command(repo)
+    assert cmd.startswith("torchrun --standalone --nnodes=1 --nproc_per_node=2 -m clipbench.cli train "), cmd
+    # A task's own GPU count overrides engine.gpus; one GPU is a plain process.
+    (repo / "more.yaml").write_text(yaml.safe_dump({"resources": {"tasks": {"superres": {"gpus": 4}}}}))
+    assert "--nproc_per_node=4 " in _shell_command(repo, "more.yaml")
+    (repo / "one.yaml").write_text(yaml.safe_dump({"engine": {"gpus": 1}}))
+    assert _shell_command(repo, "one.yaml").startswith("clipbench train ")
+
+
+def test_unknown_task_in_resources_is_refused(tmp_path):
+    repo = _workdir(tmp_path, _config())
+    (repo / "bad.yaml").write_text(yaml.safe_dump({"resources": {"tasks": {"superress": {"gpus": 2}}}}))
+    proc = _snakemake(repo, "-n", "--cores", "1", "--configfile", "small.yaml", "bad.yaml")
+    assert proc.returncode != 0 and "resources.tasks: unknown task superress" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun (from torch) is not on PATH")
+def test_two_process_job_matches_one_process(tmp_path):
+    runs = {}
+    for gpus in (1, 2):
+        repo = _workdir(tmp_path / f"gpus{gpus}", _config(gpus=gpus))
+        proc = _snakemake(repo, "--cores", "2", f"{RUN}/metrics.json", "--configfile", "small.yaml")
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        runs[gpus] = repo
+    one, two = (json.loads((runs[g] / RUN / "metrics.json").read_text()) for g in (1, 2))
+    assert one["world_size"] == 1 and two["world_size"] == 2
+    assert one["steps"] == two["steps"] > 0
+    assert two["final"]["train"]["loss"] == pytest.approx(one["final"]["train"]["loss"], rel=1e-5)
+    assert two["final"]["val"] == pytest.approx(one["final"]["val"], rel=1e-5)
+    pa, pb = (torch.load(runs[g] / RUN / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
+              for g in (1, 2))
+    for k in pa:
+        torch.testing.assert_close(pb[k], pa[k], rtol=1e-5, atol=1e-6)
