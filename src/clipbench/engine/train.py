@@ -48,7 +48,7 @@ from clipbench.engine.checkpoint import Progress
 from clipbench.engine.distributed import Dist, EpochBatchSampler, SeededSamples, epoch_seed
 from clipbench.engine.schedule import build_scheduler
 from clipbench.optim import build_optimizer
-from clipbench.runfiles import HISTORY_FIELDS, TASK_SPLITS, TELEMETRY_METRICS
+from clipbench.runfiles import CLIP_METRICS, HISTORY_FIELDS, TASK_SPLITS, TELEMETRY_METRICS
 from clipbench.tasks import build_task
 
 
@@ -472,7 +472,7 @@ def _result(s: Setup, progress: Progress, end: EpochEnd) -> dict:
         "task_info": s.task.extra,
         "epochs": s.epochs, "steps": progress.step, "batch_size": s.batch_size, "batch_multiplier": s.accumulate,
         "world_size": s.dist.world, "amp": s.amp,
-        "telemetry": {**_last(progress.history, "train", TELEMETRY_METRICS),
+        "telemetry": {**_last(progress.history, "train", ("lr",)), **_run_mean(progress.history, CLIP_METRICS),
                       "loss_points_stride": s.loss_stride},
         # Everything that depends on the machine or on how the run went (not what it computed).
         "timing": {"wall_time_s": progress.wall_time_s, "train_time_s": train_time,
@@ -486,6 +486,15 @@ def _result(s: Setup, progress: Progress, end: EpochEnd) -> dict:
 def _lr(optimizer) -> dict[str, float]:
     group = optimizer.param_groups[0]
     return {"lr": float(group["lr"])} if "lr" in group else {}
+
+
+def _run_mean(history: list[dict], metrics: tuple[str, ...]) -> dict[str, float]:
+    """The whole run's clipping statistics: the mean of its epochs' (every epoch has as many steps)."""
+    by: dict[str, list[float]] = {}
+    for r in history:
+        if r["split"] == "train" and r["metric"] in metrics:
+            by.setdefault(r["metric"], []).append(r["value"])
+    return {k: sum(v) / len(v) for k, v in by.items()}
 
 
 def _last(history: list[dict], split: str, metrics: tuple[str, ...]) -> dict[str, float]:
