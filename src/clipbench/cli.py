@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--spec", help="the run's resolved settings as JSON (what the Snakemake rule passes)")
     s.add_argument("--configfile", action="append", default=[])
     s.add_argument("--task", choices=registry.names())
-    s.add_argument("--method", choices=cfgmod.methods())
+    s.add_argument("--method", help=f"one of {', '.join(cfgmod.methods())}, or a method of your own in the config")
     s.add_argument("--seed", type=int)
     s.add_argument("--data", type=Path, help="the dataset's manifest.json from `clipbench prepare`")
     s.add_argument("--out", required=True, type=Path, help="the run folder")

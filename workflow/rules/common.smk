@@ -17,7 +17,7 @@ ENGINE = config["engine"]
 
 wildcard_constraints:
     task="|".join(registry.names()),
-    method="|".join(cb_config.methods()),
+    method="|".join(cb_config.methods(config)),
     dataset="[a-z0-9]+",
     seed=r"\d+",
 
