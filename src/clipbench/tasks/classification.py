@@ -31,12 +31,26 @@ def transforms(image_size: int, train: bool):
     return T.Compose([T.PILToTensor(), *ops, T.ToDtype(torch.float32, scale=True), T.Normalize(MEAN, STD)])
 
 
+class ClassFolders(datasets.ImageFolder):
+    """ImageFolder over the manifest's classes only (a root may hold more, e.g. all of
+    ImageNet), labelled in sorted order as ImageFolder labels a folder of exactly those."""
+
+    def __init__(self, root, wnids, transform) -> None:
+        self.wnids = sorted(wnids)
+        super().__init__(root, transform=transform)
+
+    def find_classes(self, directory):
+        return list(self.wnids), {w: i for i, w in enumerate(self.wnids)}
+
+
 def build(spec: dict, manifest: dict) -> Task:
     cfg = spec["task_config"]
     root = Path(manifest["root"])
     size = cfg["image_size"]
-    train_set = datasets.ImageFolder(root / "train", transform=transforms(size, train=True))
-    val_set = datasets.ImageFolder(root / "val", transform=transforms(size, train=False))
+    # The manifest's classes (datasets.imagenet100.class_list) set the model's output size.
+    wnids = manifest.get("wnids") or sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    train_set = ClassFolders(root / "train", wnids, transform=transforms(size, train=True))
+    val_set = ClassFolders(root / "val", wnids, transform=transforms(size, train=False))
     if train_set.classes != val_set.classes:
         raise ValueError(f"{root}: train/ and val/ hold different classes")
     model = build_model(cfg["model"], num_classes=len(train_set.classes))
