@@ -2,11 +2,12 @@
 
     clipbench prepare DATASET  (--configfile F ... | --json CFG) --out DIR
     clipbench track-data       [data]
-    clipbench train            (--configfile F ... --task T --method M --seed S | --spec JSON) --data MANIFEST --out DIR
+    clipbench train            (--configfile F ... --task T --method M --seed S | --spec JSON) --data MANIFEST --out DIR [--tuned CHOSEN.json]
     clipbench baseline TASK    --task-json CFG --data MANIFEST --out JSON   (tasks with a baseline)
     clipbench heavytail        (--configfile F ... | --json CFG) --out DIR
+    clipbench tune-select      TRIAL_METRICS.json ... --task T --method M --out CHOSEN.json
     clipbench collect          [METRICS.json ...] --out CSV
-    clipbench report           --summary CSV --out DIR
+    clipbench report           --summary CSV --out DIR [--tuning results/tuning]
     clipbench bench optim|data|train [options of that benchmark; --help]
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from clipbench import config as cfgmod
 from clipbench.tasks import registry
+from clipbench.tuning import TuningError
 
 
 def _json_arg(text: str, what: str) -> dict:
@@ -60,11 +62,24 @@ def cmd_train(args) -> int:
         if not (args.configfile and args.task and args.method and args.seed is not None):
             raise SystemExit("clipbench train: give --spec, or --configfile with --task, --method and --seed")
         spec = cfgmod.run_spec(cfgmod.load(*args.configfile), args.task, args.method, args.seed)
+    if args.tuned:
+        from clipbench import io, tuning
+
+        spec = tuning.apply_chosen(spec, io.read_json(args.tuned))
     manifest = load_manifest(args.data) if args.data else None
     result = train(spec, manifest, args.out)
     print(json.dumps({k: result[k] for k in ("task", "method", "seed", "status", "final")}))
     fail = spec.get("engine", {}).get("fail_on_divergence", False)
     return 3 if (fail and result["status"] == "diverged") else 0
+
+
+def cmd_tune_select(args) -> int:
+    from clipbench import io, tuning
+
+    chosen = tuning.select(args.task, args.method, [io.read_json(p) for p in args.metrics], args.tolerance)
+    io.write_json(args.out, chosen)
+    print(json.dumps({k: chosen["chosen"][k] for k in ("trial", "params", "value")}))
+    return 0
 
 
 def cmd_baseline(args) -> int:
@@ -110,7 +125,8 @@ def cmd_collect(args) -> int:
 def cmd_report(args) -> int:
     from clipbench.report.render import build_report
 
-    paths = build_report(args.summary, args.out, baselines=args.baselines)
+    extra = {"tuning": args.tuning} if args.tuning else {}
+    paths = build_report(args.summary, args.out, baselines=args.baselines, **extra)
     for p in paths:
         print(p)
     return 0
@@ -151,7 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int)
     s.add_argument("--data", type=Path, help="the dataset's manifest.json from `clipbench prepare`")
     s.add_argument("--out", required=True, type=Path, help="the run folder")
+    s.add_argument("--tuned", type=Path, help="a chosen.json from `clipbench tune-select`: train with its setting")
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("tune-select", help="pick the best tuning trial of a (task, method) by its held-out metric")
+    s.add_argument("metrics", nargs="+", type=Path, help="the trials' metrics.json files")
+    s.add_argument("--task", required=True)
+    s.add_argument("--method", required=True)
+    s.add_argument("--tolerance", type=float, default=0.05, help="the sensitivity width's tolerance (relative)")
+    s.add_argument("--out", required=True, type=Path, help="where to write chosen.json")
+    s.set_defaults(func=cmd_tune_select)
 
     s = sub.add_parser("baseline", help="score a training-free baseline on a task's validation set (superres: bicubic)")
     s.add_argument("task", choices=registry.with_baseline())
@@ -180,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, default=Path("report"))
     s.add_argument("--baselines", type=Path, default=Path("results/baselines"),
                    help="folder of <task>.json baselines from `clipbench baseline` (shown when present)")
+    s.add_argument("--tuning", type=Path, help="results/tuning: show the tuning (its */*/chosen.json files)")
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("bench", add_help=False, help="benchmarks (`clipbench bench optim --help`, `clipbench bench train --help`)")
@@ -197,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return args.func(args)
-    except cfgmod.ConfigError as exc:
+    except (cfgmod.ConfigError, TuningError) as exc:
         print(f"clipbench: {exc}", file=sys.stderr)
         return 2
 

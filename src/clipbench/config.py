@@ -104,6 +104,7 @@ def validate(config: dict, source: str = "config") -> dict:
     _check_methods(config, source)
     _check_matrix(config, source)
     _check_schedules(config, source)
+    _check_tuning(config, source)
     return config
 
 
@@ -177,6 +178,36 @@ def _check_schedules(config: dict, source: str) -> None:
                 f"learning rate to schedule (its steps follow alpha_k from a and L); "
                 f"remove the schedule or use name: constant"
             )
+
+
+def _check_tuning(config: dict, source: str) -> None:
+    """Every method run on a tuned task has a search space, every trial's settings are valid
+    settings of its method, and grids match the budget (the trials are drawn here, cheaply)."""
+    from clipbench import tuning
+
+    blocks = (config.get("tuning") or {}).get("tasks") or {}
+    for task in blocks:
+        if task not in registry.names(implemented_only=True) or not registry.get(task).trains:
+            raise ConfigError(f"invalid {source}: tuning.tasks.{task}: not a task that trains "
+                              f"(tasks: {', '.join(registry.training(registry.names(implemented_only=True)))})")
+    schema = full_schema()
+    builtin = schema["definitions"]
+    for task in tuning.tuned_tasks(config):
+        for method in config["run"]["methods"]:
+            try:
+                settings = tuning.trials(config, task, method)
+            except tuning.TuningError as exc:
+                raise ConfigError(f"invalid {source}: {exc}") from None
+            if method not in builtin:
+                continue  # a method of the user's own: its class checks its arguments
+            base = config["tasks"][task]["methods"][method]
+            for i, params in enumerate(settings):
+                check = {**builtin[method], "definitions": builtin}
+                err = jsonschema.exceptions.best_match(
+                    jsonschema.validators.validator_for(schema)(check).iter_errors({**base, **params}))
+                if err is not None:
+                    raise ConfigError(f"invalid {source}: tuning.tasks.{task}.space.{method}: trial {i} "
+                                      f"({params}) is not a valid setting: {_key_path(err)}: {err.message}")
 
 
 def deep_merge(base: dict, override: dict) -> dict:

@@ -40,6 +40,7 @@ rule report:
         summary="results/summary.csv",
         histories=all_runs("history.csv"),
         baselines=baselines(),
+        tuning=all_chosen(),
     output:
         html="report/index.html",
         tex="report/report.tex",
@@ -49,4 +50,6 @@ rule report:
     conda:
         "../../environment.yml"
     shell:
-        "clipbench report --summary {input.summary} --baselines results/baselines --out report > {log} 2>&1"
+        "clipbench report --summary {input.summary} --baselines results/baselines"
+        + (" --tuning results/tuning" if TUNED else "")
+        + " --out report > {log} 2>&1"

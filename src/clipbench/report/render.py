@@ -14,6 +14,7 @@ import pandas as pd
 
 from clipbench import io
 from clipbench.report import collect, figures, tables
+from clipbench.report.tuning import section as tuning_section
 from clipbench.report.names import METRIC_LABEL, main_metric, shown_tasks, task_label, task_notes
 
 TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
@@ -51,9 +52,10 @@ def default_templates() -> Path:
 
 
 def build_report(summary_csv: str | Path, out: str | Path, templates: str | Path | None = None,
-                 baselines: str | Path | None = None) -> list[Path]:
+                 baselines: str | Path | None = None, tuning: str | Path | None = None) -> list[Path]:
     """Figures, tables and the rendered report for the runs listed in ``summary_csv``;
-    training-free baselines from ``baselines/<task>.json`` are shown beside them."""
+    training-free baselines from ``baselines/<task>.json`` are shown beside them, and the
+    tuning under ``tuning`` (results/tuning) when given."""
     out = Path(out)
     summary = pd.read_csv(summary_csv)
     history = collect.load_histories(sorted(set(summary["run_dir"])))
@@ -81,6 +83,7 @@ def build_report(summary_csv: str | Path, out: str | Path, templates: str | Path
         "title": "clipbench: gradient-clipping optimizers, replicated",
         "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "tasks": tasks,
+        "tuning": tuning_section(tuning, out / "figures", out) if tuning else [],
         "versions": versions(summary),
         "n_runs": int(summary.drop_duplicates(["task", "method", "seed"]).shape[0]),
     }

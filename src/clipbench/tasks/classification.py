@@ -61,4 +61,5 @@ def build(spec: dict, manifest: dict) -> Task:
         model=model,
         loss=nn.CrossEntropyLoss(),
         new_meter=ClassificationMeter,
+        train_eval_set=ClassFolders(root / "train", wnids, transform=transforms(size, train=False)),
     )

@@ -1,0 +1,69 @@
+# Tuning (config `tuning:`): every method of a tuned task gets the same number of trials, each
+# a training job like `train` (so a cluster runs them in parallel), trained on the training
+# data less a held-out split and scored on that split. `tune_select` keeps the best setting
+# per (task, method) in chosen.json; the runs of run.seeds then train with it (train.smk).
+# The trials of a task share its dataset's preparation (one manifest).
+import clipbench.tuning as cb_tuning
+
+TUNED = cb_tuning.tuned_tasks(config)
+
+
+def trial_count(task):
+    return int(cb_tuning.task_tuning(config, task)["trials"])
+
+
+def trial_spec_json(wildcards):
+    spec = cb_tuning.trial_spec(config, wildcards.task, wildcards.method, int(wildcards.trial))
+    return json.dumps(spec, sort_keys=True)
+
+
+def tuned_input(wildcards):
+    """The chosen setting a run of run.seeds trains with, when its task is tuned."""
+    if wildcards.task in TUNED:
+        return {"chosen": cb_tuning.chosen_path(wildcards.task, wildcards.method)}
+    return {}
+
+
+def all_chosen():
+    return [cb_tuning.chosen_path(t, m) for t in TUNED for m in METHODS]
+
+
+rule tune_trial:
+    input:
+        manifest_for,
+    output:
+        metrics="results/tuning/{task}/{method}/trial{trial}/metrics.json",
+        history="results/tuning/{task}/{method}/trial{trial}/history.csv",
+    params:
+        spec=trial_spec_json,
+        out=lambda wc: cb_tuning.trial_dir(wc.task, wc.method, wc.trial),
+        data=lambda wc, input: f"--data {input[0]}" if input else "",
+    wildcard_constraints:
+        trial=r"\d+",
+    threads: ENGINE["threads"]
+    resources:
+        gpu=ENGINE["gpus"],
+    log:
+        "results/logs/tuning/{task}/{method}/trial{trial}.log",
+    benchmark:
+        "results/benchmarks/tuning/{task}/{method}/trial{trial}.tsv"
+    conda:
+        "../../environment.yml"
+    shell:
+        "clipbench train --spec {params.spec:q} {params.data} --out {params.out} > {log} 2>&1"
+
+
+rule tune_select:
+    input:
+        lambda wc: [f"{cb_tuning.trial_dir(wc.task, wc.method, i)}/metrics.json" for i in range(trial_count(wc.task))],
+    output:
+        "results/tuning/{task}/{method}/chosen.json",
+    params:
+        tolerance=lambda wc: cb_tuning.task_tuning(config, wc.task)["tolerance"],
+    log:
+        "results/logs/tuning/{task}/{method}/select.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "clipbench tune-select --task {wildcards.task} --method {wildcards.method}"
+        " --tolerance {params.tolerance} --out {output} {input} > {log} 2>&1"
