@@ -1,6 +1,7 @@
 import json
 
 import clipbench.config as cb_config
+import clipbench.tuning as cb_tuning
 from clipbench.tasks import registry
 
 # One validation, clipbench's: its messages name the offending key, and it fills in the
@@ -75,3 +76,27 @@ def uses_archives():
         if not cfg.get("root") and cfg.get("source") in ("download", "archives"):
             return True
     return False
+
+
+# -- tuning (tuning.smk; config `tuning:`) --
+TUNED = cb_tuning.tuned_tasks(config)
+
+
+def trial_count(task):
+    return int(cb_tuning.task_tuning(config, task)["trials"])
+
+
+def trial_spec_json(wildcards):
+    spec = cb_tuning.trial_spec(config, wildcards.task, wildcards.method, int(wildcards.trial))
+    return json.dumps(spec, sort_keys=True)
+
+
+def tuned_input(wildcards):
+    """The chosen setting a run of run.seeds trains with, when its task is tuned."""
+    if wildcards.task in TUNED:
+        return {"chosen": cb_tuning.chosen_path(wildcards.task, wildcards.method)}
+    return {}
+
+
+def all_chosen():
+    return [cb_tuning.chosen_path(t, m) for t in TUNED for m in METHODS]

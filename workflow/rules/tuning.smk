@@ -3,30 +3,6 @@
 # data less a held-out split and scored on that split. `tune_select` keeps the best setting
 # per (task, method) in chosen.json; the runs of run.seeds then train with it (train.smk).
 # The trials of a task share its dataset's preparation (one manifest).
-import clipbench.tuning as cb_tuning
-
-TUNED = cb_tuning.tuned_tasks(config)
-
-
-def trial_count(task):
-    return int(cb_tuning.task_tuning(config, task)["trials"])
-
-
-def trial_spec_json(wildcards):
-    spec = cb_tuning.trial_spec(config, wildcards.task, wildcards.method, int(wildcards.trial))
-    return json.dumps(spec, sort_keys=True)
-
-
-def tuned_input(wildcards):
-    """The chosen setting a run of run.seeds trains with, when its task is tuned."""
-    if wildcards.task in TUNED:
-        return {"chosen": cb_tuning.chosen_path(wildcards.task, wildcards.method)}
-    return {}
-
-
-def all_chosen():
-    return [cb_tuning.chosen_path(t, m) for t in TUNED for m in METHODS]
-
 
 rule tune_trial:
     input:
