@@ -4,7 +4,6 @@ report's section, and the workflow's plan."""
 from __future__ import annotations
 
 import copy
-import json
 import math
 import re
 import subprocess
