@@ -3,12 +3,14 @@
     clipbench prepare DATASET  (--configfile F ... | --json CFG) --out DIR
     clipbench fetch-weights    NAME [--out data/weights] [--json CFG]
     clipbench track-data       [data]
-    clipbench train            (--configfile F ... --task T --method M --seed S | --spec JSON) --data MANIFEST --out DIR
+    clipbench train            (--configfile F ... --task T --method M --seed S | --spec JSON) --data MANIFEST --out DIR [--tuned CHOSEN.json]
     clipbench baseline TASK    --task-json CFG --data MANIFEST --out JSON   (tasks with a baseline)
     clipbench noise            --spec JSON --data MANIFEST [--checkpoint CKPT --init INIT --methods JSON] --out DIR
     clipbench heavytail        (--configfile F ... | --json CFG) --out DIR
+    clipbench tune-select      TRIAL_METRICS.json ... --task T --method M --out CHOSEN.json
     clipbench collect          [METRICS.json ...] --out CSV
-    clipbench report           --summary CSV --out DIR [--config-json CFG] [--manifests M ...]
+    clipbench report           --summary CSV --out DIR [--config-json CFG] [--manifests M ...] [--tuning results/tuning]
+    clipbench tune-select      TRIAL_METRICS.json ... --task T --method M --out CHOSEN.json
     clipbench bench optim|data|train|cost|workflow [options of that benchmark; --help]
 """
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from clipbench import config as cfgmod
 from clipbench.tasks import registry
+from clipbench.tuning import TuningError
 
 
 def _json_arg(text: str, what: str) -> dict:
@@ -75,6 +78,10 @@ def cmd_train(args) -> int:
         if not (args.configfile and args.task and args.method and args.seed is not None):
             raise SystemExit("clipbench train: give --spec, or --configfile with --task, --method and --seed")
         spec = cfgmod.run_spec(cfgmod.load(*args.configfile), args.task, args.method, args.seed)
+    if args.tuned:
+        from clipbench import io, tuning
+
+        spec = tuning.apply_chosen(spec, io.read_json(args.tuned))
     manifest = load_manifest(args.data) if args.data else None
     spec = _resolve_levels(spec, args.noise)
     result = train(spec, manifest, args.out)
@@ -135,6 +142,15 @@ def cmd_noise(args) -> int:
     return 0
 
 
+def cmd_tune_select(args) -> int:
+    from clipbench import io, tuning
+
+    chosen = tuning.select(args.task, args.method, [io.read_json(p) for p in args.metrics], args.tolerance)
+    io.write_json(args.out, chosen)
+    print(json.dumps({k: chosen["chosen"][k] for k in ("trial", "params", "value")}))
+    return 0
+
+
 def cmd_baseline(args) -> int:
     from clipbench import io
     from clipbench.data.prepare import load_manifest
@@ -184,7 +200,8 @@ def cmd_report(args) -> int:
     elif args.configfile:
         config = cfgmod.load(*args.configfile)
     paths = build_report(args.summary, args.out, baselines=args.baselines, config=config, manifests=args.manifests,
-                         noise=args.noise, heavytail=args.heavytail)
+                         noise=args.noise, heavytail=args.heavytail,
+                         tuning=args.tuning)
     for p in paths:
         print(p)
     return 0
@@ -231,11 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--spec", help="the run's resolved settings as JSON (what the Snakemake rule passes)")
     s.add_argument("--configfile", action="append", default=[])
     s.add_argument("--task", choices=registry.names())
-    s.add_argument("--method", choices=cfgmod.methods())
+    s.add_argument("--method", help=f"one of {', '.join(cfgmod.methods())}, or a method of your own in the config")
     s.add_argument("--seed", type=int)
     s.add_argument("--data", type=Path, help="the dataset's manifest.json from `clipbench prepare`")
     s.add_argument("--noise", type=Path, help="the task's init.json from `clipbench noise`, for {quantile: q} clip levels")
     s.add_argument("--out", required=True, type=Path, help="the run folder")
+    s.add_argument("--tuned", type=Path, help="a chosen.json from `clipbench tune-select`: train with its setting")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("noise", help="gradient-noise diagnostics of a task at initialisation or at a run's checkpoint")
@@ -246,6 +264,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--methods", help="the task's methods' settings as JSON, to record their resolved clip levels")
     s.add_argument("--out", required=True, type=Path, help="results/noise/<task>")
     s.set_defaults(func=cmd_noise)
+
+    s = sub.add_parser("tune-select", help="pick the best tuning trial of a (task, method) by its held-out metric")
+    s.add_argument("metrics", nargs="+", type=Path, help="the trials' metrics.json files")
+    s.add_argument("--task", required=True)
+    s.add_argument("--method", required=True)
+    s.add_argument("--tolerance", type=float, default=0.05, help="the sensitivity width's tolerance (relative)")
+    s.add_argument("--out", required=True, type=Path, help="where to write chosen.json")
+    s.set_defaults(func=cmd_tune_select)
 
     s = sub.add_parser("baseline", help="score a training-free baseline on a task's validation set (superres: bicubic)")
     s.add_argument("task", choices=registry.with_baseline())
@@ -283,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of <task>/noise.json gradient-noise outputs (shown when present)")
     s.add_argument("--heavytail", type=Path, default=Path("results/heavytail"),
                    help="folder of the convex check's summary.json and quantiles.png (shown when present)")
+    s.add_argument("--tuning", type=Path, help="results/tuning: show the tuning (its */*/chosen.json files)")
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("bench", add_help=False, help="benchmarks and the cost estimate (`clipbench bench cost --help`, ...)")
@@ -300,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return args.func(args)
-    except cfgmod.ConfigError as exc:
+    except (cfgmod.ConfigError, TuningError) as exc:
         print(f"clipbench: {exc}", file=sys.stderr)
         return 2
 

@@ -29,9 +29,17 @@ def load_schema() -> dict:
     return yaml.safe_load(text)
 
 
-def methods() -> tuple[str, ...]:
-    """The method names ``run.methods`` accepts (the schema's list)."""
-    return tuple(load_schema()["properties"]["run"]["properties"]["methods"]["items"]["enum"])
+def methods(config: dict | None = None) -> tuple[str, ...]:
+    """The method names ``run.methods`` accepts: the schema's list (the thesis' methods), and
+    with ``config`` also its own methods (those naming an optimizer class) in ``run.methods``."""
+    builtin = tuple(load_schema()["properties"]["run"]["properties"]["methods"]["items"]["enum"])
+    extra = [m for m in ((config or {}).get("run") or {}).get("methods", []) if m not in builtin]
+    return builtin + tuple(extra)
+
+
+def custom_methods(config: dict) -> list[str]:
+    """The names in ``run.methods`` that are methods of the user's own (not the schema's)."""
+    return [m for m in config["run"]["methods"] if m not in methods()]
 
 
 def full_schema() -> dict:
@@ -40,6 +48,11 @@ def full_schema() -> dict:
     registered from outside."""
     schema = load_schema()
     schema["properties"]["run"]["properties"]["tasks"]["items"]["enum"] = registry.names()
+    # Beside the thesis' methods, run.methods takes methods of the user's own, whose names
+    # _check_methods checks against the tasks' method blocks (with a message for typos).
+    run_methods = schema["properties"]["run"]["properties"]["methods"]["items"]
+    run_methods.pop("enum")
+    run_methods["pattern"] = schema["definitions"]["methods"]["propertyNames"]["pattern"]
     blocks = schema["properties"]["tasks"]["properties"]
     for name in registry.names(implemented_only=True):
         info = registry.get(name)
@@ -90,11 +103,17 @@ def validate(config: dict, source: str = "config") -> dict:
                 allowed = ", ".join(sorted(err.schema.get("properties", {}))) or "none"
                 lines.append(f"{_key_path(err)}: {err.message} (allowed: {allowed}; check the spelling, "
                              f"see workflow/schemas/config.schema.yaml)")
+            elif err.validator == "required" and "'optimizer'" in err.message:
+                lines.append(f"{_key_path(err)}: {err.message}: {err.absolute_path[-1]!r} is not one of the "
+                             f"thesis' methods ({', '.join(methods())}; check the spelling), and a method of "
+                             f"your own names its class, e.g. optimizer: 'torch.optim:AdamW'")
             else:
                 lines.append(f"{_key_path(err)}: {_message(err)}")
         raise ConfigError(f"invalid {source}:\n  " + "\n  ".join(lines))
+    _check_methods(config, source)
     _check_matrix(config, source)
     _check_schedules(config, source)
+    _check_tuning(config, source)
     return config
 
 
@@ -109,6 +128,23 @@ def with_task_defaults(task: str, task_cfg: dict) -> dict:
     for err in cls(block).iter_errors(out):
         raise ConfigError(f"invalid tasks.{task}.{_key_path(err)}: {err.message}")
     return out
+
+
+def _check_methods(config: dict, source: str) -> None:
+    """A name in run.methods that is not the thesis' must be a method of the user's own in every
+    task run (else it is most likely a typo)."""
+    trained = [t for t in config["run"]["tasks"]
+               if t in registry.names(implemented_only=True) and registry.get(t).trains]
+    for method in custom_methods(config):
+        index = config["run"]["methods"].index(method)
+        lacking = [t for t in trained
+                   if "optimizer" not in ((config.get("tasks", {}).get(t) or {}).get("methods") or {}).get(method, {})]
+        if lacking:
+            raise ConfigError(
+                f"invalid {source}: run.methods.{index}: {method!r} is not one of the thesis' methods "
+                f"({', '.join(methods())}; check the spelling); a method of your own needs "
+                f"tasks.<task>.methods.{method}.optimizer ('package.module:Class', e.g. 'torch.optim:AdamW') "
+                f"in every task run, and it is missing in: {', '.join(f'tasks.{t}' for t in lacking)}")
 
 
 def _check_matrix(config: dict, source: str) -> None:
@@ -153,6 +189,36 @@ def _check_schedules(config: dict, source: str) -> None:
             )
 
 
+def _check_tuning(config: dict, source: str) -> None:
+    """Every method run on a tuned task has a search space, every trial's settings are valid
+    settings of its method, and grids match the budget (the trials are drawn here, cheaply)."""
+    from clipbench import tuning
+
+    blocks = (config.get("tuning") or {}).get("tasks") or {}
+    for task in blocks:
+        if task not in registry.names(implemented_only=True) or not registry.get(task).trains:
+            raise ConfigError(f"invalid {source}: tuning.tasks.{task}: not a task that trains "
+                              f"(tasks: {', '.join(registry.training(registry.names(implemented_only=True)))})")
+    schema = full_schema()
+    builtin = schema["definitions"]
+    for task in tuning.tuned_tasks(config):
+        for method in config["run"]["methods"]:
+            try:
+                settings = tuning.trials(config, task, method)
+            except tuning.TuningError as exc:
+                raise ConfigError(f"invalid {source}: {exc}") from None
+            if method not in builtin:
+                continue  # a method of the user's own: its class checks its arguments
+            base = config["tasks"][task]["methods"][method]
+            for i, params in enumerate(settings):
+                check = {**builtin[method], "definitions": builtin}
+                err = jsonschema.exceptions.best_match(
+                    jsonschema.validators.validator_for(schema)(check).iter_errors({**base, **params}))
+                if err is not None:
+                    raise ConfigError(f"invalid {source}: tuning.tasks.{task}.space.{method}: trial {i} "
+                                      f"({params}) is not a valid setting: {_key_path(err)}: {err.message}")
+
+
 def deep_merge(base: dict, override: dict) -> dict:
     """Merge key by key, as Snakemake merges several --configfile files."""
     out = copy.deepcopy(base)
@@ -190,6 +256,8 @@ def run_spec(config: dict, task: str, method: str, seed: int) -> dict[str, Any]:
     exactly when its own settings change, and the run folder records what it ran with.
     """
     task_cfg = copy.deepcopy(config["tasks"][task])
+    if method not in task_cfg.get("methods", {}):
+        raise ConfigError(f"tasks.{task}.methods.{method}: no settings for method {method!r} in the config")
     method_cfg = task_cfg.pop("methods")[method]
     dataset = task_cfg.get("dataset")
     spec = {

@@ -3,6 +3,7 @@ import os
 import re
 
 import clipbench.config as cb_config
+import clipbench.tuning as cb_tuning
 from clipbench.tasks import registry
 import clipbench.data.weights as cb_weights
 
@@ -20,7 +21,7 @@ ENGINE = config["engine"]
 
 wildcard_constraints:
     task="|".join(registry.names()),
-    method="|".join(cb_config.methods()),
+    method="|".join(cb_config.methods(config)),
     dataset="[a-z0-9]+",
     seed=r"\d+",
 
@@ -208,3 +209,27 @@ def train_launcher(wildcards):
         # --standalone: a rendezvous on a free local port, so jobs sharing a node never collide.
         return f"torchrun --standalone --nnodes=1 --nproc_per_node={gpus} -m clipbench.cli"
     return "clipbench"
+
+
+# -- tuning (tuning.smk; config `tuning:`) --
+TUNED = cb_tuning.tuned_tasks(config)
+
+
+def trial_count(task):
+    return int(cb_tuning.task_tuning(config, task)["trials"])
+
+
+def trial_spec_json(wildcards):
+    spec = cb_tuning.trial_spec(config, wildcards.task, wildcards.method, int(wildcards.trial))
+    return json.dumps(spec, sort_keys=True)
+
+
+def tuned_input(wildcards):
+    """The chosen setting a run of run.seeds trains with, when its task is tuned."""
+    if wildcards.task in TUNED:
+        return {"chosen": cb_tuning.chosen_path(wildcards.task, wildcards.method)}
+    return {}
+
+
+def all_chosen():
+    return [cb_tuning.chosen_path(t, m) for t in TUNED for m in METHODS]

@@ -50,6 +50,7 @@ rule report:
         manifests=all_manifests(),
         noise=noise_inputs,
         heavytail=heavytail_inputs,
+        tuning=all_chosen(),
     output:
         html="report/index.html",
         tex="report/report.tex",
@@ -65,4 +66,5 @@ rule report:
     shell:
         "clipbench report --summary {input.summary} --baselines results/baselines --noise results/noise"
         " --heavytail results/heavytail --config-json {params.config:q} --manifests {input.manifests}"
-        " --out report > {log} 2>&1"
+        + (" --tuning results/tuning" if TUNED else "")
+        + " --out report > {log} 2>&1"

@@ -3,6 +3,7 @@
 # `snakemake --rerun-incomplete` resume it.
 rule train:
     input:
+        unpack(tuned_input),  # a tuned task's chosen setting (tuning.smk)
         manifest=manifest_for,
         noise=noise_init_for,
         weights=weights_for,
@@ -15,6 +16,7 @@ rule train:
         data=lambda wc, input: f"--data {input.manifest}" if input.manifest else "",
         noise=lambda wc, input: f"--noise {input.noise}" if input.noise else "",
         launcher=train_launcher,
+        tuned=lambda wc, input: f"--tuned {input.chosen}" if "chosen" in input.keys() else "",
     threads: train_threads
     # What the SLURM profile turns into sbatch options (--gpus, --cpus-per-task, --mem, -t);
     # a local run only counts `gpu` against `--resources gpu=N`.
@@ -31,4 +33,5 @@ rule train:
     conda:
         "../../environment.yml"
     shell:
-        "{params.launcher} train --spec {params.spec:q} {params.data} {params.noise} --out {params.out} > {log} 2>&1"
+        "{params.launcher} train --spec {params.spec:q} {params.data} {params.noise} {params.tuned}"
+        " --out {params.out} > {log} 2>&1"

@@ -9,7 +9,8 @@ Three ways in (``prepare``):
 * from a tree already on disk (``datasets.imagenet100.root``), used as it is after its
   layout is checked.
 
-Either way the manifest records the class list, per-class counts and a digest of the file
+Either way the manifest records the class list (``class_list``: first100, cmc, all, or the
+user's own wnids), the classes (``wnids``, ``num_classes``), per-class counts and a digest of the file
 list; ``clipbench.data.prepare`` writes it last (atomically), so it marks a finished build.
 """
 
@@ -74,12 +75,43 @@ def load_class_list(name: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
+def class_list_name(class_list) -> str:
+    """How a class list is named in messages and the manifest (a list of wnids: ``wnids``)."""
+    return class_list if isinstance(class_list, str) else "wnids"
+
+
+def resolve_classes(class_list, root=None) -> list[str]:
+    """The wnids ``datasets.imagenet100.class_list`` selects: a shipped list (``first100``,
+    ``cmc``), the user's own list of wnids, or ``all``: every class folder under
+    ``root/train`` (sorted), so an ImageNet-layout subset such as Imagenette is used whole."""
+    if isinstance(class_list, (list, tuple)):
+        wnids = [str(w) for w in class_list]
+        if not wnids:
+            raise ImageNetError("datasets.imagenet100.class_list: an empty list of wnids")
+        return wnids
+    if class_list != "all":
+        return load_class_list(class_list)
+    if root is None:
+        raise ImageNetError(
+            "datasets.imagenet100.class_list: all means every class folder under "
+            "datasets.imagenet100.root/train; set root (or choose first100, cmc or a list of wnids)")
+    train = Path(root) / "train"
+    if not train.is_dir():
+        raise ImageNetError(f"{train} is missing; datasets.imagenet100.root must be a folder with "
+                            f"train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (class_list: all takes every class folder)")
+    wnids = sorted(e.name for e in os.scandir(train) if e.is_dir() and not e.name.startswith("."))
+    if len(wnids) < 2:
+        raise ImageNetError(f"{train}: class_list all found {len(wnids)} class folder(s); a classifier needs 2 or more")
+    return wnids
+
+
 # ------------------------------------------------------------------ manifest
 
 
-def index_tree(root, wnids, *, class_list: str, source: str = "tree") -> dict:
+def index_tree(root, wnids, *, class_list, source: str = "tree") -> dict:
     """Check ``root`` has every wnid under train/ and val/ with images; return the manifest."""
     root = Path(root)
+    class_list = class_list_name(class_list)
     hint = (
         f"datasets.imagenet100.root must be a folder with train/<wnid>/*.JPEG and "
         f"val/<wnid>/*.JPEG for each of the {len(wnids)} classes of class list {class_list!r}"
@@ -120,6 +152,7 @@ def index_tree(root, wnids, *, class_list: str, source: str = "tree") -> dict:
         "dataset": "imagenet100",
         "class_list": class_list,
         "wnids": list(wnids),
+        "num_classes": len(wnids),
         "root": str(root.resolve()),
         "source": source,
         "splits": splits,
@@ -172,17 +205,19 @@ def _resized(manifest: dict, out: Path, resize: dict) -> dict:
             "resize_images_per_s": rate or None}
 
 
-def prepare_imagenet100(out, *, root=None, archive_dir=None, class_list: str = "first100",
+def prepare_imagenet100(out, *, root=None, archive_dir=None, class_list="first100",
                         wnids=None, checksums=None, verify_md5: bool = True,
                         progress: bool = True) -> dict:
     """Make ImageNet-100 available; returns its manifest (``clipbench.data.prepare`` writes it).
 
     With ``root`` the tree there is checked and used in place (``manifest["root"]``).
     Otherwise the tree is built under ``out`` from the archives in ``archive_dir``
-    (default ``out/archives``).  ``wnids`` overrides the shipped class list (tests).
+    (default ``out/archives``).  ``class_list`` is what ``resolve_classes`` takes;
+    ``wnids`` overrides it (tests).
     """
     out = Path(out)
-    wnids = list(wnids) if wnids is not None else load_class_list(class_list)
+    wnids = list(wnids) if wnids is not None else resolve_classes(class_list, root)
+    class_list = class_list_name(class_list)
     if len(set(wnids)) != len(wnids):
         raise ImageNetError(f"class list {class_list!r} has duplicate wnids")
     if root is not None:

@@ -1,18 +1,27 @@
-"""Build any of the compared optimizers from a method name and a flat config dict."""
+"""Build any of the compared optimizers from a method name and a flat config dict.
+
+Besides the thesis' methods, a method may name any ``torch.optim.Optimizer`` subclass by
+import path (``optimizer: "torch.optim:AdamW"``); its other keys are the class's keyword
+arguments, so an optimizer of the user's own needs no edit of this package.
+"""
 
 from __future__ import annotations
+
+import importlib
 
 import torch
 
 from .clipped_sgd import ClippedSGD
 from .clipped_sstm import ClippedSSTM
 
-__all__ = ["METHODS", "ENGINE_KEYS", "build_optimizer"]
+__all__ = ["METHODS", "ENGINE_KEYS", "OPTIMIZER_KEY", "build_optimizer", "import_optimizer"]
 
 METHODS = ("sgd", "adam", "clipped_sgd", "clipped_sstm", "sstm")
 
 # Keys the training engine reads from the same method config; not the optimizer's.
 ENGINE_KEYS = frozenset({"batch_multiplier", "schedule"})
+# The key of a method config that names its optimizer class ("package.module:Class").
+OPTIMIZER_KEY = "optimizer"
 
 _FACTORIES = {
     "sgd": (torch.optim.SGD, ("lr", "momentum", "weight_decay", "nesterov")),
@@ -32,14 +41,19 @@ def build_optimizer(name: str, params, cfg: dict | None = None) -> torch.optim.O
     """``build_optimizer("clipped_sgd", model.parameters(), {"lr": 1e-3, ...})``.
 
     Unknown methods and unknown keys are errors (a typo must not silently fall back
-    to a default); the engine-level keys in ``ENGINE_KEYS`` are dropped.
+    to a default); the engine-level keys in ``ENGINE_KEYS`` are dropped. A config with an
+    ``optimizer`` key builds that class (see ``import_optimizer``) under any method name.
     """
+    cfg = dict(cfg or {})
+    if OPTIMIZER_KEY in cfg:
+        return _build_named(name, params, cfg)
     if name not in _FACTORIES:
-        raise ValueError(f"unknown optimizer method {name!r} (known: {', '.join(METHODS)})")
+        raise ValueError(f"unknown optimizer method {name!r} (known: {', '.join(METHODS)}; "
+                         f"any other method needs {OPTIMIZER_KEY}: 'package.module:Class')")
     cls, known = _FACTORIES[name]
     kwargs = {}
     fixed = _FIXED.get(name, {})
-    for key, value in (cfg or {}).items():
+    for key, value in cfg.items():
         if key in ENGINE_KEYS:
             continue
         if key in fixed:
@@ -50,3 +64,35 @@ def build_optimizer(name: str, params, cfg: dict | None = None) -> torch.optim.O
             raise ValueError(f"unknown option {key!r} for method {name!r} (known: {', '.join(known)})")
         kwargs[key] = tuple(value) if key == "betas" else value
     return cls(params, **kwargs, **fixed)
+
+
+def import_optimizer(path: str, method: str = "?") -> type[torch.optim.Optimizer]:
+    """The class ``path`` ("package.module:Class") names; an error naming the method's
+    ``optimizer`` key when it cannot be imported or is no ``torch.optim.Optimizer``."""
+    where = f"method {method!r}: {OPTIMIZER_KEY}: {path!r}"
+    module_name, sep, attr = str(path).partition(":")
+    if not (sep and module_name and attr):
+        raise ValueError(f"{where} must look like 'package.module:Class' (e.g. 'torch.optim:AdamW')")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"{where}: cannot import module {module_name!r} ({exc})") from exc
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(f"{where}: module {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not (isinstance(obj, type) and issubclass(obj, torch.optim.Optimizer)):
+        raise ValueError(f"{where} is {obj!r}, not a subclass of torch.optim.Optimizer")
+    return obj
+
+
+def _build_named(name: str, params, cfg: dict) -> torch.optim.Optimizer:
+    cls = import_optimizer(cfg.pop(OPTIMIZER_KEY), name)
+    # YAML gives lists; optimizers take tuples for pairs such as betas.
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items() if k not in ENGINE_KEYS}
+    try:
+        return cls(params, **kwargs)
+    except TypeError as exc:
+        raise ValueError(f"method {name!r}: {cls.__module__}.{cls.__qualname__} does not take these "
+                         f"options {sorted(kwargs)}: {exc}") from exc

@@ -15,6 +15,7 @@ import pandas as pd
 from clipbench import io
 from clipbench.report import collect, compare, dynamics, figures, provenance, tables
 from clipbench.report import noise as noise_section
+from clipbench.report.tuning import section as tuning_section
 from clipbench.report.names import METRIC_LABEL, main_metric, shown_tasks, task_label, task_notes
 
 TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
@@ -72,13 +73,13 @@ def default_templates() -> Path:
 
 def build_report(summary_csv: str | Path, out: str | Path, templates: str | Path | None = None,
                  baselines: str | Path | None = None, config: dict | None = None, manifests=None,
-                 noise: str | Path | None = None, heavytail: str | Path | None = None) -> list[Path]:
+                 noise: str | Path | None = None, heavytail: str | Path | None = None, tuning: str | Path | None = None) -> list[Path]:
     """Figures, tables and the rendered report for the runs listed in ``summary_csv``.
 
     Training-free baselines come from ``baselines/<task>.json``; ``config`` (the resolved
     workflow config) and ``manifests`` (prepared datasets' manifest.json) go into the
     provenance; ``noise/<task>/noise.json`` and ``heavytail/summary.json`` fill the gradient
-    noise section when present.
+    noise section when present; ``tuning`` (results/tuning) adds the tuning section.
     """
     out = Path(out)
     summary = pd.read_csv(summary_csv)
@@ -96,6 +97,7 @@ def build_report(summary_csv: str | Path, out: str | Path, templates: str | Path
         "title": "clipbench: gradient-clipping optimizers, replicated",
         "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "tasks": tasks,
+        "tuning": tuning_section(tuning, out / "figures", out) if tuning else [],
         "versions": versions_,
         "n_runs": int(summary.drop_duplicates(["task", "method", "seed"]).shape[0]),
         "n_seeds": max([t["paired"]["n_seeds"] for t in tasks] or [0]),

@@ -54,14 +54,27 @@ def chance_baseline(cfg: dict, manifest: dict) -> dict:
             "metrics": {"top1": 1 / c, "top5": min(5, c) / c}, "classes": c}
 
 
+class ClassFolders(datasets.ImageFolder):
+    """ImageFolder over the manifest's classes only (a root may hold more, e.g. all of
+    ImageNet), labelled in sorted order as ImageFolder labels a folder of exactly those."""
+
+    def __init__(self, root, wnids, transform) -> None:
+        self.wnids = sorted(wnids)
+        super().__init__(root, transform=transform)
+
+    def find_classes(self, directory):
+        return list(self.wnids), {w: i for i, w in enumerate(self.wnids)}
+
+
 def build(spec: dict, manifest: dict) -> Task:
     cfg = spec["task_config"]
     root = Path(manifest["root"])
     size = cfg["image_size"]
-    train_set = datasets.ImageFolder(root / "train", transform=transforms(size, train=True), loader=open_rgb)
-    val_set = datasets.ImageFolder(root / "val", transform=transforms(size, train=False,
-                                                                      val_transform=cfg["val_transform"]),
-                                   loader=open_rgb)
+    # The manifest's classes (datasets.imagenet100.class_list) set the model's output size.
+    wnids = manifest.get("wnids") or sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    train_set = ClassFolders(root / "train", wnids, transform=transforms(size, train=True))
+    val_set = ClassFolders(root / "val", wnids, transform=transforms(size, train=False,
+                                                                     val_transform=cfg["val_transform"]))
     if train_set.classes != val_set.classes:
         raise ValueError(f"{root}: train/ and val/ hold different classes")
     model = build_model(cfg["model"], num_classes=len(train_set.classes))
@@ -72,4 +85,5 @@ def build(spec: dict, manifest: dict) -> Task:
         model=model,
         loss=nn.CrossEntropyLoss(),
         new_meter=ClassificationMeter,
+        train_eval_set=ClassFolders(root / "train", wnids, transform=transforms(size, train=False)),
     )

@@ -205,10 +205,13 @@ def build(spec: dict, manifest: dict) -> Task:
         sbd = check_sbd_root(root)
         ids, images, masks, n_sbd = trainaug_files(voc, sbd, train_split, val_split)
         train_set = SegmentationFiles(ids, images, masks, transforms=transforms(True, base, crop, eval_size))
+        train_eval = SegmentationFiles(ids, images, masks, transforms=transforms(False, base, crop, eval_size))
         train_info = {"train_set": f"voc_{train_split}+sbd (trainaug)", "sbd_images": n_sbd, "sbd_root": str(sbd)}
     else:
         train_set = VOCSegmentation(root, year="2012", image_set=train_split, download=False,
                                     transforms=transforms(True, base, crop, eval_size))
+        train_eval = VOCSegmentation(root, year="2012", image_set=train_split, download=False,
+                                     transforms=transforms(False, base, crop, eval_size))
         train_info = {"train_set": f"voc_{train_split}"}
     val_set = VOCSegmentation(root, year="2012", image_set=val_split, download=False,
                               transforms=transforms(False, base, crop, eval_size))
@@ -229,4 +232,5 @@ def build(spec: dict, manifest: dict) -> Task:
         new_meter=lambda: SegmentationMeter(NUM_CLASSES, VOC_CLASSES, IGNORE_INDEX,
                                             per_class=cfg.get("per_class_iou", True)),
         extra={"model": name, **info, **train_info, "train_images": len(train_set), "val_images": len(val_set)},
+        train_eval_set=train_eval,  # tuning's held-out images, scored as the validation images are
     )

@@ -153,4 +153,6 @@ def build(spec: dict, manifest: dict) -> Task:
         new_meter=lambda: SuperResolutionMeter(train_set.scale),
         extra={"model": name, "residual": cfg["residual"], "train_images": len(train_set.pairs), "val_images": len(val_set.pairs),
                "val_crop": val_set.val_crop, "psnr_convention": CONVENTION.format(scale=train_set.scale)},
+        # Tuning's held-out images, scored as the validation images are.
+        train_eval_set=DIV2K(check_div2k_root(manifest["root"]), "train", train_set.scale, val_crop=val_set.val_crop),
     )
