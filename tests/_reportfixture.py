@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clipbench import io
+from clipbench import files
 from clipbench.report import collect
 
 SEEDS = (0, 1, 2)
@@ -60,14 +60,14 @@ def make_runs(root: Path, label_of_baseline: str | None = None) -> dict:
             for seed, final in zip(SEEDS, finals):
                 run = root / "runs" / task / method / f"seed{seed}"
                 h = _history(task, method, seed, final)
-                io.write_text(run / "history.csv", h.to_csv(index=False))
+                files.write_text(run / "history.csv", h.to_csv(index=False))
                 last = h[h["epoch"] == EPOCHS]
                 final_ = {s: {m: float(v) for m, v in last[last["split"] == s].groupby("metric")["value"].last().items()}
                           for s in ("train", "val", "val_x") if (last["split"] == s).any()}
                 telemetry = {"clip_fraction": CLIP[method], "clip_scale_mean": 0.9} if method in CLIP else {}
                 if method == "clipped_sgd":
                     telemetry["clip_entry_fraction"] = 0.002
-                io.write_json(run / "metrics.json", {
+                files.write_json(run / "metrics.json", {
                     "task": task, "method": method, "seed": seed, "status": "ok", "final": final_,
                     "epochs": EPOCHS, "steps": EPOCHS * STEPS_PER_EPOCH, "telemetry": telemetry,
                     "timing": {"wall_time_s": 8.0, "images_per_s": 100.0,
@@ -78,17 +78,17 @@ def make_runs(root: Path, label_of_baseline: str | None = None) -> dict:
                 runs.append(run)
     summary = collect.collect(runs, root / "summary.csv")
     baselines = root / "baselines"
-    io.write_json(baselines / "classification.json", {"task": "classification", "rows": [
+    files.write_json(baselines / "classification.json", {"task": "classification", "rows": [
         {"method": "chance", "label": label_of_baseline or "chance (no training)", "phrase": "chance",
          "metrics": {"top1": 0.1, "top5": 0.5}}]})
-    io.write_json(baselines / "segmentation.json", {"task": "segmentation", "rows": [
+    files.write_json(baselines / "segmentation.json", {"task": "segmentation", "rows": [
         {"method": "background", "label": "background everywhere (no training)", "phrase": "predicting background",
          "metrics": {"miou": 0.103, "pixel_acc": 0.62}}]})
-    io.write_json(baselines / "superres.json", {"task": "superres", "rows": [
+    files.write_json(baselines / "superres.json", {"task": "superres", "rows": [
         {"method": "bicubic", "label": "bicubic (no training)", "phrase": "bicubic", "metrics": {"psnr": 28.32}}]})
     manifests = []
     for ds in ("imagenet100", "voc2012"):
-        io.write_json(root / "prepared" / ds / "manifest.json", {"dataset": ds, "root": "data", "source": "synthetic"})
+        files.write_json(root / "prepared" / ds / "manifest.json", {"dataset": ds, "root": "data", "source": "synthetic"})
         manifests.append(root / "prepared" / ds / "manifest.json")
     noise = _noise(root / "noise")
     heavy = _heavytail(root / "heavytail")
@@ -114,7 +114,7 @@ def _png(path: Path) -> None:
 def _noise(root: Path) -> Path:
     for task, alpha, heavy in (("classification", 1.95, False), ("segmentation", 1.4, True)):
         _png(root / task / "norms.png")
-        io.write_json(root / task / "noise.json", {
+        files.write_json(root / task / "noise.json", {
             "task": task, "alpha": alpha, "alpha_ci": [alpha - 0.1, alpha + 0.1], "kurtosis": 3.2 if not heavy else 9.5,
             "heavy_tailed": heavy,
             "verdict": f"The gradient noise of {task} is {'heavy' if heavy else 'not heavy'}-tailed (alpha {alpha}).",
@@ -130,9 +130,9 @@ def _noise(root: Path) -> Path:
 def _heavytail(root: Path) -> Path:
     rows = [{"noise": n, "method": m, "step": s, "q50": 1 / s, "q90": 2 / s, "q99": 5 / s}
             for n in ("gaussian", "pareto") for m in ("sgd", "clipped_sgd", "sstm", "clipped_sstm") for s in (1, 10, 100)]
-    io.write_text(root / "quantiles.csv", pd.DataFrame(rows).to_csv(index=False))
+    files.write_text(root / "quantiles.csv", pd.DataFrame(rows).to_csv(index=False))
     _png(root / "quantiles.png")
-    io.write_json(root / "summary.json", {
+    files.write_json(root / "summary.json", {
         "settings": {"runs": 200, "steps": 100},
         "final": {n: {m: {"q50": 0.01, "q90": 0.02, "q99": 0.05 if "clipped" in m else 0.5,
                           "clip_fraction": 0.3 if "clipped" in m else None}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import levy_stable
 
-from clipbench import cli, io
+from clipbench import cli, files
 from clipbench import noise as nz
 from tests.conftest import tiny_spec
 
@@ -52,10 +52,10 @@ def test_levels_from_quantiles():
 def test_noise_command_at_init_and_after_training(tiny_imagenet, tmp_path):
     spec = {**tiny_spec("sgd", epochs=1), "noise": {"batches": 4, "coords": 64}}
     data = tmp_path / "manifest.json"
-    io.write_json(data, tiny_imagenet)
+    files.write_json(data, tiny_imagenet)
     out = tmp_path / "noise"
     assert cli.main(["noise", "--spec", json.dumps(spec), "--data", str(data), "--out", str(out)]) == 0
-    init = io.read_json(out / "init.json")
+    init = files.read_json(out / "init.json")
     assert len(init["grad_norms"]) == 4 and len(init["tensor_norms"][0]) > 10 and len(init["grad_max_abs"]) == 4
     assert init["point"]["n_coords"] == 64 and 0.1 <= init["point"]["alpha"] <= 2
 
@@ -64,13 +64,13 @@ def test_noise_command_at_init_and_after_training(tiny_imagenet, tmp_path):
     cspec = tiny_spec("clipped_sgd", epochs=1, lr=0.01, clipping="norm", clip_level={"quantile": 0.5})
     assert cli.main(["train", "--spec", json.dumps(cspec), "--data", str(data), "--noise", str(out / "init.json"),
                      "--out", str(run)]) == 0
-    m = io.read_json(run / "metrics.json")
+    m = files.read_json(run / "metrics.json")
     assert m["spec"]["resolved"]["value"] == pytest.approx(float(np.quantile(init["grad_norms"], 0.5)))
 
     methods = json.dumps({"clipped_sgd": cspec["method_config"]})
     assert cli.main(["noise", "--spec", json.dumps(spec), "--data", str(data), "--checkpoint", str(run / "checkpoint.pt"),
                      "--init", str(out / "init.json"), "--methods", methods, "--out", str(out)]) == 0
-    final = io.read_json(out / "noise.json")
+    final = files.read_json(out / "noise.json")
     assert [p["label"] for p in final["points"]][0] == "initialisation" and final["points"][1]["step"] > 0
     assert final["alpha"] == init["point"]["alpha"] and "clipped_sgd" in final["clip_levels"]
     assert (out / "noise_init.png").stat().st_size > 0 and (out / "noise_final.png").stat().st_size > 0

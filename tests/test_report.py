@@ -3,7 +3,7 @@ import json
 import pandas as pd
 import pytest
 
-from clipbench import io
+from clipbench import files
 from clipbench.report import collect, render
 
 
@@ -12,9 +12,9 @@ def _fake_run(root, task, method, seed, status="ok", values=(0.5, 0.6)):
     metric = {"classification": "top1", "segmentation": "miou"}[task]
     rows = [{"step": 10 * e, "epoch": e, "split": split, "metric": metric, "value": v + 0.01 * e}
             for e, v in enumerate(values, start=1) for split in ("train", "val")]
-    io.write_text(run / "history.csv", pd.DataFrame(rows).to_csv(index=False))
+    files.write_text(run / "history.csv", pd.DataFrame(rows).to_csv(index=False))
     final = {split: {metric: rows[-1]["value"]} for split in ("train", "val")} if status == "ok" else {}
-    io.write_json(run / "metrics.json", {"task": task, "method": method, "seed": seed, "status": status,
+    files.write_json(run / "metrics.json", {"task": task, "method": method, "seed": seed, "status": status,
                                          "final": final, "epochs": 2, "steps": 20, "wall_time_s": 1.0,
                                          "images_per_s": 10.0,
                                          "telemetry": {"clip_fraction": 0.125, "clip_scale_mean": 0.75}

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from clipbench import config as cfgmod
-from clipbench import io, tuning
+from clipbench import files, tuning
 from clipbench.tasks import holdout_items
 
 SPACE = {"sgd": {"lr": {"log_uniform": [1.0e-3, 1.0]}, "momentum": {"values": [0.0, 0.9]}},
@@ -113,7 +113,7 @@ def test_select_apply_and_report_section(default_config, tmp_path):
         metrics = [_trial_metrics("classification", method, i, p, v, "ok" if v is not None else "diverged")
                    for i, (p, v) in enumerate(zip(settings, values))]
         chosen[method] = tuning.select("classification", method, metrics)
-        io.write_json(tmp_path / "tuning" / "classification" / method / "chosen.json", chosen[method])
+        files.write_json(tmp_path / "tuning" / "classification" / method / "chosen.json", chosen[method])
     assert chosen["sgd"]["chosen"]["trial"] == 1 and chosen["sgd"]["trials"][2]["status"] == "diverged"
     assert chosen["clipped_sgd"]["sensitivity"]["width_decades"] > chosen["sgd"]["sensitivity"]["width_decades"]
 

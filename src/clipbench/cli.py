@@ -79,9 +79,9 @@ def cmd_train(args) -> int:
             raise SystemExit("clipbench train: give --spec, or --configfile with --task, --method and --seed")
         spec = cfgmod.run_spec(cfgmod.load(*args.configfile), args.task, args.method, args.seed)
     if args.tuned:
-        from clipbench import io, tuning
+        from clipbench import files, tuning
 
-        spec = tuning.apply_chosen(spec, io.read_json(args.tuned))
+        spec = tuning.apply_chosen(spec, files.read_json(args.tuned))
     manifest = load_manifest(args.data) if args.data else None
     spec = _resolve_levels(spec, args.noise)
     result = train(spec, manifest, args.out)
@@ -92,10 +92,10 @@ def cmd_train(args) -> int:
 
 def _resolve_levels(spec: dict, init_json) -> dict:
     """Clip levels given as ``{quantile: q}`` become numbers, from the task's noise at initialisation."""
-    from clipbench import io
+    from clipbench import files
     from clipbench.noise import resolve_levels
 
-    init = io.read_json(init_json) if init_json else None
+    init = files.read_json(init_json) if init_json else None
     try:
         cfg, resolved = resolve_levels(spec["method"], spec["method_config"], init)
     except ValueError as exc:
@@ -104,7 +104,7 @@ def _resolve_levels(spec: dict, init_json) -> dict:
 
 
 def cmd_noise(args) -> int:
-    from clipbench import io
+    from clipbench import files
     from clipbench.data.prepare import load_manifest
     from clipbench.engine.noise import measure
     from clipbench.noise import HEAVY_TAIL_ALPHA, figure, resolve_levels, summarize, verdict
@@ -119,11 +119,11 @@ def cmd_noise(args) -> int:
     name = "init" if args.checkpoint is None else "final"
     figure(m, point, args.out / f"noise_{name}.png")
     if args.checkpoint is None:
-        io.write_json(args.out / "init.json", {**{k: m[k] for k in ("grad_norms", "tensor_norms", "grad_max_abs")},
+        files.write_json(args.out / "init.json", {**{k: m[k] for k in ("grad_norms", "tensor_norms", "grad_max_abs")},
                                                "point": point, "figure": "noise_init.png"})
         print(verdict(registry.get(spec["task"]).label, point))
         return 0
-    init = io.read_json(args.init)
+    init = files.read_json(args.init)
     points = [init["point"], point]
     methods = _json_arg(args.methods, "--methods") if args.methods else {}
     levels = {}
@@ -137,22 +137,22 @@ def cmd_noise(args) -> int:
            "heavy_tailed": first["alpha_ci"][1] < HEAVY_TAIL_ALPHA, "verdict": " ".join(verdict(label, p) for p in points),
            "points": points, "clip_levels": levels, "figures": ["noise_init.png", "noise_final.png"],
            "seed": spec["seed"], "batch_size": spec["task_config"]["batch_size"]}
-    io.write_json(args.out / "noise.json", out)
+    files.write_json(args.out / "noise.json", out)
     print(out["verdict"])
     return 0
 
 
 def cmd_tune_select(args) -> int:
-    from clipbench import io, tuning
+    from clipbench import files, tuning
 
-    chosen = tuning.select(args.task, args.method, [io.read_json(p) for p in args.metrics], args.tolerance)
-    io.write_json(args.out, chosen)
+    chosen = tuning.select(args.task, args.method, [files.read_json(p) for p in args.metrics], args.tolerance)
+    files.write_json(args.out, chosen)
     print(json.dumps({k: chosen["chosen"][k] for k in ("trial", "params", "value")}))
     return 0
 
 
 def cmd_baseline(args) -> int:
-    from clipbench import io
+    from clipbench import files
     from clipbench.data.prepare import load_manifest
 
     baseline = registry.baseline_function(args.task)
@@ -161,7 +161,7 @@ def cmd_baseline(args) -> int:
     else:
         task_cfg = cfgmod.load(*args.configfile)["tasks"][args.task]
     result = baseline(task_cfg, load_manifest(args.data))
-    io.write_json(args.out, {"task": args.task, "rows": [result]})
+    files.write_json(args.out, {"task": args.task, "rows": [result]})
     print(json.dumps(result["metrics"]))
     return 0
 

@@ -143,7 +143,7 @@ def figure(m: dict, point: dict, path) -> None:
     import matplotlib.pyplot as plt
     from scipy import stats
 
-    from clipbench import io
+    from clipbench import files
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.6))
     norms = np.asarray(m["noise_norms"], dtype=np.float64)
@@ -163,6 +163,6 @@ def figure(m: dict, point: dict, path) -> None:
     ax2.set(xlabel="normal quantile", ylabel="noise coordinate / tensor RMS",
             title=f"QQ plot: alpha = {point['alpha']:.2f}, kurtosis = {point['kurtosis']:.1f}")
     fig.tight_layout()
-    with io.atomic_path(path) as tmp:
+    with files.atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from clipbench import io
+from clipbench import files
 from clipbench.data import DatasetLayoutError, sources, synthetic
 from clipbench.data.images import open_rgb
 from clipbench.data.download import fetch_files
@@ -78,7 +78,7 @@ def read_rgb(path) -> np.ndarray:
 def _decode(job: tuple[Path, Path]) -> int:
     png, dst = job
     arr = read_rgb(png)
-    with io.atomic_path(dst) as tmp, open(tmp, "wb") as f:
+    with files.atomic_path(dst) as tmp, open(tmp, "wb") as f:
         np.save(f, arr)  # a file object: np.save would append .npy to a path
     return dst.stat().st_size
 

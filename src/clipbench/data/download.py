@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from clipbench import io
+from clipbench import files
 from clipbench.data import sources
 from clipbench.data.extract import safe_extract
 
@@ -162,7 +162,7 @@ def _verified_before(path: Path, asked: dict) -> bool:
     if path.stat().st_size < VERIFY_ONCE_BYTES or not marker.is_file():
         return False
     try:
-        record = io.read_json(marker)
+        record = files.read_json(marker)
     except (ValueError, OSError):
         return False  # unreadable: hash again and rewrite it
     checked = record.get("checked", {})
@@ -174,7 +174,7 @@ def record_verified(path, asked: dict) -> None:
     path = Path(path)
     if path.stat().st_size < VERIFY_ONCE_BYTES:
         return
-    io.write_json(verified_marker(path), {"file": _stat_key(path), "checked": asked})
+    files.write_json(verified_marker(path), {"file": _stat_key(path), "checked": asked})
 
 
 def verify(path, md5=None, sha256=None, size=None, sha256_prefix=None) -> bool:

@@ -32,7 +32,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from clipbench import io
+from clipbench import files
 
 
 class ArchiveError(RuntimeError):
@@ -86,7 +86,7 @@ def safe_extract(archive, dest, *, progress: bool = False) -> Path:
         _merge_into(staging, dest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    io.write_text(marker, f"{archive.name}\n")
+    files.write_text(marker, f"{archive.name}\n")
     return dest
 
 

@@ -17,7 +17,7 @@ list; ``clipbench.data.prepare`` writes it last (atomically), so it marks a fini
 from __future__ import annotations
 
 import hashlib
-import io as _stdio
+import io
 import multiprocessing
 import os
 import re
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from clipbench import io
+from clipbench import files
 from clipbench.data import MANIFEST, sources, synthetic
 from clipbench.data.download import mismatches
 from clipbench.data.extract import (
@@ -293,7 +293,7 @@ def read_devkit(devkit) -> list[str]:
             f"{devkit} has no data/meta.mat or data/ILSVRC2012_validation_ground_truth.txt; "
             f"it is not the ILSVRC2012 classification devkit ({DEVKIT})."
         )
-    synsets = loadmat(_stdio.BytesIO(meta), squeeze_me=True)["synsets"]
+    synsets = loadmat(io.BytesIO(meta), squeeze_me=True)["synsets"]
     # Leaves (no children) are the 1000 classes; ILSVRC2012_ID numbers them from 1.
     id_to_wnid = {
         int(s["ILSVRC2012_ID"]): str(s["WNID"])
@@ -338,7 +338,7 @@ def build_from_archives(archive_dir, out, wnids, *, class_list: str, checksums=N
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     manifest = index_tree(out, wnids, class_list=class_list, source="archives")
-    io.write_json(out / BUILT, manifest)
+    files.write_json(out / BUILT, manifest)
     return manifest
 
 
@@ -346,7 +346,7 @@ def _finished_build(out: Path) -> dict | None:
     # A folder built before the marker existed has only the manifest, written after it.
     for name in (BUILT, MANIFEST):
         if (out / name).is_file():
-            return io.read_json(out / name)
+            return files.read_json(out / name)
     return None
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clipbench import io
+from clipbench import files
 from clipbench.data import MANIFEST, div2k, imagenet100, voc2012
 from clipbench.data.download import redirect_policy
 
@@ -33,14 +33,14 @@ def prepare(name: str, cfg: dict, out: str | Path, **options) -> dict:
     source = "root" if root else cfg.get("source", "synthetic")
     with redirect_policy(cfg.get("cross_origin_redirects", False)):
         manifest = DATASETS[name].prepare(cfg, out, source, root, **options)
-    io.write_json(out / MANIFEST, manifest)
+    files.write_json(out / MANIFEST, manifest)
     return manifest
 
 
 def load_manifest(path: str | Path) -> dict:
     """Read a manifest; its ``root`` comes back absolute."""
     path = Path(path)
-    manifest = io.read_json(path)
+    manifest = files.read_json(path)
     root = Path(manifest["root"])
     if not root.is_absolute():
         root = (path.parent / root).resolve()

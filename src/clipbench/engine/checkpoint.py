@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clipbench.io import atomic_path
+from clipbench.files import atomic_path
 
 
 # Engine keys that change how fast a run goes, or what it does on failure, but not its numbers:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import io as _io
+import io
 import math
 import time
 from dataclasses import dataclass, field
@@ -42,7 +42,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from clipbench import io
+from clipbench import files
 from clipbench.engine import checkpoint, distributed, env, telemetry
 from clipbench.engine.checkpoint import Progress
 from clipbench.engine.distributed import Dist, EpochBatchSampler, SeededSamples, epoch_seed
@@ -293,7 +293,7 @@ def fit(s: Setup) -> dict:
     if progress is not None and progress.completed:
         if metrics_path.exists():
             s.log(f"[{s.name}] already complete; metrics.json kept")
-            return io.read_json(metrics_path)
+            return files.read_json(metrics_path)
         s.log(f"{s.out_dir}: the run is complete but metrics.json is missing, i.e. a deliberate rerun; "
               "starting afresh")
         progress = None
@@ -315,7 +315,7 @@ def fit(s: Setup) -> dict:
         # Each epoch end wrote the history so far; only a divergence (or no epoch at all) leaves more.
         if end.status == "diverged" or progress.epoch == first_epoch:
             write_history(s, progress.history)
-        io.write_json(metrics_path, result)
+        files.write_json(metrics_path, result)
     if end.status == "diverged":
         s.log(f"[{s.name}] diverged at step {end.diverged_at}: non-finite loss, gradient or parameters")
     return result
@@ -450,11 +450,11 @@ def save(s: Setup, progress: Progress, t0: float) -> None:
 
 def write_history(s: Setup, rows: list[dict]) -> None:
     """``history.csv`` and, when enabled, the DVCLive view of it, both rewritten whole."""
-    buf = _io.StringIO()
+    buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    io.write_text(s.out_dir / "history.csv", buf.getvalue())
+    files.write_text(s.out_dir / "history.csv", buf.getvalue())
     if s.dvclive:
         telemetry.write_dvclive(s.out_dir, rows, {"task": s.spec["task"], "method": s.spec["method"], "seed": s.seed})
 

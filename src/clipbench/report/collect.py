@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from clipbench import io
+from clipbench import files
 from clipbench.runfiles import CLIP_METRICS
 
 COLUMNS = ["task", "method", "seed", "split", "metric", "value", "status",
@@ -22,7 +22,7 @@ def collect(runs: list[Path], out: str | Path) -> pd.DataFrame:
     rows = []
     for run in runs:
         run = Path(run)
-        m = io.read_json(run / "metrics.json")
+        m = files.read_json(run / "metrics.json")
         base = {k: m.get(k) for k in ("task", "method", "seed", "status", "epochs", "steps")}
         timing = m.get("timing") or m  # the engine keeps machine-dependent numbers under "timing"
         base.update({k: timing.get(k) for k in ("wall_time_s", "images_per_s")})
@@ -39,7 +39,7 @@ def collect(runs: list[Path], out: str | Path) -> pd.DataFrame:
             # A run that diverged before its first evaluation still appears, with no value.
             rows.append({**base, "split": None, "metric": None, "value": None})
     df = pd.DataFrame(rows, columns=COLUMNS)
-    io.write_text(out, df.to_csv(index=False))
+    files.write_text(out, df.to_csv(index=False))
     return df
 
 
@@ -52,7 +52,7 @@ def load_histories(runs: list[Path]) -> pd.DataFrame:
         if not path.exists() or path.stat().st_size == 0:
             continue
         h = pd.read_csv(path)
-        m = io.read_json(run / "metrics.json")
+        m = files.read_json(run / "metrics.json")
         h["task"], h["method"], h["seed"] = m["task"], m["method"], m["seed"]
         frames.append(h)
     if not frames:
@@ -65,7 +65,7 @@ def epoch_wall_times(runs: list[Path]) -> pd.DataFrame:
     empty for runs whose metrics.json does not record them."""
     rows = []
     for run in runs:
-        m = io.read_json(Path(run) / "metrics.json")
+        m = files.read_json(Path(run) / "metrics.json")
         walls = (m.get("timing") or {}).get("epoch_end_wall_s") or []
         rows += [{"task": m["task"], "method": m["method"], "seed": m["seed"], "epoch": e, "wall_time_s": w}
                  for e, w in enumerate(walls, start=1)]
@@ -91,15 +91,15 @@ def dvc_views(summary: pd.DataFrame, history: pd.DataFrame, metrics_json: str | 
     metrics: dict = {}
     for (task, method, split, metric), g in _final_val(summary).groupby(["task", "method", "split", "metric"]):
         metrics.setdefault(task, {}).setdefault(method, {})[f"{split}_{metric}"] = float(g["value"].mean())
-    io.write_json(metrics_json, metrics)
+    files.write_json(metrics_json, metrics)
     if metrics_dir is not None:
         for task, by_method in metrics.items():
             for method, values in by_method.items():
-                io.write_json(Path(metrics_dir) / task / f"{method}.json", values)
+                files.write_json(Path(metrics_dir) / task / f"{method}.json", values)
     plots_dir = Path(plots_dir)
     plots_dir.mkdir(parents=True, exist_ok=True)
     epochs = history[history["split"].isin(["train", "val"]) & ~history["metric"].astype(str).str.startswith("iou_")]
     for (task, split, metric), g in epochs.groupby(["task", "split", "metric"]):
         wide = g.pivot_table(index="epoch", columns="method", values="value", aggfunc="mean").reset_index()
         wide.columns.name = None
-        io.write_text(plots_dir / f"{task}_{split}_{metric}.csv", wide.to_csv(index=False))
+        files.write_text(plots_dir / f"{task}_{split}_{metric}.csv", wide.to_csv(index=False))

@@ -12,7 +12,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from clipbench.io import atomic_path  # noqa: E402
+from clipbench.files import atomic_path  # noqa: E402
 from clipbench.report import stats  # noqa: E402
 from clipbench.report.names import METHOD_COLOR, METRIC_LABEL, PER_CLASS_PREFIX, method_label, ordered_methods, task_label  # noqa: E402
 from clipbench.runfiles import TELEMETRY_METRICS  # noqa: E402

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from clipbench import io
+from clipbench import files
 from clipbench.report.names import TWIN, method_label
 
 NOISE_KEYS = ("task", "alpha", "alpha_ci", "kurtosis", "heavy_tailed", "verdict")
@@ -49,7 +49,7 @@ def task_noise(noise_dir: str | Path | None, task: str, summary: pd.DataFrame, o
     path = Path(noise_dir) / task / "noise.json"
     if not path.is_file():
         return None
-    data = io.read_json(path)
+    data = files.read_json(path)
     _require(data, NOISE_KEYS, path)
     levels = [{"method": m, "label": method_label(m), **v} for m, v in (data.get("clip_levels") or {}).items()]
     points = [{**dict.fromkeys(POINT_KEYS), **p} for p in data.get("points") or []]
@@ -67,7 +67,7 @@ def heavytail(heavy_dir: str | Path | None, out: Path) -> dict | None:
     if heavy_dir is None or not (Path(heavy_dir) / "summary.json").is_file():
         return None
     heavy_dir = Path(heavy_dir)
-    data = io.read_json(heavy_dir / "summary.json")
+    data = files.read_json(heavy_dir / "summary.json")
     _require(data, HEAVYTAIL_KEYS, heavy_dir / "summary.json")
     rows = [{"noise": noise, "method": m, "label": method_label(m), "q50": None, "q90": None, "q99": None,
              "clip_fraction": None, **v}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from clipbench import io
+from clipbench import files
 
 
 def git_state(cwd: str | Path = ".") -> dict:
@@ -40,7 +40,7 @@ def manifest_digests(paths) -> list[dict]:
     for path in sorted(Path(p) for p in paths or []):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: dataset manifest not found (run `clipbench prepare`)")
-        m = io.read_json(path)
+        m = files.read_json(path)
         out.append({"dataset": m.get("dataset") or path.parent.name, "path": str(path),
                     "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "source": m.get("source")})
     return out

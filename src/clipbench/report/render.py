@@ -12,7 +12,7 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from clipbench import io
+from clipbench import files
 from clipbench.report import collect, compare, dynamics, figures, provenance, tables
 from clipbench.report import noise as noise_section
 from clipbench.report.tuning import section as tuning_section
@@ -109,10 +109,10 @@ def build_report(summary_csv: str | Path, out: str | Path, templates: str | Path
     env = _environment(Path(templates) if templates else default_templates())
     written = []
     for name in ("index.html", "report.tex"):
-        io.write_text(out / name, env.get_template(f"{name}.j2").render(**context))
+        files.write_text(out / name, env.get_template(f"{name}.j2").render(**context))
         written.append(out / name)
     if config is not None:
-        io.write_text(out / "config.resolved.yaml", context["provenance"]["config_yaml"])
+        files.write_text(out / "config.resolved.yaml", context["provenance"]["config_yaml"])
     pdf = _pdflatex(out / "report.tex")
     if pdf:
         written.append(pdf)
@@ -163,8 +163,8 @@ def versions(summary: pd.DataFrame) -> dict:
     (the report itself needs no torch); the report machine's package versions otherwise."""
     for run in sorted(set(summary["run_dir"])):
         path = Path(run) / "metrics.json"
-        if path.is_file() and io.read_json(path).get("versions"):
-            return io.read_json(path)["versions"]
+        if path.is_file() and files.read_json(path).get("versions"):
+            return files.read_json(path)["versions"]
     import platform
     import sys
     from importlib import metadata

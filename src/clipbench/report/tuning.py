@@ -16,8 +16,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from clipbench import io  # noqa: E402
-from clipbench.io import atomic_path  # noqa: E402
+from clipbench import files  # noqa: E402
+from clipbench.files import atomic_path  # noqa: E402
 from clipbench.report.names import METHOD_COLOR, METRIC_LABEL, method_label, ordered_methods, shown_tasks  # noqa: E402
 from clipbench.tuning import CHOSEN_JSON, step_size  # noqa: E402
 
@@ -29,7 +29,7 @@ def load(tuning_dir: str | Path) -> dict[str, dict[str, dict]]:
     """task -> method -> chosen.json, for every (task, method) tuned under ``tuning_dir``."""
     out: dict[str, dict[str, dict]] = {}
     for path in sorted(Path(tuning_dir).glob(f"*/*/{CHOSEN_JSON}")):
-        chosen = io.read_json(path)
+        chosen = files.read_json(path)
         out.setdefault(chosen["task"], {})[chosen["method"]] = chosen
     return out
 

@@ -223,7 +223,7 @@ def run(cfg: dict, out: str | Path) -> dict:
     import pandas as pd
     from tqdm import tqdm
 
-    from clipbench import io
+    from clipbench import files
 
     out = Path(out)
     problem = load_problem(cfg["dataset"])
@@ -241,11 +241,11 @@ def run(cfg: dict, out: str | Path) -> dict:
         final.setdefault(noise, {})[method] = {"q50": float(q[0, -1]), "q90": float(q[1, -1]),
                                                "q99": float(q[2, -1]), "clip_fraction": clip}
     table = pd.DataFrame(rows, columns=["noise", "method", "step", "q50", "q90", "q99"])
-    io.write_text(out / "quantiles.csv", table.to_csv(index=False))
+    files.write_text(out / "quantiles.csv", table.to_csv(index=False))
     summary = {"settings": {**asdict(s), "L": problem.L, "R0": problem.R0, "f_star": problem.f_star,
                             "runs": int(cfg["runs"]), "dataset": cfg["dataset"], "multipliers": cfg["multipliers"]},
                "final": final, "verdicts": verdicts(final, float(cfg["tolerance"]))}
-    io.write_json(out / "summary.json", summary)
+    files.write_json(out / "summary.json", summary)
     figure(table, problem, s, out / "quantiles.png")
     return summary
 
@@ -276,7 +276,7 @@ def figure(table, problem: Problem, s: Settings, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from clipbench import io
+    from clipbench import files
     from clipbench.report.names import METHOD_COLOR, method_label
 
     noises = list(dict.fromkeys(table["noise"]))
@@ -297,6 +297,6 @@ def figure(table, problem: Problem, s: Settings, path: Path) -> None:
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0.1, 1, 1))
-    with io.atomic_path(path) as tmp:
+    with files.atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
