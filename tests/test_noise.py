@@ -57,7 +57,9 @@ def test_noise_command_at_init_and_after_training(tiny_imagenet, tmp_path):
     assert cli.main(["noise", "--spec", json.dumps(spec), "--data", str(data), "--out", str(out)]) == 0
     init = files.read_json(out / "init.json")
     assert len(init["grad_norms"]) == 4 and len(init["tensor_norms"][0]) > 10 and len(init["grad_max_abs"]) == 4
-    assert init["point"]["n_coords"] == 64 and 0.1 <= init["point"]["alpha"] <= 2
+    point = init["point"]
+    assert point["n_coords"] + point["n_coords_without_noise"] == 64 and point["n_coords"] > 0
+    assert 0.1 <= point["alpha"] <= 2
 
     # A run whose level is a quantile resolves it from init.json and records it.
     run = tmp_path / "run"

@@ -12,6 +12,8 @@ import sys
 import pytest
 import yaml
 
+from clipbench.tasks import registry
+
 from clipbench import config as cfgmod
 from clipbench import files, tuning
 from clipbench.tasks import holdout_items
@@ -149,6 +151,6 @@ def test_thesis_with_tuning_plans_trials_selection_and_runs(repo, tmp_path):
               (re.match(r"^(\w+)\s+(\d+)$", line.strip()) for line in proc.stdout.splitlines()) if m}
     run = yaml.safe_load((repo / "config/thesis.yaml").read_text())["run"]
     tuned = yaml.safe_load((repo / "config/tuning-thesis.yaml").read_text())["tuning"]["tasks"]
-    pairs = len(run["tasks"]) * len(run["methods"])
+    pairs = len(registry.training(run["tasks"])) * len(run["methods"])
     assert counts["tune_trial"] == sum(t["trials"] for t in tuned.values()) * len(run["methods"])
     assert counts["tune_select"] == pairs and counts["train"] == pairs * len(run["seeds"])

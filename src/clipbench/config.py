@@ -141,7 +141,7 @@ def _check_methods(config: dict, source: str) -> None:
                    if "optimizer" not in ((config.get("tasks", {}).get(t) or {}).get("methods") or {}).get(method, {})]
         if lacking:
             raise ConfigError(
-                f"invalid {source}: run.methods.{index}: {method!r} is not one of the thesis' methods "
+                f"invalid {source}:\n  run.methods.{index}: {method!r} is not one of the thesis' methods "
                 f"({', '.join(methods())}; check the spelling); a method of your own needs "
                 f"tasks.<task>.methods.{method}.optimizer ('package.module:Class', e.g. 'torch.optim:AdamW') "
                 f"in every task run, and it is missing in: {', '.join(f'tasks.{t}' for t in lacking)}")

@@ -60,7 +60,7 @@ class ClassFolders(datasets.ImageFolder):
 
     def __init__(self, root, wnids, transform) -> None:
         self.wnids = sorted(wnids)
-        super().__init__(root, transform=transform)
+        super().__init__(root, transform=transform, loader=open_rgb)
 
     def find_classes(self, directory):
         return list(self.wnids), {w: i for i, w in enumerate(self.wnids)}
