@@ -73,7 +73,9 @@ def summarize(label: str, step: int, m: dict, seed: int = 0) -> dict:
     # Coordinates with no noise at all (no gradient yet, e.g. behind a layer initialised at
     # zero) say nothing about its tails; the others are in units of their tensor's RMS noise.
     live = np.any(coords != 0, axis=0)
-    pooled = coords[:, live].ravel()
+    # Samples of one batch's noise vector are correlated: in a random order, the estimator's
+    # blocks mix batches, as its i.i.d. premise (and the bootstrap's resampling) assumes.
+    pooled = np.random.default_rng(seed).permutation(coords[:, live].ravel())
     g_mean, g_sd = gaussian_norm_reference(m["sum_var"], m["sum_var2"])
     alpha = tail_index(pooled)
     lo, hi = tail_index_interval(pooled, seed=seed)
