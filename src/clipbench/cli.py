@@ -226,7 +226,13 @@ def cmd_bench(args, rest: list[str]) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="clipbench", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
+    _data_commands(sub)
+    _run_commands(sub)
+    _result_commands(sub)
+    return p
 
+
+def _data_commands(sub) -> None:
     s = sub.add_parser("prepare", help="make a dataset ready (generate, download, check) and write its manifest")
     s.add_argument("dataset")
     s.add_argument("--configfile", action="append", default=[], help="config file(s), merged in order")
@@ -244,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("path", nargs="?", default="data")
     s.set_defaults(func=cmd_track_data)
 
+
+def _run_commands(sub) -> None:
     s = sub.add_parser("train", help="run (or resume) one training run")
     s.add_argument("--spec", help="the run's resolved settings as JSON (what the Snakemake rule passes)")
     s.add_argument("--configfile", action="append", default=[])
@@ -287,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, default=Path("results/heavytail"), help="folder for quantiles.csv, summary.json, quantiles.png")
     s.set_defaults(func=cmd_heavytail)
 
+
+def _result_commands(sub) -> None:
     s = sub.add_parser("collect", help="gather every run's metrics into one tidy table")
     s.add_argument("metrics", nargs="*", type=Path, help="runs' metrics.json files (default: every run under --runs)")
     s.add_argument("--runs", type=Path, default=Path("results/runs"))
@@ -315,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("bench", add_help=False, help="benchmarks and the cost estimate (`clipbench bench cost --help`, ...)")
     s.add_argument("what", choices=["optim", "data", "train", "cost", "workflow"])
     s.set_defaults(func=None)
-    return p
+
 
 
 def main(argv: list[str] | None = None) -> int:
