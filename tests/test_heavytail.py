@@ -9,7 +9,7 @@ pytest.importorskip("sklearn")
 
 from clipbench import cli
 from clipbench import config as cfgmod
-from clipbench.tasks import heavytail as ht
+from clipbench.diagnostics import heavytail as ht
 
 
 def small(**over):

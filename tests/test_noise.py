@@ -7,7 +7,7 @@ import pytest
 from scipy.stats import levy_stable
 
 from clipbench import cli, files
-from clipbench import noise as nz
+from clipbench.diagnostics import noise as nz
 from tests.conftest import tiny_spec
 
 

@@ -93,7 +93,7 @@ def cmd_train(args) -> int:
 def _resolve_levels(spec: dict, init_json) -> dict:
     """Clip levels given as ``{quantile: q}`` become numbers, from the task's noise at initialisation."""
     from clipbench import files
-    from clipbench.noise import resolve_levels
+    from clipbench.diagnostics.noise import resolve_levels
 
     init = files.read_json(init_json) if init_json else None
     try:
@@ -106,8 +106,8 @@ def _resolve_levels(spec: dict, init_json) -> dict:
 def cmd_noise(args) -> int:
     from clipbench import files
     from clipbench.data.prepare import load_manifest
-    from clipbench.engine.noise import measure
-    from clipbench.noise import HEAVY_TAIL_ALPHA, figure, resolve_levels, summarize, verdict
+    from clipbench.diagnostics.measure import measure
+    from clipbench.diagnostics.noise import HEAVY_TAIL_ALPHA, figure, resolve_levels, summarize, verdict
     from clipbench.tasks import registry
 
     spec = _json_arg(args.spec, "--spec")
@@ -167,7 +167,7 @@ def cmd_baseline(args) -> int:
 
 
 def cmd_heavytail(args) -> int:
-    from clipbench.tasks.heavytail import run
+    from clipbench.diagnostics.heavytail import run
 
     if args.json:
         task_cfg = cfgmod.with_task_defaults("heavytail", _json_arg(args.json, "--json"))

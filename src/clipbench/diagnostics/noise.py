@@ -67,7 +67,7 @@ def gaussian_norm_reference(sum_var: float, sum_var2: float) -> tuple[float, flo
 
 
 def summarize(label: str, step: int, m: dict, seed: int = 0) -> dict:
-    """One point's statistics from :func:`clipbench.engine.noise.measure`'s arrays."""
+    """One point's statistics from :func:`clipbench.diagnostics.measure.measure`'s arrays."""
     coords = np.asarray(m["coords"], dtype=np.float64)
     norms = np.asarray(m["noise_norms"], dtype=np.float64)
     # Coordinates with no noise at all (no gradient yet, e.g. behind a layer initialised at
