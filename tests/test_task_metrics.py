@@ -1,6 +1,7 @@
 """mIoU and PSNR: by hand, and against torchmetrics."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -104,9 +105,48 @@ def test_psnr_matches_torchmetrics_per_image_and_on_y():
                                     data_range=255.0, reduction="none", dim=(1, 2, 3))
     assert torch.allclose(ours_y, ref_y, atol=1e-9)
     # The meter averages per-image PSNRs (of the 8-bit, clamped output), not the pooled MSE.
-    m = SuperResolutionMeter(scale=s)
+    m = SuperResolutionMeter(scale=4, shave=s)
     m.update(sr[:2], hr[:2], 0.0)
     m.update(sr[2:], hr[2:], 0.0)
     expected = psnr_per_image(quantize(sr), hr, shave=s).mean()
     assert m.compute()["psnr"] == pytest.approx(float(expected))
     assert m.compute()["psnr"] != pytest.approx(float(10 * torch.log10(1 / (quantize(sr) - hr)[..., s:-s, s:-s].pow(2).mean())), abs=1e-4)
+
+
+def _tm_psnr(sr, hr, shave):
+    """torchmetrics' PSNR per image of the 8-bit output, on the images cropped by hand."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
+    crop = (Ellipsis, slice(shave, -shave), slice(shave, -shave)) if shave else (Ellipsis,)
+    return peak_signal_noise_ratio(quantize(sr).double()[crop], hr.double()[crop], data_range=1.0,
+                                   reduction="none", dim=(1, 2, 3))
+
+
+def test_meter_shaves_scale_plus_6_by_default_as_edsr_on_div2k():
+    """EDSR's calc_psnr on DIV2K shaves scale + 6 px: 10 at x4; an explicit shave is honoured."""
+    g = torch.Generator().manual_seed(2)
+    hr = torch.rand(2, 3, 40, 44, generator=g)
+    sr = (hr + 0.05 * torch.randn(hr.shape, generator=g)).clamp(0, 1)
+    sr[..., :10, :] = 0.0  # garbage in a 10-px top band: seen unless 10 px are shaved
+    assert SuperResolutionMeter(4).shave == 10 and SuperResolutionMeter(2).shave == 8
+    for shave, kwargs in ((10, {}), (10, {"shave": None}), (3, {"shave": 3}), (0, {"shave": 0})):
+        m = SuperResolutionMeter(4, **kwargs)
+        assert m.shave == shave
+        m.update(sr, hr, 0.0)
+        assert m.compute()["psnr"] == pytest.approx(float(_tm_psnr(sr, hr, shave).mean()), abs=1e-5)
+    # With the band shaved away the score is far higher than with any of it left in.
+    default, narrower = SuperResolutionMeter(4), SuperResolutionMeter(4, shave=9)
+    for m in (default, narrower):
+        m.update(sr, hr, 0.0)
+    assert default.compute()["psnr"] > narrower.compute()["psnr"] + 3
+    # ... and a direct numpy computation of the default agrees.
+    q, t = quantize(sr).double().numpy()[..., 10:-10, 10:-10], hr.double().numpy()[..., 10:-10, 10:-10]
+    direct = np.mean([10 * np.log10(1 / np.mean((a - b) ** 2)) for a, b in zip(q, t)])
+    assert default.compute()["psnr"] == pytest.approx(direct, abs=1e-9)
+
+
+def test_shave_larger_than_the_image_is_named():
+    with pytest.raises(ValueError, match="no pixels left"):
+        psnr_per_image(torch.rand(1, 3, 20, 24), torch.rand(1, 3, 20, 24), shave=10)
+    with pytest.raises(ValueError, match="shave"):
+        SuperResolutionMeter(4, shave=-1)

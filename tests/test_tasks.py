@@ -268,14 +268,36 @@ def test_bicubic_baseline_is_torch_bicubic_and_beats_gray(tiny_div2k):
 
     result = bicubic_baseline({"scale": 4, "val_crop": None}, tiny_div2k)
     assert result["label"] == "bicubic (no training)" and result["val_images"] == 2
+    # EDSR's border on DIV2K: scale + 6 = 10 px at x4, unless tasks.superres.shave says otherwise.
+    assert result["shave"] == 10 and "10 px shaved" in result["convention"]
+    configured = bicubic_baseline({"scale": 4, "val_crop": None, "shave": 2}, tiny_div2k)
+    assert configured["shave"] == 2 and "2 px shaved" in configured["convention"]
     val = DIV2K(tiny_div2k["root"], "valid", 4)
-    direct, gray = [], []
-    for lr, hr in (val[i] for i in range(len(val))):
-        up = F.interpolate(lr[None], scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1)
-        direct.append(float(psnr_per_image(up.mul(255).round().div(255), hr[None], shave=4)))
-        gray.append(float(psnr_per_image(torch.full_like(hr[None], 0.5), hr[None], shave=4)))
-    assert result["metrics"]["psnr"] == pytest.approx(np.mean(direct))
-    assert result["metrics"]["psnr"] > np.mean(gray) + 5
+    for res, shave in ((result, 10), (configured, 2)):
+        direct, gray = [], []
+        for lr, hr in (val[i] for i in range(len(val))):
+            up = F.interpolate(lr[None], scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1)
+            direct.append(float(psnr_per_image(up.mul(255).round().div(255), hr[None], shave=shave)))
+            gray.append(float(psnr_per_image(torch.full_like(hr[None], 0.5), hr[None], shave=shave)))
+        assert res["metrics"]["psnr"] == pytest.approx(np.mean(direct))
+        assert res["metrics"]["psnr"] > np.mean(gray) + 5
+    assert result["metrics"]["psnr"] != pytest.approx(configured["metrics"]["psnr"])
+
+
+def test_superres_shave_config_reaches_the_meter_and_is_checked(tiny_div2k):
+    from clipbench.tasks import build_task
+
+    for shave, expected in ((None, 10), (3, 3)):
+        cfg = cfgmod.with_task_defaults("superres", {"model": "espcn", "epochs": 1, "batch_size": 2, "patch_size": 8,
+                                                     "methods": {}, **({} if shave is None else {"shave": shave})})
+        task = build_task({"task": "superres", "method": "sgd", "seed": 0, "task_config": cfg}, tiny_div2k)
+        assert task.new_meter().shave == expected and task.extra["psnr_shave"] == expected
+        assert f"{expected} px shaved" in task.extra["psnr_convention"]
+    with pytest.raises(cfgmod.ConfigError, match="shave"):
+        cfgmod.with_task_defaults("superres", {"shave": -1})
+    with pytest.raises(ValueError, match="val_crop=20 leaves no pixels"):
+        cfg = cfgmod.with_task_defaults("superres", {"model": "espcn", "val_crop": 20, "methods": {}})
+        build_task({"task": "superres", "method": "sgd", "seed": 0, "task_config": cfg}, tiny_div2k)
 
 
 def test_baseline_command_writes_json(tiny_div2k, tmp_path):

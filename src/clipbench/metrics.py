@@ -140,6 +140,11 @@ def psnr_per_image(pred: torch.Tensor, target: torch.Tensor, shave: int = 0, y_o
     """
     if pred.shape != target.shape:
         raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+    if shave < 0:
+        raise ValueError(f"shave={shave} must be >= 0")
+    if shave and min(pred.shape[-2:]) <= 2 * shave:
+        raise ValueError(f"a {pred.shape[-1]}x{pred.shape[-2]} image has no pixels left after shaving {shave} px "
+                         f"at each border; use larger images (tasks.superres.val_crop) or a smaller tasks.superres.shave")
     pred, target = pred.double(), target.double()
     if shave:
         pred, target = pred[..., shave:-shave, shave:-shave], target[..., shave:-shave, shave:-shave]
@@ -150,19 +155,31 @@ def psnr_per_image(pred: torch.Tensor, target: torch.Tensor, shave: int = 0, y_o
     return 10 * torch.log10(data_range ** 2 / mse)
 
 
+def div2k_shave(scale: int) -> int:
+    """The border, px, that EDSR shaves when it scores DIV2K: ``scale + 6`` (10 at x4).
+
+    EDSR-PyTorch's ``utility.calc_psnr`` shaves ``scale + 6`` px at each border on DIV2K (on RGB),
+    and ``scale`` px only on the benchmark sets (Set5, Set14, B100, Urban100, Manga109, on Y).
+    """
+    return int(scale) + 6
+
+
 class SuperResolutionMeter:
     """Mean loss, and PSNR on RGB (``psnr``) and on Y (``psnr_y``) averaged over images.
 
-    The convention of DIV2K/NTIRE results and EDSR: the output is clamped and rounded to 8 bits,
-    ``scale`` pixels are shaved at each border, PSNR is computed per image and then averaged
-    over the images (not from the pooled MSE). A perfect image (MSE 0) would score +inf; we
-    cap it at 100 dB so one such image cannot make the mean infinite.
+    The output is clamped and rounded to 8 bits, ``shave`` pixels are dropped at each border,
+    PSNR is computed per image and then averaged over the images (not from the pooled MSE), as
+    EDSR scores DIV2K. ``shave=None``: EDSR's border on DIV2K, ``scale + 6`` px (``div2k_shave``;
+    10 at x4); an integer: that many px. A perfect image (MSE 0) would score +inf; we cap it at
+    100 dB so one such image cannot make the mean infinite.
     """
 
     names = ("loss", "psnr", "psnr_y")
 
-    def __init__(self, scale: int = 4) -> None:
-        self.shave = scale
+    def __init__(self, scale: int = 4, shave: int | None = None) -> None:
+        self.shave = div2k_shave(scale) if shave is None else int(shave)
+        if self.shave < 0:
+            raise ValueError(f"shave={shave} must be >= 0")
         self.n = 0
         self.loss_sum = 0.0
         self.psnr_sum = 0.0

@@ -18,7 +18,7 @@ from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
 from clipbench.data.div2k import check_cache, check_div2k_root, find_pairs, map_cached, read_rgb
-from clipbench.metrics import SuperResolutionMeter
+from clipbench.metrics import SuperResolutionMeter, div2k_shave
 from clipbench.models.sr import bicubic_upsample, build_sr_model
 from clipbench.tasks import Task, TaskInfo
 
@@ -28,8 +28,10 @@ INFO = TaskInfo(
     dataset="div2k",
     main_metric="psnr",
     notes=[
-        "PSNR as DIV2K/NTIRE results and EDSR compute it: the output clamped to [0, 1] and rounded to 8 bits, "
-        "4 px shaved at each border, PSNR per image then averaged over the images. PSNR (the thesis' metric) is "
+        "PSNR as EDSR's evaluation (its calc_psnr) scores DIV2K: the output clamped to [0, 1] and rounded to 8 "
+        "bits, scale + 6 px (10 px at x4) shaved at each border (EDSR shaves only scale px on the benchmark sets, "
+        "not DIV2K; tasks.superres.shave sets another border), PSNR per image then averaged over the images; the "
+        "bicubic row is scored the same way. PSNR (the thesis' metric) is "
         "on RGB with data range 1; PSNR-Y on BT.601 luma Y = 16 + 65.481 R + 128.553 G + 24.966 B (RGB in "
         "[0, 1]) with data range 255.",
         "The bicubic row is the validation score of plain bicubic upsampling of the LR inputs (torch's bicubic, "
@@ -42,7 +44,7 @@ INFO = TaskInfo(
 
 SPLITS = {"train": "train", "val": "valid"}
 CONVENTION = ("PSNR per image, then averaged over images; output clamped to [0, 1] and rounded to 8 bits; "
-              "{scale} px shaved at each border; psnr: RGB, data range 1; psnr_y: BT.601 luma "
+              "{shave} px shaved at each border ({shave_source}); psnr: RGB, data range 1; psnr_y: BT.601 luma "
               "(Y = 16 + (65.481 R + 128.553 G + 24.966 B), RGB in [0, 1]), data range 255")
 
 
@@ -111,9 +113,31 @@ class DIV2K(Dataset):
         return _to_float(lr), _to_float(hr)
 
 
+def shave_of(cfg: dict, scale: int) -> int:
+    """``tasks.superres.shave``: the px dropped at each border before PSNR. null (the default):
+    ``scale + 6``, the border EDSR's ``calc_psnr`` shaves on DIV2K (10 at x4)."""
+    shave = cfg.get("shave")
+    if shave is None:
+        return div2k_shave(scale)
+    if isinstance(shave, bool) or not isinstance(shave, int) or shave < 0:
+        raise ValueError(f"tasks.superres.shave={shave!r} must be null (scale + 6, as EDSR on DIV2K) or an integer >= 0")
+    return shave
+
+
+def convention(cfg: dict, scale: int) -> str:
+    """The PSNR convention in words, with the border actually shaved."""
+    source = ("scale + 6, as EDSR's calc_psnr on DIV2K" if cfg.get("shave") is None
+              else "tasks.superres.shave; EDSR shaves scale + 6 on DIV2K")
+    return CONVENTION.format(shave=shave_of(cfg, scale), shave_source=source)
+
+
 def datasets_from(cfg: dict, manifest: dict) -> tuple[DIV2K, DIV2K]:
     root = check_div2k_root(manifest["root"])
     scale = int(cfg.get("scale", 4))
+    shave, val_crop = shave_of(cfg, scale), cfg.get("val_crop")
+    if val_crop is not None and val_crop <= 2 * shave:
+        raise ValueError(f"tasks.superres.val_crop={val_crop} leaves no pixels once {shave} px are shaved at each "
+                         f"border (tasks.superres.shave); use a crop larger than {2 * shave}")
     cache = (manifest.get("cache") or {}).get("dir")
     train_set = DIV2K(root, "train", scale, train=True, patch_size=int(cfg.get("patch_size", 48)),
                       repeat=int(cfg["repeat"]), cache=cache)
@@ -125,9 +149,10 @@ def bicubic_baseline(cfg: dict, manifest: dict) -> dict:
     """The validation metrics of bicubic upsampling: what a network must beat."""
     from clipbench.config import with_task_defaults
 
-    _, val_set = datasets_from(with_task_defaults("superres", cfg), manifest)
+    cfg = with_task_defaults("superres", cfg)
+    _, val_set = datasets_from(cfg, manifest)
     scale = val_set.scale
-    meter = SuperResolutionMeter(scale)
+    meter = SuperResolutionMeter(scale, shave_of(cfg, scale))  # the trained runs' border
     for i in tqdm(range(len(val_set)), desc="bicubic baseline", unit="img", leave=False):
         lr, hr = val_set[i]
         sr = bicubic_upsample(lr[None], scale)
@@ -136,7 +161,7 @@ def bicubic_baseline(cfg: dict, manifest: dict) -> dict:
         "task": "superres", "method": "bicubic", "label": "bicubic (no training)", "phrase": "bicubic",
         "metrics": meter.compute(), "val_images": len(val_set), "val_crop": val_set.val_crop,
         "upsampling": "torch.nn.functional.interpolate(mode='bicubic', align_corners=False, antialias=False), clamped",
-        "convention": CONVENTION.format(scale=scale),
+        "shave": meter.shave, "convention": convention(cfg, scale),
     }
 
 
@@ -150,9 +175,10 @@ def build(spec: dict, manifest: dict) -> Task:
         val_set=val_set,
         model=build_sr_model(name, train_set.scale, residual=cfg["residual"]),
         loss=nn.MSELoss(),
-        new_meter=lambda: SuperResolutionMeter(train_set.scale),
+        new_meter=lambda: SuperResolutionMeter(train_set.scale, shave_of(cfg, train_set.scale)),
         extra={"model": name, "residual": cfg["residual"], "train_images": len(train_set.pairs), "val_images": len(val_set.pairs),
-               "val_crop": val_set.val_crop, "psnr_convention": CONVENTION.format(scale=train_set.scale)},
+               "val_crop": val_set.val_crop, "psnr_shave": shave_of(cfg, train_set.scale),
+               "psnr_convention": convention(cfg, train_set.scale)},
         # Tuning's held-out images, scored as the validation images are.
         train_eval_set=DIV2K(check_div2k_root(manifest["root"]), "train", train_set.scale, val_crop=val_set.val_crop),
     )
