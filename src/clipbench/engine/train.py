@@ -328,7 +328,8 @@ def train_one_epoch(s: Setup, progress: Progress, t0: float) -> EpochEnd:
     steps (the epoch's last step excepted: its checkpoint is the epoch end's).
     """
     epoch, d = progress.epoch, s.dist
-    meter, clip = s.task.new_meter(), telemetry.ClipStats()
+    # The run's skipped fp16 steps so far: the previous epoch's count carries over.
+    meter, clip = s.task.new_meter(), telemetry.ClipStats(telemetry.ClipStats.skipped_in(progress.clip))
     if progress.batch_in_epoch > 0:  # resumed mid-epoch; the RNG is the checkpoint's
         telemetry.load_meter_state(meter, progress.meter)
         clip.load_state_dict(progress.clip)
@@ -363,11 +364,11 @@ def train_one_epoch(s: Setup, progress: Progress, t0: float) -> EpochEnd:
             save(s, progress, t0)
     bar.close()
     del batches
+    progress.clip = clip.state_dict()  # a diverged run's result counts its skipped steps too
     if diverged_at is not None:
         return EpochEnd(diverged_at)
     progress.train_time_s += time.perf_counter() - t0
     train_metrics = distributed.mean_dict(meter.compute(), d, s.device)
-    progress.clip = clip.state_dict()
     return EpochEnd(train=train_metrics, clip=clip.compute())
 
 
@@ -384,18 +385,22 @@ def train_step(s: Setup, progress: Progress, meter, clip: telemetry.ClipStats, m
     for (inputs, target), (output, loss, _) in zip(micro, done):
         meter.update(output.float(), target, loss.float())
         progress.images += inputs.shape[0] * d.world
+    stepped = True
     if s.scaler is not None:
         # Clipping must see the unscaled, accumulated gradient.
-        s.scaler.unscale_(s.optimizer)
-        s.scaler.step(s.optimizer)
-        s.scaler.update()
+        with telemetry.StepWatch(s.optimizer) as watch:  # the scaler skips the step on inf/NaN
+            s.scaler.unscale_(s.optimizer)
+            s.scaler.step(s.optimizer)
+            s.scaler.update()
+        stepped = watch.ran
     else:
         s.optimizer.step()
     s.optimizer.zero_grad(set_to_none=True)
     if s.scheduler is not None:
         s.scheduler.step()
-    stats = getattr(s.optimizer, "last_clip_stats", None)  # read once: it may sync
-    clip.update(stats)
+    # A skipped step left the previous step's record in the optimizer: it must not count again.
+    stats = getattr(s.optimizer, "last_clip_stats", None) if stepped else None  # read once: it may sync
+    clip.update(stats, skipped=not stepped)
     # A skipped fp16 step (inf in the scaled gradient) is the GradScaler's business.
     if s.scaler is None and telemetry.nonfinite_grad_norm(stats):
         return None
@@ -473,7 +478,9 @@ def _result(s: Setup, progress: Progress, end: EpochEnd) -> dict:
         "epochs": s.epochs, "steps": progress.step, "batch_size": s.batch_size, "batch_multiplier": s.accumulate,
         "world_size": s.dist.world, "amp": s.amp,
         "telemetry": {**_last(progress.history, "train", ("lr",)), **_run_mean(progress.history, CLIP_METRICS),
-                      "loss_points_stride": s.loss_stride},
+                      "loss_points_stride": s.loss_stride,
+                      # optimizer steps an fp16 GradScaler skipped (inf/NaN gradient); not in the clip statistics
+                      "skipped_steps": telemetry.ClipStats.skipped_in(progress.clip)},
         # Everything that depends on the machine or on how the run went (not what it computed).
         "timing": {"wall_time_s": progress.wall_time_s, "train_time_s": train_time,
                    "images_per_s": progress.images / train_time if train_time > 0 else None,
