@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from clipbench import files
-from clipbench.report import collect
+from clipbench.report import claims, collect
 
 SEEDS = (0, 1, 2)
 EPOCHS = 4
@@ -28,6 +28,7 @@ FINAL = {
 }
 METRIC = {"classification": "top1", "segmentation": "miou", "superres": "psnr"}
 CLIP = {"clipped_sgd": 0.4, "clipped_sstm": 0.0}  # clipped-SSTM never clips: flagged
+BATCH = 8
 NOISY_LOSS = {"sgd": 0.05, "clipped_sgd": 0.01, "sstm": 0.04, "clipped_sstm": 0.04, "adam": 0.03}
 
 
@@ -70,6 +71,7 @@ def make_runs(root: Path, label_of_baseline: str | None = None) -> dict:
                 files.write_json(run / "metrics.json", {
                     "task": task, "method": method, "seed": seed, "status": "ok", "final": final_,
                     "epochs": EPOCHS, "steps": EPOCHS * STEPS_PER_EPOCH, "telemetry": telemetry,
+                    "batch_size": BATCH, "batch_multiplier": 4 if method == "adam" else 1,
                     "timing": {"wall_time_s": 8.0, "images_per_s": 100.0,
                                # one run without per-epoch times: the report copes
                                **({} if (method, seed) == ("adam", 2) else
@@ -116,11 +118,13 @@ def _noise(root: Path) -> Path:
         _png(root / task / "norms.png")
         files.write_json(root / task / "noise.json", {
             "task": task, "alpha": alpha, "alpha_ci": [alpha - 0.1, alpha + 0.1], "kurtosis": 3.2 if not heavy else 9.5,
-            "heavy_tailed": heavy,
-            "verdict": f"The gradient noise of {task} is {'heavy' if heavy else 'not heavy'}-tailed (alpha {alpha}).",
             "points": [{"label": "init", "step": 0, "alpha": alpha, "alpha_ci": [alpha - 0.1, alpha + 0.1],
                         "kurtosis": 3.2, "norm_mean": 1.5, "norm_sd": 0.2, "gauss_norm_mean": 1.4,
-                        "gauss_norm_sd": 0.1, "n_batches": 64}],
+                        "gauss_norm_sd": None, "n_batches": 64, "n_coords": 4096, "n_samples": 64 * 4096}],
+            "claims": [claims.make("tail_index", task, ["initialisation"], "alpha", alpha, (alpha - 0.1, alpha + 0.1),
+                                   64 * 4096, 0.1, "heavy_tailed" if heavy else "undecided",
+                                   f"The gradient noise of {task} is {'heavy' if heavy else 'not heavy'}-tailed "
+                                   f"(alpha {alpha}).")],
             "clip_levels": {"clipped_sgd": {"key": "clip_level", "value": 0.05, "quantile": 0.5},
                             "clipped_sstm": {"key": "B", "value": 0.3, "quantile": 0.5}},
             "figures": ["norms.png"]})
@@ -134,10 +138,12 @@ def _heavytail(root: Path) -> Path:
     _png(root / "quantiles.png")
     files.write_json(root / "summary.json", {
         "settings": {"runs": 200, "steps": 100},
-        "final": {n: {m: {"q50": 0.01, "q90": 0.02, "q99": 0.05 if "clipped" in m else 0.5,
-                          "clip_fraction": 0.3 if "clipped" in m else None}
+        "final": {n: {m: {"q50": 0.01, "q90": 0.02, "q99": 0.05 if "clipped" in m else 0.5, "multiplier": 10.0,
+                          "noise_free": 1e-4, "clip_fraction": 0.3 if "clipped" in m else None}
                       for m in ("sgd", "clipped_sgd", "sstm", "clipped_sstm")} for n in ("gaussian", "pareto")},
-        "verdicts": ["Under heavy-tailed noise the q99 of clipped-SSTM is 10 times below that of SSTM."]})
+        "claims": [claims.make("convex", "heavytail", ["clipped_sstm", "sstm"], "q99", 10.0, (6.0, 14.0), 200, 2.0,
+                               "better", "Under heavy-tailed noise the q99 of clipped-SSTM is 10 times below that of "
+                                         "SSTM.")]})
     return root
 
 

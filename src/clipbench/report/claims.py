@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-from scipy import stats as st
+from clipbench.report.stats import t_interval
 
 LEVEL = 0.95  # a direction: the two-sided interval excludes 0
 TOST_LEVEL = 0.90  # equivalence: two one-sided tests at 5% each
@@ -36,6 +35,7 @@ VERDICTS = {
     "reached", "not_reached",  # time to target
     "wider", "narrower",  # tuning: the range of good settings
     "above", "within", "below",  # against a trivial baseline
+    "active", "inactive",  # whether a clipped method's clipping changed its steps
 }
 FIELDS = ("kind", "task", "subjects", "metric", "estimate", "interval", "n", "margin", "verdict", "sentence")
 
@@ -60,19 +60,6 @@ def make(kind: str, task: str | None, subjects, metric: str | None, estimate, in
             **({"detail": detail} if detail else {})}
 
 
-def t_interval(values, level: float = LEVEL) -> dict:
-    """Mean and ``level`` t interval of the finite ``values``; no interval for n < 2."""
-    x = np.asarray([float(v) for v in values if v is not None and np.isfinite(float(v))], dtype=float)
-    n = len(x)
-    if n == 0:
-        return {"mean": None, "lo": None, "hi": None, "n": 0}
-    mean = float(x.mean())
-    if n < 2:
-        return {"mean": mean, "lo": None, "hi": None, "n": 1}
-    half = float(st.t.ppf((1 + level) / 2, n - 1)) * float(x.std(ddof=1)) / math.sqrt(n)
-    return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": n}
-
-
 def decide(diffs, margin: float) -> dict:
     """The practical verdict on the per-unit differences ``diffs`` (a − b) against ±``margin``.
 
@@ -92,13 +79,16 @@ def decide(diffs, margin: float) -> dict:
 
 
 def fmt(x, digits: int = 3) -> str:
-    """A number as a sentence shows it: enough significant digits to see its size."""
+    """A number as a sentence shows it: ``digits`` decimals, scientific when that would hide it,
+    whole numbers from 1000 on (counts of samples, steps)."""
     if x is None or not math.isfinite(float(x)):
         return "–"
     x = float(x)
-    if x != 0 and (abs(x) < 10 ** -(digits - 1) or abs(x) >= 10 ** 5):
+    if x == 0:
+        return "0"
+    if abs(x) < 10 ** -(digits - 1):
         return f"{x:.{digits - 1}e}"
-    return f"{x:.{digits}g}" if abs(x) >= 1 else f"{x:.{digits}f}".rstrip("0").rstrip(".") if x else "0"
+    return f"{x:.0f}" if abs(x) >= 1000 else f"{x:.{digits}f}"
 
 
 def span(d: dict, digits: int = 3, unit: str = "") -> str:
@@ -111,3 +101,75 @@ def span(d: dict, digits: int = 3, unit: str = "") -> str:
 
 def _signed(x, digits: int) -> str:
     return "–" if x is None else ("+" if x >= 0 else "−") + fmt(abs(x), digits)
+
+
+def margins(config: dict | None) -> dict:
+    """The ``report`` section of a validated config, or the schema's defaults without one."""
+    section = (config or {}).get("report")
+    if section is None:
+        from clipbench import config as cfgmod
+
+        props = cfgmod.load_schema()["properties"]["report"]["properties"]
+        section = {k: v.get("default") for k, v in props.items()}
+    return section
+
+
+def metric_margin(section: dict, metric: str, reference: float | None = None) -> float:
+    """A metric's margin: its configured value, else ``relative_margin`` × |reference|."""
+    fixed = (section.get("margins") or {}).get(metric)
+    if fixed is not None:
+        return float(fixed)
+    if reference is None or not math.isfinite(reference) or reference == 0:
+        raise ValueError(f"report.margins.{metric}: no margin configured for {metric!r} and no reference value "
+                         f"to take relative_margin of; add report.margins.{metric} to the config")
+    return float(section["relative_margin"]) * abs(reference)
+
+
+# How a decided sign reads, per kind of comparison: (positive, negative) verdicts.
+_SIGNS = {"higher": ("better", "worse"), "lower": ("worse", "better"), "oscillation": ("more", "less"),
+          "baseline_higher": ("above", "below"), "baseline_lower": ("below", "above")}
+
+
+def compare(kind: str, task: str | None, subjects, metric: str, diffs, margin: float, reading: str,
+            what: str, a: str, b: str, unit: str = "", digits: int = 3, **detail) -> dict:
+    """A claim on the paired differences ``diffs`` (a − b per seed) against ±``margin``.
+
+    ``reading`` names how a sign reads (a key of ``_SIGNS``); ``what`` is the measure in words
+    ("val top-1 accuracy"); ``a`` and ``b`` are the two sides as the sentence names them.
+    """
+    d = decide(diffs, margin)
+    pos, neg = _SIGNS[reading]
+    verdict = {"positive": pos, "negative": neg}.get(d["verdict"], d["verdict"])
+    if verdict == "equivalent" and reading.startswith("baseline"):
+        verdict = "within"
+    m = f"±{fmt(margin, digits)}{unit}"
+    if d["verdict"] == "too_few":
+        sentence = (f"{a} vs {b}, {what}: {d['n']} paired seed(s), too few for an interval; "
+                    f"these seeds cannot tell.")
+    elif d["verdict"] in ("positive", "negative"):
+        word = {"better": "better than", "worse": "worse than", "more": "oscillates more than",
+                "less": "oscillates less than", "above": "better than", "below": "worse than"}[verdict]
+        sentence = (f"{a} is {word} {b} on {what}: {a} − {b} = {span(d, digits, unit)} over {d['n']} seeds, "
+                    f"which excludes 0 and reaches the practical margin of {m}.")
+    elif d["verdict"] == "equivalent":
+        lo, hi = d["tost_interval"]
+        sentence = (f"{a} and {b} are practically equivalent on {what}: {a} − {b} = {_signed(d['estimate'], digits)}{unit}, "
+                    f"and its 90% interval [{_signed(lo, digits)}, {_signed(hi, digits)}] lies inside {m} "
+                    f"(two one-sided tests, Schuirmann 1987), over {d['n']} seeds.")
+    else:
+        sentence = (f"{a} vs {b} on {what}: {a} − {b} = {span(d, digits, unit)} over {d['n']} seeds; "
+                    f"these seeds cannot tell (they show neither a difference of at least {fmt(margin, digits)}{unit} "
+                    f"nor equivalence within {m}).")
+    return make(kind, task, subjects, metric, d["estimate"], d["interval"], d["n"], margin, verdict, sentence,
+                tost_interval=list(d["tost_interval"]), **detail)
+
+
+def write(records: list[dict], path) -> None:
+    """``claims.json``: every record, checked for the contract's fields."""
+    from clipbench import files
+
+    for r in records:
+        missing = [f for f in FIELDS if f not in r]
+        if missing:
+            raise ValueError(f"claim {r.get('kind')}/{r.get('task')}: missing field(s) {', '.join(missing)}")
+    files.write_json(path, {"claims": records})

@@ -61,15 +61,17 @@ def load_histories(runs: list[Path]) -> pd.DataFrame:
 
 
 def epoch_wall_times(runs: list[Path]) -> pd.DataFrame:
-    """Cumulative wall seconds at each epoch end (``timing.epoch_end_wall_s``), per run;
+    """Cumulative wall seconds at each epoch end (``timing.epoch_end_wall_s``) and the training
+    samples behind each optimizer step (batch_size × batch_multiplier), per run and epoch;
     empty for runs whose metrics.json does not record them."""
     rows = []
     for run in runs:
         m = files.read_json(Path(run) / "metrics.json")
         walls = (m.get("timing") or {}).get("epoch_end_wall_s") or []
-        rows += [{"task": m["task"], "method": m["method"], "seed": m["seed"], "epoch": e, "wall_time_s": w}
-                 for e, w in enumerate(walls, start=1)]
-    return pd.DataFrame(rows, columns=["task", "method", "seed", "epoch", "wall_time_s"])
+        per_step = m["batch_size"] * m.get("batch_multiplier", 1) if m.get("batch_size") else None
+        rows += [{"task": m["task"], "method": m["method"], "seed": m["seed"], "epoch": e, "wall_time_s": w,
+                  "samples_per_step": per_step} for e, w in enumerate(walls, start=1)]
+    return pd.DataFrame(rows, columns=["task", "method", "seed", "epoch", "wall_time_s", "samples_per_step"])
 
 
 def _final_val(summary: pd.DataFrame) -> pd.DataFrame:

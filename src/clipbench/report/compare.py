@@ -1,13 +1,14 @@
 """Comparisons the report states in words: method against method (paired by seed), method
-against its task's trivial baseline, and clipped method against its unclipped twin.
+against its task's trivial baseline, and whether a clipped method's clipping was active.
 
-Every sentence is made here from the numbers, so the page never says more than they do.
+Every verdict is a claim record (:mod:`clipbench.report.claims`) made here from the numbers,
+judged against the metric's practical margin, so the page never says more than they do.
 """
 from __future__ import annotations
 
 import pandas as pd
 
-from clipbench.report import stats
+from clipbench.report import claims, stats
 from clipbench.report.names import METRIC_LABEL, TWIN, main_metric, method_label, ordered_methods
 from clipbench.tasks import registry
 
@@ -27,8 +28,24 @@ def _by_seed(summary: pd.DataFrame, task: str, metric: str, split: str = "val") 
     return {m: g.groupby("seed")["value"].mean() for m, g in d.groupby("method")}
 
 
-def paired_table(summary: pd.DataFrame, task: str) -> dict:
-    """Clipped method − its twin, and every method − the task's best, on the val main metric."""
+def _what(metric: str) -> str:
+    return f"val {METRIC_LABEL.get(metric, metric)}".replace(" (dB)", "")
+
+
+def _unit(metric: str) -> str:
+    return " dB" if "(dB)" in METRIC_LABEL.get(metric, "") else ""
+
+
+def paired_diffs(a: pd.Series, b: pd.Series) -> tuple[list[float], list]:
+    """a − b over the seeds both have (finite values only), and those seeds."""
+    d = stats.paired_difference(a, b)
+    return [float(a[s]) - float(b[s]) for s in d["seeds"]], d["seeds"]
+
+
+def paired_table(summary: pd.DataFrame, task: str, section: dict | None = None) -> dict:
+    """Clipped method − its twin, and every method − the task's best, on the val main metric,
+    each a ``paired`` claim against the metric's margin."""
+    section = section or claims.margins(None)
     metric, hib = main_metric(task), higher_is_better(task)
     series = _by_seed(summary, task, metric)
     means = {m: s.mean() for m, s in series.items() if s.notna().any()}
@@ -41,44 +58,67 @@ def paired_table(summary: pd.DataFrame, task: str) -> dict:
     pairs += [(m, best) for m in methods if m != best and (m, best) not in pairs and (best, m) not in pairs]
     rows = []
     for a, b in pairs:
-        diff = stats.paired_difference(series[a], series[b])
+        diffs, seeds = paired_diffs(series[a], series[b])
         la, lb = method_label(a), method_label(b)
-        rows.append({"a": a, "b": b, "label": f"{la} − {lb}", "kind": "twin" if TWIN.get(a) == b else "best",
-                     "diff": diff, "sentence": stats.verdict(diff, hib, la, lb)})
+        relation = "twin" if TWIN.get(a) == b else "best"
+        claim = claims.compare("paired", task, [a, b], metric, diffs, claims.metric_margin(section, metric, means[b]),
+                               "higher" if hib else "lower", _what(metric), la, lb, _unit(metric),
+                               relation=relation, seeds=[int(s) for s in seeds])
+        rows.append({"a": a, "b": b, "label": f"{la} − {lb}", "kind": relation, "claim": claim})
     return {"metric": metric, "best": best, "best_label": method_label(best), "rows": rows,
             "n_seeds": max(int(s.notna().sum()) for s in series.values())}
 
 
-def baseline_flag(interval: dict, baseline: float, hib: bool) -> bool:
-    """Whether a method's final mean is within noise of (or behind) a baseline value.
-
-    With an interval (≥ 2 seeds): the interval reaches the baseline. With one seed there is
-    no noise estimate: flagged only when the value is at or behind the baseline.
-    """
-    if interval.get("mean") is None or baseline is None:
-        return False
-    if interval.get("lo") is not None:
-        return interval["lo"] <= baseline if hib else interval["hi"] >= baseline
-    return interval["mean"] <= baseline if hib else interval["mean"] >= baseline
-
-
-def flag_rows(rows: list[dict], baselines: list[dict], summary: pd.DataFrame, task: str) -> None:
-    """Add ``flags`` (sentences) to ``tables.final_table`` rows: no better than a baseline,
-    and clipping that was (nearly) never active."""
+def baseline_claims(summary: pd.DataFrame, task: str, baselines: list[dict], section: dict | None = None) -> list[dict]:
+    """Each method against each training-free baseline: is it practically better than it?"""
+    section = section or claims.margins(None)
     metric, hib = main_metric(task), higher_is_better(task)
-    runs = summary[(summary["task"] == task) & (summary["split"] == "run") & (summary["metric"] == "clip_fraction")]
-    for row in rows:
-        flags = []
-        interval = row["metrics"].get(metric) or {}
+    out = []
+    for method, series in _by_seed(summary, task, metric).items():
         for b in baselines:
             value = (b["metrics"].get(metric) or {}).get("mean")
-            if value is not None and baseline_flag(interval, value, hib):
-                flags.append(f"no better than {b['phrase']}: its val {METRIC_LABEL.get(metric, metric)} ends "
-                             f"within noise of {b['phrase']} ({value:.3f}).")
-        twin = TWIN.get(row["method"])
-        fractions = runs.loc[runs["method"] == row["method"], "value"].dropna()
+            if value is None:
+                continue
+            diffs = [float(v) - float(value) for v in series.dropna()]
+            claim = claims.compare("baseline", task, [method, b["label"]], metric, diffs,
+                                   claims.metric_margin(section, metric, value),
+                                   "baseline_higher" if hib else "baseline_lower", _what(metric), method_label(method),
+                                   b["phrase"], _unit(metric), baseline=float(value))
+            out.append(claim)
+    return out
+
+
+def clipping_claims(summary: pd.DataFrame, task: str) -> list[dict]:
+    """Per clipped method: the share of steps its clipping changed, and whether that was ever
+    enough for it to differ from its unclipped twin."""
+    runs = summary[(summary["task"] == task) & (summary["split"] == "run") & (summary["metric"] == "clip_fraction")]
+    out = []
+    for method, g in runs.groupby("method"):
+        twin = TWIN.get(method)
+        fractions = g["value"].dropna()
+        if not twin or fractions.empty:
+            continue
         idle = int((fractions < INACTIVE_CLIPPING).sum())
-        if twin and idle:
-            flags.append(f"clipping was active in < 1% of steps in {idle} of {len(fractions)} run(s): "
-                         f"there it behaved as its unclipped twin, {method_label(twin)}.")
-        row["flags"] = flags
+        lo, hi, mean = float(fractions.min()), float(fractions.max()), float(fractions.mean())
+        share = f"{100 * mean:.1f}% of steps (runs: {100 * lo:.1f}–{100 * hi:.1f}%)"
+        if idle:
+            verdict = "inactive"
+            sentence = (f"{method_label(method)}: clipping changed {share}; in {idle} of {len(fractions)} run(s) it was "
+                        f"active in under {100 * INACTIVE_CLIPPING:g}% of steps, so there it behaved as its unclipped "
+                        f"twin, {method_label(twin)}.")
+        else:
+            verdict = "active"
+            sentence = f"{method_label(method)}: clipping changed {share}, in every run above {100 * INACTIVE_CLIPPING:g}%."
+        out.append(claims.make("clipping", task, [method, twin], "clip_fraction", mean, (lo, hi), len(fractions),
+                               INACTIVE_CLIPPING, verdict, sentence))
+    return out
+
+
+def flag_rows(rows: list[dict], records: list[dict]) -> None:
+    """Add ``flags`` to ``tables.final_table`` rows: the sentences of the claims that warn
+    about the method (no better than a baseline; clipping that was not active)."""
+    for row in rows:
+        row["flags"] = [c["sentence"] for c in records
+                        if c["subjects"] and c["subjects"][0] == row["method"]
+                        and ((c["kind"] == "baseline" and c["verdict"] != "above")
+                             or (c["kind"] == "clipping" and c["verdict"] == "inactive"))]

@@ -3,7 +3,9 @@
 Per run: the total variation of the validation main metric over epochs, the sd of the
 training loss over the last quarter of its steps after removing the linear trend
 (``history.csv`` split ``train_step``, metric ``loss``), and the first epoch at which the
-validation main metric reaches 90% of the best final value among the task's methods.
+validation main metric reaches the target: the trivial baseline plus a share of the best final
+gain over it, its cost counted in training samples (steps × samples per step, so methods
+with larger batches are not favoured) and wall time.
 Per method these become means with t intervals; clipped methods are paired with their
 unclipped twins seed by seed, as the final metrics are.
 """
@@ -11,9 +13,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from clipbench.report import stats
+from clipbench.report import claims, stats
 from clipbench.report.compare import higher_is_better
-from clipbench.report.names import TWIN, main_metric, method_label, ordered_methods
+from clipbench.report.names import METRIC_LABEL, TWIN, main_metric, method_label, ordered_methods
 
 MEASURES = {"total_variation": "total variation of val {metric} over epochs",
             "loss_sd": "sd of the detrended training loss, last quarter of steps"}
@@ -33,9 +35,10 @@ def per_run(history: pd.DataFrame, task: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["method", "seed", *MEASURES])
 
 
-def stability(history: pd.DataFrame, task: str) -> dict:
-    """Per method: each measure's mean and interval; per clipped method vs its twin: paired
-    differences and one sentence each, from those numbers."""
+def stability(history: pd.DataFrame, task: str, section: dict | None = None) -> dict:
+    """Per method: each measure's mean and interval; per clipped method vs its twin: a
+    ``stability`` claim per measure, its margin a share (``report.relative_margin``) of the twin's mean."""
+    section = section or claims.margins(None)
     runs = per_run(history, task)
     methods = ordered_methods(runs["method"])
     rows = [{"method": m, "label": method_label(m),
@@ -47,43 +50,66 @@ def stability(history: pd.DataFrame, task: str) -> dict:
         a, b = (runs[runs["method"] == m].set_index("seed") for m in (clipped, twin))
         for key in MEASURES:
             diff = stats.paired_difference(a[key], b[key])
-            pairs.append({"a": clipped, "b": twin, "measure": key, "diff": diff,
-                          "sentence": _oscillation_sentence(diff, method_label(clipped), method_label(twin), key)})
+            reference = stats.t_interval(b[key])["mean"]
+            margin = float(section["relative_margin"]) * abs(reference) if reference else 0.0
+            what = MEASURES[key].format(metric=METRIC_LABEL.get(main_metric(task), main_metric(task)))
+            claim = claims.compare("stability", task, [clipped, twin], key,
+                                   [float(a[key][s]) - float(b[key][s]) for s in diff["seeds"]], margin,
+                                   "oscillation", what, method_label(clipped), method_label(twin), digits=3,
+                                   relative_margin=float(section["relative_margin"]), twin_mean=reference)
+            pairs.append({"a": clipped, "b": twin, "measure": key, "claim": claim})
     return {"rows": rows, "pairs": pairs, "runs": runs}
 
 
-def _oscillation_sentence(diff: dict, a: str, b: str, key: str) -> str:
-    what = "total variation of the validation metric" if key == "total_variation" else "detrended training-loss sd"
-    if diff["n"] < 2:
-        return f"{a} vs {b} ({what}): {diff['n']} paired seed(s), too few to say whether it oscillates less."
-    span = f"{what} {a} − {b}: {diff['mean']:+.4g}, 95% t interval [{diff['lo']:+.4g}, {diff['hi']:+.4g}], {diff['n']} seeds"
-    if not diff["excludes_zero"]:
-        return f"{a} does not measurably oscillate less than {b} ({span}; includes 0)."
-    less = diff["mean"] < 0
-    return f"{a} oscillates {'less' if less else 'more'} than {b} ({span}; excludes 0)."
-
-
 def time_to_target(history: pd.DataFrame, summary: pd.DataFrame, walls: pd.DataFrame, task: str,
-                   fraction: float = 0.9) -> dict:
-    """Per method: steps and wall time until val main metric first reaches ``fraction`` of the
-    best final value among the task's methods (mean over the seeds that reached it)."""
+                   baseline: float | None = None, section: dict | None = None) -> dict:
+    """Per method: training samples and wall time until val main metric first reaches the
+    target, the baseline plus ``report.target_share`` of the best method's final gain over it
+    (a ``target`` claim each: the mean over the seeds that reached it)."""
+    section = section or claims.margins(None)
+    share = float(section["target_share"])
     metric, hib = main_metric(task), higher_is_better(task)
     final = summary[(summary["task"] == task) & (summary["split"] == "val") & (summary["metric"] == metric)]
     means = final.groupby("method")["value"].mean().dropna()
     if means.empty:
-        return {"target": None, "rows": []}
-    best = means.max() if hib else means.min()
-    target = stats.target_value(float(best), hib, fraction)
+        return {"target": None, "rows": [], "claims": []}
+    best = float(means.max() if hib else means.min())
+    target = stats.target_value(best, baseline, share, hib)
     h = history[(history["task"] == task) & (history["split"] == "val") & (history["metric"] == metric)]
-    w = walls[walls["task"] == task][["method", "seed", "epoch", "wall_time_s"]]
-    h = h.merge(w, on=["method", "seed", "epoch"], how="left") if not w.empty else h.assign(wall_time_s=None)
-    rows = []
+    w = walls[walls["task"] == task][["method", "seed", "epoch", "wall_time_s", "samples_per_step"]]
+    h = h.merge(w, on=["method", "seed", "epoch"], how="left") if not w.empty else \
+        h.assign(wall_time_s=None, samples_per_step=None)
+    rows, records = [], []
+    what = f"val {METRIC_LABEL.get(metric, metric)} {claims.fmt(target, 4)}"
     for method in ordered_methods(h["method"]):
-        hits = [stats.time_to_target(g.sort_values("epoch"), target, hib)
+        hits = [(stats.time_to_target(g.sort_values("epoch"), target, hib), g["samples_per_step"].iloc[0])
                 for _, g in h[h["method"] == method].groupby("seed")]
-        reached = [x for x in hits if x["step"] is not None]
-        walls_s = [x["wall_time_s"] for x in reached if x["wall_time_s"] is not None]
-        rows.append({"method": method, "label": method_label(method), "seeds": len(hits), "reached": len(reached),
-                     "step": stats.t_interval([x["step"] for x in reached]),
-                     "wall_time_s": stats.t_interval(walls_s) if walls_s else None})
-    return {"target": target, "best": float(best), "fraction": fraction, "metric": metric, "rows": rows}
+        reached = [(x, per) for x, per in hits if x["step"] is not None]
+        samples = [x["step"] * per for x, per in reached if per is not None and pd.notna(per)]
+        walls_s = [x["wall_time_s"] for x, _ in reached if x["wall_time_s"] is not None]
+        row = {"method": method, "label": method_label(method), "seeds": len(hits), "reached": len(reached),
+               "step": stats.t_interval([x["step"] for x, _ in reached]),
+               "samples": stats.t_interval(samples) if samples else None,
+               "wall_time_s": stats.t_interval(walls_s) if walls_s else None}
+        rows.append(row)
+        records.append(_target_claim(task, method, metric, what, row))
+    return {"target": target, "best": best, "baseline": baseline, "share": share, "metric": metric,
+            "rows": rows, "claims": records}
+
+
+def _target_claim(task: str, method: str, metric: str, what: str, row: dict) -> dict:
+    label, n, total = method_label(method), row["reached"], row["seeds"]
+    cost = row["samples"] or {"mean": None, "lo": None, "hi": None}
+    if n == 0:
+        verdict, sentence = "not_reached", f"{label} did not reach {what} in any of its {total} seed(s)."
+    else:
+        wall = row["wall_time_s"]
+        spent = f"{claims.fmt(cost['mean'], 3)} training samples" if cost["mean"] is not None else f"step {row['step']['mean']:.0f}"
+        if cost.get("lo") is not None:
+            spent += f" (95% interval {claims.fmt(cost['lo'], 3)}–{claims.fmt(cost['hi'], 3)})"
+        if wall and wall.get("mean") is not None:
+            spent += f" and {wall['mean']:.1f} s of training"
+        verdict = "reached" if n == total else "undecided"
+        sentence = f"{label} reached {what} in {n} of {total} seed(s), after {spent} (mean over those seeds)."
+    return claims.make("target", task, [method], metric, cost["mean"], (cost.get("lo"), cost.get("hi")), n, None,
+                       verdict, sentence, seeds=total, step=row["step"]["mean"] if n else None)

@@ -11,8 +11,8 @@ import pandas as pd
 from clipbench import files
 from clipbench.report.names import TWIN, method_label
 
-NOISE_KEYS = ("task", "alpha", "alpha_ci", "kurtosis", "heavy_tailed", "verdict")
-HEAVYTAIL_KEYS = ("settings", "final", "verdicts")
+NOISE_KEYS = ("task", "alpha", "alpha_ci", "points", "claims")
+HEAVYTAIL_KEYS = ("settings", "final", "claims")
 # A point's fields the table shows; one that is missing shows as "–".
 POINT_KEYS = ("label", "step", "alpha", "alpha_ci", "kurtosis", "norm_mean", "norm_sd", "gauss_norm_mean",
               "gauss_norm_sd", "n_batches")
@@ -70,8 +70,8 @@ def heavytail(heavy_dir: str | Path | None, out: Path) -> dict | None:
     data = files.read_json(heavy_dir / "summary.json")
     _require(data, HEAVYTAIL_KEYS, heavy_dir / "summary.json")
     rows = [{"noise": noise, "method": m, "label": method_label(m), "q50": None, "q90": None, "q99": None,
-             "clip_fraction": None, **v}
+             "clip_fraction": None, "multiplier": None, "clip_multiplier": None, "noise_free": None, **v}
             for noise, by_method in data["final"].items() for m, v in by_method.items()]
     figure = heavy_dir / "quantiles.png"
-    return {"settings": data["settings"], "rows": rows, "verdicts": data["verdicts"],
+    return {"settings": data["settings"], "rows": rows, "claims": data["claims"], "arms": data.get("arms") or [],
             "figure": _figure(figure, out, "figures/heavytail_quantiles.png") if figure.is_file() else None}

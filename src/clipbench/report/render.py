@@ -13,7 +13,7 @@ import jinja2
 import pandas as pd
 
 from clipbench import files
-from clipbench.report import collect, compare, dynamics, figures, provenance, tables
+from clipbench.report import claims, collect, compare, dynamics, figures, provenance, tables
 from clipbench.report import noise as noise_section
 from clipbench.report.tuning import section as tuning_section
 from clipbench.report.names import METRIC_LABEL, main_metric, shown_tasks, task_label, task_notes
@@ -54,6 +54,33 @@ def _interval(v: dict | None, digits: int = 3) -> str:
     return f"[{float(v['lo']):+.{digits}f}, {float(v['hi']):+.{digits}f}]"
 
 
+def _pair(v, digits: int = 3) -> str:
+    """An interval given as [lo, hi] (a claim's), "–" when absent."""
+    if not v or v[0] is None or v[1] is None:
+        return "–"
+    return f"[{_sci(v[0], digits)}, {_sci(v[1], digits)}]"
+
+
+def _sci(value, digits: int = 3) -> str:
+    """A number of any size, readable: fixed digits in a usual range, else scientific."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–" if value is None or math.isnan(value) else str(value)
+    value = float(value)
+    if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
+        return f"{value:.{max(digits - 1, 1)}e}"
+    return f"{value:.{digits}g}" if abs(value) >= 1 else f"{value:.{digits}f}"
+
+
+# How a claim's verdict reads in a table cell or the summary.
+VERDICT_WORD = {"better": "better", "worse": "worse", "less": "oscillates less", "more": "oscillates more",
+                "equivalent": "practically equivalent", "undecided": "cannot tell", "too_few": "too few seeds",
+                "heavy_tailed": "heavier than Gaussian", "not_heavy_tailed": "Gaussian-like tails",
+                "consistent": "consistent", "inconsistent": "inconsistent", "reached": "reached",
+                "not_reached": "not reached", "wider": "wider", "narrower": "narrower", "above": "above baseline",
+                "within": "at baseline", "below": "below baseline", "active": "clipping active",
+                "inactive": "clipping inactive"}
+
+
 def _tex(text) -> str:
     return "".join(TEX_ESCAPES.get(c, c) for c in str(text))
 
@@ -62,7 +89,8 @@ def _environment(templates: Path) -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates)), undefined=jinja2.StrictUndefined,
                              autoescape=jinja2.select_autoescape(["html.j2"]), trim_blocks=True, lstrip_blocks=True)
     env.filters.update(fmt=_fmt, pct=_pct, tex=_tex, metric_label=lambda m: METRIC_LABEL.get(m, m),
-                       task_label=task_label, ci=_ci, interval=_interval,
+                       task_label=task_label, ci=_ci, interval=_interval, pair=_pair, sci=_sci,
+                       verdict_word=lambda v: VERDICT_WORD.get(v, v),
                        signed=lambda v, d=3: "–" if v is None else f"{float(v):+.{d}f}")
     return env
 
@@ -74,14 +102,16 @@ def default_templates() -> Path:
 def build_report(summary_csv: str | Path, out: str | Path, templates: str | Path | None = None,
                  baselines: str | Path | None = None, config: dict | None = None, manifests=None,
                  noise: str | Path | None = None, heavytail: str | Path | None = None, tuning: str | Path | None = None) -> list[Path]:
-    """Figures, tables and the rendered report for the runs listed in ``summary_csv``.
+    """Figures, tables, ``claims.json`` and the rendered report for the runs in ``summary_csv``.
 
     Training-free baselines come from ``baselines/<task>.json``; ``config`` (the resolved
     workflow config) and ``manifests`` (prepared datasets' manifest.json) go into the
-    provenance; ``noise/<task>/noise.json`` and ``heavytail/summary.json`` fill the gradient
-    noise section when present; ``tuning`` (results/tuning) adds the tuning section.
+    provenance and the data banner; ``noise/<task>/noise.json`` and ``heavytail/summary.json``
+    fill the gradient noise section when present; ``tuning`` (results/tuning) adds the tuning
+    section. Every verdict the page states is a record of ``claims.json``, rendered from it.
     """
     out = Path(out)
+    section = claims.margins(config)
     summary = pd.read_csv(summary_csv)
     runs = sorted(set(summary["run_dir"]))
     history = collect.load_histories(runs)
@@ -89,25 +119,36 @@ def build_report(summary_csv: str | Path, out: str | Path, templates: str | Path
     shown = shown_tasks(summary["task"])
     baseline_rows = {t: tables.baseline_rows(baselines, t) for t in shown}
     figs = figures.curve_figures(history, out / "figures", baselines=baseline_rows)
-    tasks = [_task_context(task, summary, history, walls, baseline_rows[task], figs.get(task, []), out)
+    tasks = [_task_context(task, summary, history, walls, baseline_rows[task], figs.get(task, []), out, section)
              for task in shown]
     stability_png = figures.stability_figure({t["name"]: t["stability"]["runs"] for t in tasks}, out / "figures")
     versions_ = versions(summary)
+    noise_ = [n for n in (noise_section.task_noise(noise, t, summary, out) for t in shown) if n]
+    heavy = noise_section.heavytail(heavytail, out)
+    tuned = tuning_section(tuning, out / "figures", out) if tuning else []
+    records = [c for t in tasks for c in t["claims"]] + [c for n in noise_ for c in n["claims"]] + \
+        (heavy["claims"] if heavy else []) + [c for t in tuned for c in t["claims"]]
+    claims.write(records, out / "claims.json")
+    prov = provenance.provenance(config, manifests, versions_)
     context = {
         "title": "clipbench: gradient-clipping optimizers, replicated",
         "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "banner": provenance.data_banner(prov["manifests"], config),
+        "summary": _summary(tasks),
         "tasks": tasks,
-        "tuning": tuning_section(tuning, out / "figures", out) if tuning else [],
+        "tuning": tuned,
         "versions": versions_,
         "n_runs": int(summary.drop_duplicates(["task", "method", "seed"]).shape[0]),
         "n_seeds": max([t["paired"]["n_seeds"] for t in tasks] or [0]),
+        "margins": section,
+        "all_claims": records,
         "stability_figure": _figure(stability_png, out) if stability_png else None,
-        "noise": [n for n in (noise_section.task_noise(noise, t, summary, out) for t in shown) if n],
-        "heavytail": noise_section.heavytail(heavytail, out),
-        "provenance": provenance.provenance(config, manifests, versions_),
+        "noise": noise_,
+        "heavytail": heavy,
+        "provenance": prov,
     }
     env = _environment(Path(templates) if templates else default_templates())
-    written = []
+    written = [out / "claims.json"]
     for name in ("index.html", "report.tex"):
         files.write_text(out / name, env.get_template(f"{name}.j2").render(**context))
         written.append(out / name)
@@ -117,6 +158,12 @@ def build_report(summary_csv: str | Path, out: str | Path, templates: str | Path
     if pdf:
         written.append(pdf)
     return written
+
+
+def _summary(tasks: list[dict]) -> list[dict]:
+    """Per task, did clipping help: the twin claims on the main metric, the page's first answer."""
+    return [{"name": t["name"], "metric": t["paired"]["metric"],
+             "claims": [r["claim"] for r in t["paired"]["rows"] if r["kind"] == "twin"]} for t in tasks]
 
 
 def _figure(path: Path, out: Path, caption: str | None = None) -> dict:
@@ -136,25 +183,35 @@ def _caption(task: str, path: Path) -> str:
     return f"{what}. Regenerates {thesis}." if thesis else f"{what}. No counterpart in the thesis."
 
 
-def _task_context(task: str, summary, history, walls, baselines: list[dict], figs: list[Path], out: Path) -> dict:
+def _task_context(task: str, summary, history, walls, baselines: list[dict], figs: list[Path], out: Path,
+                  section: dict) -> dict:
     rows = tables.final_table(summary, task)
-    compare.flag_rows(rows, baselines, summary, task)
+    paired = compare.paired_table(summary, task, section)
+    stability = dynamics.stability(history, task, section)
+    metric = main_metric(task)
+    base_value = next(((b["metrics"].get(metric) or {}).get("mean") for b in baselines
+                       if (b["metrics"].get(metric) or {}).get("mean") is not None), None)
+    ttt = dynamics.time_to_target(history, summary, walls, task, base_value, section)
+    flags = compare.baseline_claims(summary, task, baselines, section) + compare.clipping_claims(summary, task)
+    compare.flag_rows(rows, flags)
     pub = tables.published()
     return {
         "name": task,
         "rows": rows,
         "metrics": tables.metric_names(rows, task),
-        "main_metric": main_metric(task),
+        "main_metric": metric,
         "has_x": any(r["val_x"] for r in rows),
         "published": pub.get(task),
         "unknowns": (pub.get("unknowns") or {}).get(task, []),
         "baselines": baselines,
         "per_class": tables.per_class_table(rows),
         "notes": task_notes(task),
-        "paired": compare.paired_table(summary, task),
-        "stability": dynamics.stability(history, task),
-        "time_to_target": dynamics.time_to_target(history, summary, walls, task),
-        "figures": [_figure(p, out, _caption(task, p)) for p in _main_first(figs, task, main_metric(task))],
+        "paired": paired,
+        "stability": stability,
+        "time_to_target": ttt,
+        "claims": [r["claim"] for r in paired["rows"]] + [p["claim"] for p in stability["pairs"]] + flags
+        + ttt["claims"],
+        "figures": [_figure(p, out, _caption(task, p)) for p in _main_first(figs, task, metric)],
     }
 
 

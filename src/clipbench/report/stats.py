@@ -17,8 +17,8 @@ from scipy import stats as st
 LEVEL = 0.95
 
 
-def t_interval(values) -> dict:
-    """Mean and 95% t interval of ``values`` (None and NaN dropped); no interval for n < 2."""
+def t_interval(values, level: float = LEVEL) -> dict:
+    """Mean and ``level`` t interval of ``values`` (None and NaN dropped); no interval for n < 2."""
     x = np.asarray([v for v in values if v is not None and np.isfinite(float(v))], dtype=float)
     n = len(x)
     if n == 0:
@@ -27,7 +27,7 @@ def t_interval(values) -> dict:
     if n < 2:
         return {"mean": mean, "lo": None, "hi": None, "half": None, "n": 1, "sd": None}
     sd = float(x.std(ddof=1))
-    half = float(st.t.ppf((1 + LEVEL) / 2, n - 1)) * sd / math.sqrt(n)
+    half = float(st.t.ppf((1 + level) / 2, n - 1)) * sd / math.sqrt(n)
     return {"mean": mean, "lo": mean - half, "hi": mean + half, "half": half, "n": n, "sd": sd}
 
 
@@ -37,19 +37,6 @@ def paired_difference(a: pd.Series, b: pd.Series) -> dict:
     d = t_interval([float(a[s]) - float(b[s]) for s in common])
     excludes = d["lo"] is not None and (d["lo"] > 0 or d["hi"] < 0)
     return {**d, "excludes_zero": bool(excludes), "seeds": common}
-
-
-def verdict(diff: dict, higher_is_better: bool, a: str, b: str, digits: int = 3) -> str:
-    """One sentence from a paired difference ``a − b``; never stronger than its interval."""
-    n = diff["n"]
-    if n < 2:
-        return f"{a} vs {b}: {n} paired seed(s), too few for an interval; no conclusion."
-    span = (f"mean difference {diff['mean']:+.{digits}f}, 95% t interval "
-            f"[{diff['lo']:+.{digits}f}, {diff['hi']:+.{digits}f}] over {n} seeds")
-    if not diff["excludes_zero"]:
-        return f"{a} vs {b}: {span} includes 0, so these seeds cannot tell them apart."
-    better = (diff["mean"] > 0) == higher_is_better
-    return f"{a} is {'better' if better else 'worse'} than {b}: {span} excludes 0."
 
 
 def total_variation(values) -> float | None:
@@ -89,6 +76,10 @@ def time_to_target(epochs: pd.DataFrame, target: float, higher_is_better: bool) 
             "wall_time_s": None if wall is None or pd.isna(wall) else float(wall)}
 
 
-def target_value(best_final: float, higher_is_better: bool, fraction: float = 0.9) -> float:
-    """90% of the best final value (for a lower-is-better metric: the best divided by 0.9)."""
-    return fraction * best_final if higher_is_better else best_final / fraction
+def target_value(best: float, baseline: float | None, share: float, higher_is_better: bool) -> float:
+    """The baseline plus ``share`` of the best final value's gain over it: a target every method
+    must earn, not one the untrained model already meets. Without a baseline the gain is
+    counted from 0 (higher is better) or the target is best / share (lower is better)."""
+    if baseline is not None:
+        return baseline + share * (best - baseline)
+    return share * best if higher_is_better else best / share

@@ -1,6 +1,6 @@
 """The report's tuning section: per tuned task, the held-out metric of every trial against its
 step size (one curve per method, log x), the chosen settings, and each method's sensitivity
-width, with a sentence per clipped method on whether clipping widened the range that works.
+width, with a claim per clipped method on whether clipping widened the range that works.
 
 Reads ``results/tuning/<task>/<method>/chosen.json`` (``clipbench tune-select`` writes them;
 each holds every trial's row); the numbers come from ``clipbench.tuning``.
@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from clipbench import files  # noqa: E402
+from clipbench.report import claims  # noqa: E402
 from clipbench.files import atomic_path  # noqa: E402
 from clipbench.report.names import METHOD_COLOR, METRIC_LABEL, method_label, ordered_methods, shown_tasks  # noqa: E402
 from clipbench.tuning import CHOSEN_JSON, step_size  # noqa: E402
@@ -79,33 +80,33 @@ def figure(task: str, by_method: dict[str, dict], out_dir: Path) -> Path:
     return path
 
 
-def verdicts(by_method: dict[str, dict]) -> list[str]:
-    """Whether clipping widened the range of step sizes within tolerance of the best, from the
-    widths of each clipped method and its unclipped twin (when both ran)."""
-    lines = []
+def claims_of(task: str, by_method: dict[str, dict]) -> list[dict]:
+    """Whether clipping widened the range of step sizes within tolerance of the best: a
+    ``tuning`` claim per clipped method whose unclipped twin was tuned too, its margin the
+    trials' spacing (a difference below it is within what the grid can tell apart)."""
+    out = []
     for clipped, plain in UNCLIPPED.items():
-        if clipped not in by_method:
+        if clipped not in by_method or plain not in by_method:
             continue
-        c = by_method[clipped]["sensitivity"]
-        tol = f"{100 * c['tolerance']:.0f}%"
-        if plain not in by_method:
-            lines.append(f"{method_label(clipped)} stays within {tol} of its best over "
-                         f"{_decades(c['width_decades'])}; {method_label(plain)}, its unclipped twin, was not tuned, "
-                         f"so this run says nothing about what clipping adds.")
-            continue
-        p = by_method[plain]["sensitivity"]
+        c, p = by_method[clipped]["sensitivity"], by_method[plain]["sensitivity"]
         if c["width_decades"] is None or p["width_decades"] is None:
             continue
+        tol = f"{100 * c['tolerance']:.0f}%"
         diff = c["width_decades"] - p["width_decades"]
         spacing = max(_resolution(by_method[clipped]), _resolution(by_method[plain]))
         if abs(diff) < spacing:
-            verdict = (f"the difference ({diff:+.2f}) is below the trials' spacing ({spacing:.2f} decades): "
+            verdict = "undecided"
+            reading = (f"the difference ({diff:+.2f}) is below the trials' spacing ({spacing:.2f} decades): "
                        f"no evidence here that clipping widened the range")
         else:
-            verdict = f"clipping {'widened' if diff > 0 else 'narrowed'} the range by {abs(diff):.2f} decades"
-        lines.append(f"Within {tol} of the best: {method_label(clipped)} over {_decades(c['width_decades'])}, "
-                     f"{method_label(plain)} over {_decades(p['width_decades'])}; {verdict}.")
-    return lines
+            verdict = "wider" if diff > 0 else "narrower"
+            reading = f"clipping {'widened' if diff > 0 else 'narrowed'} the range by {abs(diff):.2f} decades"
+        sentence = (f"Within {tol} of the best: {method_label(clipped)} over {_decades(c['width_decades'])}, "
+                    f"{method_label(plain)} over {_decades(p['width_decades'])}; {reading}.")
+        out.append(claims.make("tuning", task, [clipped, plain], "width_decades", diff, None,
+                               len(by_method[clipped]["trials"]), spacing, verdict, sentence,
+                               tolerance=c["tolerance"]))
+    return out
 
 
 def _decades(width) -> str:
@@ -130,7 +131,7 @@ def section(tuning_dir: str | Path, figures_dir: str | Path, report_dir: str | P
                          "trial": c["chosen"]["trial"], "width": s["width_decades"],
                          "range": "–" if not s.get("range") else f"{s['range'][0]:.3g} – {s['range'][1]:.3g}"})
         first = next(iter(by_method.values()))
-        out.append({"name": task, "metric": first["metric"], "rows": rows, "verdicts": verdicts(by_method),
+        out.append({"name": task, "metric": first["metric"], "rows": rows, "claims": claims_of(task, by_method),
                     "tolerance": first["sensitivity"]["tolerance"],
                     "figure": {"path": path.relative_to(report_dir).as_posix() if path.is_relative_to(report_dir)
                                else path.as_posix(), "name": path.stem,
