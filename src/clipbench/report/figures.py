@@ -2,6 +2,7 @@
 (seaborn; mean over seeds with a 95% t band)."""
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -14,7 +15,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from clipbench.files import atomic_path  # noqa: E402
 from clipbench.report import stats  # noqa: E402
-from clipbench.report.names import METHOD_COLOR, METRIC_LABEL, PER_CLASS_PREFIX, method_label, ordered_methods, task_label  # noqa: E402
+from clipbench.report.names import (METHOD_COLOR, METRIC_LABEL, PER_CLASS_PREFIX, main_metric,  # noqa: E402
+                                    method_label, ordered_methods, task_label)
 from clipbench.runfiles import TELEMETRY_METRICS  # noqa: E402
 
 
@@ -22,11 +24,50 @@ from clipbench.runfiles import TELEMETRY_METRICS  # noqa: E402
 TABLE_ONLY = TELEMETRY_METRICS
 AT_X = " at x"  # the label suffix of a method evaluated at x (SSTM, split "val_x")
 
+# Where a metric's values can lie: a band is clipped to it (a t interval of accuracies near 1
+# from few seeds reaches past 1, and one of a PSNR or a loss near 0 below 0).
+SHARES = ("top1", "top5", "miou", "pixel_acc")  # shares of images or pixels, in [0, 1]
+NONNEGATIVE = ("psnr", "psnr_y", "loss")  # dB of an MSE below the data range, cross-entropy, MSE
+SPLIT_TITLE = {"train": "train (mean over the epoch's batches)", "val": "val (after each epoch)"}
+# What each task's training loss is, for the unit of the loss-sd panel.
+LOSS_UNIT = {"classification": "cross-entropy, nats", "segmentation": "per-pixel cross-entropy, nats",
+             "superres": "MSE of RGB in [0, 1]"}
+TEXT = {"font.size": 10, "axes.titlesize": 10.5, "axes.labelsize": 10, "xtick.labelsize": 9.5,
+        "ytick.labelsize": 9.5, "legend.fontsize": 9.5, "legend.title_fontsize": 10}
 
-def t_band(values) -> tuple[float, float]:
-    """The 95% t interval of the seeds' values at one epoch (no band from one seed)."""
+
+def metric_range(metric: str) -> tuple[float | None, float | None]:
+    """The (lower, upper) bounds of a metric's values; None where it has none."""
+    if metric in SHARES or metric.startswith(PER_CLASS_PREFIX):
+        return 0.0, 1.0
+    if metric in NONNEGATIVE:
+        return 0.0, None
+    return None, None
+
+
+def clip_band(band: tuple[float, float], lo: float | None = None, hi: float | None = None) -> tuple[float, float]:
+    """``band`` with both ends moved into [lo, hi] (None: unbounded on that side)."""
+    a, b = band
+    if lo is not None:
+        a, b = max(a, lo), max(b, lo)
+    if hi is not None:
+        a, b = min(a, hi), min(b, hi)
+    return a, b
+
+
+def t_band(values, lo: float | None = None, hi: float | None = None) -> tuple[float, float]:
+    """The 95% t interval of the seeds' values at one epoch (no band from one seed), clipped
+    to [lo, hi], the values' possible range."""
     ci = stats.t_interval(values)
-    return (ci["lo"], ci["hi"]) if ci["lo"] is not None else (ci["mean"], ci["mean"])
+    band = (ci["lo"], ci["hi"]) if ci["lo"] is not None else (ci["mean"], ci["mean"])
+    return clip_band(band, lo, hi)
+
+
+def band_within(lo: float | None, hi: float | None):
+    """``t_band`` clipped to [lo, hi], as seaborn's ``errorbar`` takes it (a function of the values)."""
+    def band(values) -> tuple[float, float]:
+        return t_band(values, lo, hi)
+    return band
 
 
 def _with_x_curves(df: pd.DataFrame) -> pd.DataFrame:
@@ -36,6 +77,48 @@ def _with_x_curves(df: pd.DataFrame) -> pd.DataFrame:
     df.loc[at_x, "Method"] = df.loc[at_x, "Method"] + AT_X
     df.loc[at_x, "split"] = "val"
     return df[df["split"].isin(["train", "val"])]
+
+
+def curve_grid(task: str, metric: str, df: pd.DataFrame, baselines: list[dict] | None = None):
+    """The seaborn FacetGrid of one (task, metric): train and val side by side, each method's
+    mean over seeds with its 95% t band clipped to the metric's range; None if nothing to draw."""
+    methods = ordered_methods(df["method"])
+    has_x = set(df.loc[df["split"] == "val_x", "method"])
+    df = _with_x_curves(df)
+    if df.empty:
+        return None
+    order = [method_label(m) for m in methods] + [method_label(m) + AT_X for m in methods if m in has_x]
+    palette = {method_label(m): METHOD_COLOR.get(m, "gray") for m in methods}
+    palette.update({method_label(m) + AT_X: METHOD_COLOR.get(m, "gray") for m in has_x})
+    lo, hi = metric_range(metric)
+    label = METRIC_LABEL.get(metric, metric)
+    with plt.rc_context(TEXT):
+        grid = sns.relplot(
+            data=df, x="epoch", y="value", hue="Method", col="split",
+            col_order=[s for s in ("train", "val") if s in set(df["split"])],
+            # Marker and dash per method too: lines that coincide (e.g. clipping that never
+            # triggers) stay visible.
+            kind="line", style="Method", markers=True, dashes=True, errorbar=band_within(lo, hi), height=3.4,
+            aspect=1.25, hue_order=order, style_order=order, palette=palette, facet_kws={"sharey": True},
+        )
+        grid.set_axis_labels("epoch", label)
+        for split, ax in grid.axes_dict.items():
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_title(SPLIT_TITLE.get(split, split))
+        for row in baselines or []:
+            value = (row["metrics"].get(metric) or {}).get("mean")
+            if value is None:
+                continue
+            for split, ax in grid.axes_dict.items():
+                if split == "val":
+                    ax.axhline(value, color="gray", linestyle="--", linewidth=1.2)
+                    ax.annotate(row["label"], (0.02, value), xycoords=("axes fraction", "data"),
+                                textcoords="offset points", xytext=(0, 3), fontsize=9, color="dimgray")
+        if grid.legend is not None:
+            grid.legend.set_title("method")
+        grid.figure.suptitle(f"{task_label(task)}: {label}\nmean over seeds; shaded: 95% t band", y=1.08,
+                             fontsize=12)
+    return grid
 
 
 def curve_figures(history: pd.DataFrame, out_dir: str | Path,
@@ -52,35 +135,9 @@ def curve_figures(history: pd.DataFrame, out_dir: str | Path,
     for (task, metric), df in history.groupby(["task", "metric"], sort=False):
         if metric.startswith(PER_CLASS_PREFIX) or metric in TABLE_ONLY or df["split"].isin(["train_step"]).all():
             continue  # per-class values and clipping telemetry go in tables, not more figures
-        methods = ordered_methods(df["method"])
-        has_x = set(df.loc[df["split"] == "val_x", "method"])
-        df = _with_x_curves(df)
-        if df.empty:
+        grid = curve_grid(task, metric, df, (baselines or {}).get(task))
+        if grid is None:
             continue
-        order = [method_label(m) for m in methods] + [method_label(m) + AT_X for m in methods if m in has_x]
-        palette = {method_label(m): METHOD_COLOR.get(m, "gray") for m in methods}
-        palette.update({method_label(m) + AT_X: METHOD_COLOR.get(m, "gray") for m in has_x})
-        grid = sns.relplot(
-            data=df, x="epoch", y="value", hue="Method", col="split", col_order=[s for s in ("train", "val") if s in set(df["split"])],
-            # Marker and dash per method too: lines that coincide (e.g. clipping that never
-            # triggers) stay visible.
-            kind="line", style="Method", markers=True, dashes=True, errorbar=t_band, height=3.4, aspect=1.25,
-            hue_order=order, style_order=order, palette=palette, facet_kws={"sharey": True},
-        )
-        grid.set_axis_labels("epoch", METRIC_LABEL.get(metric, metric))
-        for ax in grid.axes.flat:
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        grid.set_titles("{col_name}")
-        for row in (baselines or {}).get(task, []):
-            value = (row["metrics"].get(metric) or {}).get("mean")
-            if value is None:
-                continue
-            for split, ax in grid.axes_dict.items():
-                if split == "val":
-                    ax.axhline(value, color="gray", linestyle="--", linewidth=1.2)
-                    ax.annotate(row["label"], (0.02, value), xycoords=("axes fraction", "data"),
-                                textcoords="offset points", xytext=(0, 3), fontsize=8, color="dimgray")
-        grid.figure.suptitle(f"{task_label(task)}: {METRIC_LABEL.get(metric, metric)}", y=1.03)
         path = out_dir / f"{task}_{metric}.png"
         with atomic_path(path) as tmp:
             grid.figure.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
@@ -89,36 +146,85 @@ def curve_figures(history: pd.DataFrame, out_dir: str | Path,
     return made
 
 
+def _metric_unit(metric: str | None) -> str:
+    if metric in ("psnr", "psnr_y"):
+        return "dB"
+    if metric in SHARES:
+        return "0-1 scale"
+    return "metric units"
+
+
+def _measure_text(key: str, task: str) -> tuple[str, str]:
+    """A stability panel's title (which measure, which task) and its y label (with the unit)."""
+    from clipbench.report.dynamics import MEASURES
+
+    metric = main_metric(task)
+    name = METRIC_LABEL.get(metric, metric or "main metric")
+    title = MEASURES[key].format(metric=name)
+    if key == "total_variation":
+        short = name.split(" (")[0]
+        ylabel = f"sum of |change| in {short}\nbetween epochs ({_metric_unit(metric)})"
+    elif key == "loss_sd":
+        ylabel = f"sd of train loss\n({LOSS_UNIT.get(task, 'loss units')})"
+    else:
+        ylabel = key
+    return f"{task_label(task)}\n{textwrap.fill(title, 40)}", ylabel
+
+
+def stability_grid(per_run: dict[str, pd.DataFrame]):
+    """The stability figure: one panel per (measure, task), each run a dot and each method's
+    mean with its 95% t interval (clipped at 0: both measures are >= 0); None if nothing to draw."""
+    from clipbench.report.dynamics import MEASURES
+
+    runs = {t: df for t, df in per_run.items() if not df.empty and df[list(MEASURES)].notna().any().any()}
+    if not runs:
+        return None
+    measures = [k for k in MEASURES if any(df[k].notna().any() for df in runs.values())]
+    tasks = list(runs)
+    sns.set_theme(style="whitegrid", context="notebook")
+    with plt.rc_context(TEXT):
+        fig, axes = plt.subplots(len(measures), len(tasks), squeeze=False,
+                                 figsize=(4.2 * len(tasks), 3.6 * len(measures)), layout="constrained")
+        for j, task in enumerate(tasks):
+            df = runs[task].assign(Method=runs[task]["method"].map(method_label))
+            methods = ordered_methods(df["method"])
+            order = [method_label(m) for m in methods]
+            palette = {method_label(m): METHOD_COLOR.get(m, "gray") for m in methods}
+            for i, key in enumerate(measures):
+                ax, d = axes[i, j], df.dropna(subset=[key])
+                title, ylabel = _measure_text(key, task)
+                if d.empty:
+                    ax.set_axis_off()
+                    ax.set_title(title)
+                    continue
+                sns.stripplot(data=d, x="Method", y=key, hue="Method", order=order, hue_order=order,
+                              palette=palette, alpha=0.45, size=5, jitter=0.15, legend=False, ax=ax)
+                sns.pointplot(data=d, x="Method", y=key, hue="Method", order=order, hue_order=order,
+                              palette=palette, errorbar=band_within(0.0, None), capsize=0.15, linestyle="none",
+                              markers="D", legend=False, ax=ax)
+                ax.set_title(title)
+                ax.set_xlabel("method")
+                ax.set_ylabel(ylabel)
+                ax.set_ylim(bottom=0)
+                ax.tick_params(axis="x", labelrotation=30)
+                for tick in ax.get_xticklabels():
+                    tick.set_horizontalalignment("right")
+                    tick.set_rotation_mode("anchor")
+        fig.suptitle("Stability per run (dots) and method mean with 95% t interval over seeds", fontsize=12)
+    return fig
+
+
 def stability_figure(per_run: dict[str, pd.DataFrame], out_dir: str | Path) -> Path | None:
     """Each run's stability measures (dots) and each method's mean with its 95% t interval,
     one column per task; ``per_run`` is task -> ``dynamics.per_run``."""
-    from clipbench.report.dynamics import MEASURES
-
-    frames = [df.assign(task=task_label(t)) for t, df in per_run.items() if not df.empty]
-    if not frames:
+    fig = stability_grid(per_run)
+    if fig is None:
         return None
-    long = pd.concat(frames).melt(id_vars=["task", "method", "seed"], value_vars=list(MEASURES),
-                                  var_name="measure", value_name="value").dropna(subset=["value"])
-    if long.empty:
-        return None
-    long["Method"] = long["method"].map(method_label)
-    order = [method_label(m) for m in ordered_methods(long["method"])]
-    palette = {method_label(m): METHOD_COLOR.get(m, "gray") for m in ordered_methods(long["method"])}
-    sns.set_theme(style="whitegrid", context="notebook")
-    grid = sns.catplot(data=long, x="Method", y="value", hue="Method", col="task", row="measure", kind="point",
-                       order=order, hue_order=order, palette=palette, errorbar=t_band, sharey=False,
-                       height=2.8, aspect=1.3, legend=False)
-    grid.map_dataframe(sns.stripplot, x="Method", y="value", hue="Method", order=order, hue_order=order,
-                       palette=palette, alpha=0.45, size=4, jitter=0.15)
-    grid.set_titles("{col_name}\n{row_name}")
-    for ax in grid.axes.flat:
-        ax.tick_params(axis="x", labelrotation=30)
-        ax.set_xlabel("")
     path = Path(out_dir) / "stability.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     # PNG for the PDF, SVG (same name) for the page: points and text stay sharp when zoomed.
     for fmt in ("png", "svg"):
         with atomic_path(path.with_suffix(f".{fmt}")) as tmp:
-            grid.figure.savefig(tmp, dpi=100, bbox_inches="tight", format=fmt)
-    plt.close(grid.figure)
+            fig.savefig(tmp, dpi=110, bbox_inches="tight", format=fmt)
+    plt.close(fig)
     return path
