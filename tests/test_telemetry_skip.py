@@ -107,7 +107,8 @@ def test_a_run_with_skipped_fp16_steps_counts_only_the_steps_taken(monkeypatch, 
     assert r["telemetry"]["clip_fraction"] == 0.5 and r["telemetry"]["clip_scale_mean"] == pytest.approx(0.625)
     with open(tmp_path / "run" / "history.csv") as f:
         rows = list(csv.DictReader(f))
-    per_epoch = {int(x["epoch"]): float(x["value"]) for x in rows if x["split"] == "train" and x["metric"] == "clip_fraction"}
+    per_epoch = {int(x["epoch"]): float(x["value"]) for x in rows
+                 if x["split"] == "train" and x["metric"] == "clip_fraction"}
     assert per_epoch == {1: 0.5, 2: 0.5}
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["telemetry"]["skipped_steps"] == 2
     # Without the scaler no step is skipped, and metrics.json says so.

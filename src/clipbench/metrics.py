@@ -144,7 +144,8 @@ def psnr_per_image(pred: torch.Tensor, target: torch.Tensor, shave: int = 0, y_o
         raise ValueError(f"shave={shave} must be >= 0")
     if shave and min(pred.shape[-2:]) <= 2 * shave:
         raise ValueError(f"a {pred.shape[-1]}x{pred.shape[-2]} image has no pixels left after shaving {shave} px "
-                         f"at each border; use larger images (tasks.superres.val_crop) or a smaller tasks.superres.shave")
+                         "at each border; use larger images (tasks.superres.val_crop) "
+                         "or a smaller tasks.superres.shave")
     pred, target = pred.double(), target.double()
     if shave:
         pred, target = pred[..., shave:-shave, shave:-shave], target[..., shave:-shave, shave:-shave]

@@ -120,7 +120,8 @@ def shave_of(cfg: dict, scale: int) -> int:
     if shave is None:
         return div2k_shave(scale)
     if isinstance(shave, bool) or not isinstance(shave, int) or shave < 0:
-        raise ValueError(f"tasks.superres.shave={shave!r} must be null (scale + 6, as EDSR on DIV2K) or an integer >= 0")
+        raise ValueError(f"tasks.superres.shave={shave!r} must be null (scale + 6, as EDSR on DIV2K) "
+                         "or an integer >= 0")
     return shave
 
 
