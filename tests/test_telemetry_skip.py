@@ -115,3 +115,31 @@ def test_a_run_with_skipped_fp16_steps_counts_only_the_steps_taken(monkeypatch, 
     monkeypatch.setattr(T, "setup", real_setup)
     plain = T.train(tiny_spec(epochs=2), None, tmp_path / "plain")
     assert plain["telemetry"]["skipped_steps"] == 0 and plain["telemetry"]["clip_fraction"] == 0.5
+
+
+def test_a_real_grad_scaler_skip_through_train_step():
+    """torch's GradScaler on the CPU (enabled) skips the step whose gradient has an inf; the
+    train step then adds no clip record and counts the skip."""
+    from types import SimpleNamespace
+
+    from clipbench.engine.checkpoint import Progress
+    from clipbench.engine.distributed import Dist
+    from clipbench.metrics import ClassificationMeter
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    poison = {"on": False}
+    model.weight.register_hook(lambda g: g * float("inf") if poison["on"] else g)
+    s = SimpleNamespace(dist=Dist(), device=torch.device("cpu"), channels_last=False, model=model,
+                        task=SimpleNamespace(loss=torch.nn.CrossEntropyLoss()), scaler=torch.amp.GradScaler("cpu"),
+                        amp="none", accumulate=1, optimizer=ReportingSGD(model.parameters(), lr=0.1), scheduler=None)
+    progress, meter, clip = Progress(), ClassificationMeter(), telemetry.ClipStats()
+    batch = [(torch.randn(8, 4), torch.randint(0, 3, (8,)))]
+    for step in range(4):
+        poison["on"] = step in (1, 2)
+        before = model.weight.detach().clone()
+        assert T.train_step(s, progress, meter, clip, batch) is not None
+        assert torch.equal(model.weight, before) == poison["on"]  # a skipped step changes nothing
+    # Two steps taken (ReportingSGD clips the first, not the second), two skipped.
+    assert clip.skipped == 2 and clip.counts["clipped"] == 2
+    assert clip.compute() == {"clip_fraction": 0.5, "clip_scale_mean": pytest.approx(0.625)}
