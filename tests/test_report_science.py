@@ -30,11 +30,11 @@ def test_paired_table_pairs_twins_and_the_best_once(built):
     labels = [r["label"] for r in table["rows"]]
     assert labels == ["clipped-SGD − SGD", "clipped-SSTM − SSTM", "SSTM − clipped-SGD",
                       "clipped-SSTM − clipped-SGD", "Adam − clipped-SGD"]
-    first = table["rows"][0]["diff"]
-    assert first["mean"] == pytest.approx(0.055) and first["excludes_zero"] and first["n"] == 3
-    assert table["rows"][0]["sentence"].startswith("clipped-SGD is better than SGD")
-    assert "cannot tell them apart" in table["rows"][1]["sentence"]  # +0.003 with a wide interval
-    assert "cannot tell them apart" in table["rows"][4]["sentence"]  # Adam's seeds spread widely
+    first = table["rows"][0]["claim"]
+    assert first["estimate"] == pytest.approx(0.055) and first["interval"][0] > 0 and first["n"] == 3
+    assert first["verdict"] == "better" and first["sentence"].startswith("clipped-SGD is better than SGD")
+    assert "these seeds cannot tell" in table["rows"][1]["claim"]["sentence"]  # +0.003 with a wide interval
+    assert "these seeds cannot tell" in table["rows"][4]["claim"]["sentence"]  # Adam's seeds spread widely
 
 
 def test_page_states_intervals_power_and_the_sentences(built):
@@ -45,7 +45,7 @@ def test_page_states_intervals_power_and_the_sentences(built):
     assert "0.565 ± 0.012" in html  # clipped-SGD's top-1: mean ± t half-width
     assert "40.0% 0.900 0.2% 3 ok" in html  # clipped-SGD's telemetry: steps clipped, scale, entries clamped
     for row in compare.paired_table(built["summary"], "segmentation")["rows"]:
-        assert row["sentence"] in html
+        assert row["claim"]["sentence"] in html.replace("&#39;", "'")
 
 
 def test_baseline_rows_and_flags(built):
@@ -53,13 +53,14 @@ def test_baseline_rows_and_flags(built):
     for label in ("chance (no training)", "background everywhere (no training)", "bicubic (no training)"):
         assert label in html
     rows = {r["method"]: r for r in _rows(built, "segmentation")}
-    assert any("no better than predicting background" in f for f in rows["clipped_sstm"]["flags"])
-    assert any("no better than predicting background" in f for f in rows["sstm"]["flags"])
+    assert any("practically equivalent on val mIoU" in f and "predicting background" in f
+               for f in rows["clipped_sstm"]["flags"])
+    assert any("predicting background" in f for f in rows["sstm"]["flags"])
     assert not rows["sgd"]["flags"] and not rows["adam"]["flags"]
     assert any("behaved as its unclipped twin, SSTM" in f for f in rows["clipped_sstm"]["flags"])
     sr = {r["method"]: r for r in _rows(built, "superres")}
-    assert any("no better than bicubic" in f for f in sr["sstm"]["flags"]) and not sr["adam"]["flags"]
-    assert "no better than predicting background" in html and "no better than bicubic" in html
+    assert any("bicubic" in f for f in sr["sstm"]["flags"]) and not sr["adam"]["flags"]
+    assert "Adam is better than bicubic" in html
     assert "behaved as its unclipped twin" in html
 
 
@@ -67,16 +68,10 @@ def _rows(built, task):
     from clipbench.report import tables
 
     rows = tables.final_table(built["summary"], task)
-    compare.flag_rows(rows, tables.baseline_rows(built["baselines"], task), built["summary"], task)
+    records = compare.baseline_claims(built["summary"], task, tables.baseline_rows(built["baselines"], task)) + \
+        compare.clipping_claims(built["summary"], task)
+    compare.flag_rows(rows, records)
     return rows
-
-
-def test_baseline_flag_rule():
-    assert compare.baseline_flag({"mean": 0.11, "lo": 0.09, "hi": 0.13}, 0.10, True)
-    assert not compare.baseline_flag({"mean": 0.2, "lo": 0.15, "hi": 0.25}, 0.10, True)
-    assert compare.baseline_flag({"mean": 0.10, "lo": None, "hi": None}, 0.10, True)  # one seed: at the baseline
-    assert not compare.baseline_flag({"mean": 0.11, "lo": None, "hi": None}, 0.10, True)
-    assert compare.baseline_flag({"mean": 1.0, "lo": 0.8, "hi": 1.2}, 0.9, False)  # lower is better
 
 
 def test_stability_from_the_numbers(built):
@@ -86,12 +81,15 @@ def test_stability_from_the_numbers(built):
     st = dynamics.stability(history, "classification")
     by = {r["method"]: r for r in st["rows"]}
     assert by["sgd"]["loss_sd"]["mean"] > by["clipped_sgd"]["loss_sd"]["mean"]  # the fixture's SGD is noisier
-    sentences = [p["sentence"] for p in st["pairs"]]
+    sentences = [p["claim"]["sentence"] for p in st["pairs"]]
     assert len(sentences) == 4  # two twins x two measures
-    loss = next(p for p in st["pairs"] if p["a"] == "clipped_sgd" and p["measure"] == "loss_sd")
-    assert loss["diff"]["mean"] < 0
-    assert loss["sentence"].startswith("clipped-SGD oscillates less than SGD" if loss["diff"]["excludes_zero"]
-                                       else "clipped-SGD does not measurably oscillate less")
+    loss = next(p["claim"] for p in st["pairs"] if p["a"] == "clipped_sgd" and p["measure"] == "loss_sd")
+    assert loss["estimate"] < 0
+    # The margin is a share of the twin's value: SGD's sd (0.05) x 0.1.
+    assert loss["margin"] == pytest.approx(0.1 * by["sgd"]["loss_sd"]["mean"])
+    assert loss["verdict"] in ("less", "undecided")
+    assert loss["sentence"].startswith("clipped-SGD oscillates less than SGD" if loss["verdict"] == "less"
+                                       else "clipped-SGD vs SGD")
     for s in sentences:
         assert s in built["html"].replace("&#39;", "'")
     assert (built["out"] / "figures" / "stability.png").stat().st_size > 1000
@@ -103,10 +101,19 @@ def test_time_to_target_shows_not_reached_and_wall_time(built):
 
     ttt = dynamics.time_to_target(load_histories(built["runs"]), built["summary"], epoch_wall_times(built["runs"]),
                                   "classification")
-    assert ttt["best"] == pytest.approx(0.565) and ttt["target"] == pytest.approx(0.9 * 0.565)
+    assert ttt["best"] == pytest.approx(0.565) and ttt["target"] == pytest.approx(0.5 * 0.565)  # no baseline given
+    with_base = dynamics.time_to_target(load_histories(built["runs"]), built["summary"],
+                                        epoch_wall_times(built["runs"]), "classification", baseline=0.1)
+    assert with_base["target"] == pytest.approx(0.1 + 0.5 * (0.565 - 0.1))
+    ttt = dynamics.time_to_target(load_histories(built["runs"]), built["summary"], epoch_wall_times(built["runs"]),
+                                  "classification", section={"target_share": 0.9, "relative_margin": 0.1})
     by = {r["method"]: r for r in ttt["rows"]}
     assert by["sstm"]["reached"] == 0 and by["clipped_sgd"]["reached"] == 3
     assert by["clipped_sgd"]["wall_time_s"]["mean"] == pytest.approx(2.0 * by["clipped_sgd"]["step"]["mean"] / 10)
+    # Cost in training samples: Adam's steps carry 4 batches each.
+    assert by["adam"]["samples"]["mean"] == pytest.approx(by["adam"]["step"]["mean"] * 4 * 8)
+    verdicts = {c["subjects"][0]: c["verdict"] for c in ttt["claims"]}
+    assert verdicts["sstm"] == "not_reached" and verdicts["clipped_sgd"] == "reached"
     assert "not reached" in built["html"] and "not reached" in built["tex"]
 
 

@@ -9,7 +9,7 @@ from clipbench import files
 from clipbench.runfiles import CLIP_METRICS
 
 COLUMNS = ["task", "method", "seed", "split", "metric", "value", "status",
-           "epochs", "steps", "wall_time_s", "images_per_s", "run_dir"]
+           "epochs", "steps", "samples_per_step", "wall_time_s", "images_per_s", "run_dir"]
 
 
 def run_dirs(runs: str | Path) -> list[Path]:
@@ -26,6 +26,8 @@ def collect(runs: list[Path], out: str | Path) -> pd.DataFrame:
         base = {k: m.get(k) for k in ("task", "method", "seed", "status", "epochs", "steps")}
         timing = m.get("timing") or m  # the engine keeps machine-dependent numbers under "timing"
         base.update({k: timing.get(k) for k in ("wall_time_s", "images_per_s")})
+        # Training samples behind one optimizer step: what a step costs, whatever the method's batch.
+        base["samples_per_step"] = m["batch_size"] * m.get("batch_multiplier", 1) if m.get("batch_size") else None
         base["run_dir"] = str(run)
         for split, metrics in (m.get("final") or {}).items():
             for metric, value in metrics.items():
@@ -61,17 +63,15 @@ def load_histories(runs: list[Path]) -> pd.DataFrame:
 
 
 def epoch_wall_times(runs: list[Path]) -> pd.DataFrame:
-    """Cumulative wall seconds at each epoch end (``timing.epoch_end_wall_s``) and the training
-    samples behind each optimizer step (batch_size × batch_multiplier), per run and epoch;
+    """Cumulative wall seconds at each epoch end (``timing.epoch_end_wall_s``), per run;
     empty for runs whose metrics.json does not record them."""
     rows = []
     for run in runs:
         m = files.read_json(Path(run) / "metrics.json")
         walls = (m.get("timing") or {}).get("epoch_end_wall_s") or []
-        per_step = m["batch_size"] * m.get("batch_multiplier", 1) if m.get("batch_size") else None
-        rows += [{"task": m["task"], "method": m["method"], "seed": m["seed"], "epoch": e, "wall_time_s": w,
-                  "samples_per_step": per_step} for e, w in enumerate(walls, start=1)]
-    return pd.DataFrame(rows, columns=["task", "method", "seed", "epoch", "wall_time_s", "samples_per_step"])
+        rows += [{"task": m["task"], "method": m["method"], "seed": m["seed"], "epoch": e, "wall_time_s": w}
+                 for e, w in enumerate(walls, start=1)]
+    return pd.DataFrame(rows, columns=["task", "method", "seed", "epoch", "wall_time_s"])
 
 
 def _final_val(summary: pd.DataFrame) -> pd.DataFrame:

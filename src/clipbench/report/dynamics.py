@@ -76,9 +76,11 @@ def time_to_target(history: pd.DataFrame, summary: pd.DataFrame, walls: pd.DataF
     best = float(means.max() if hib else means.min())
     target = stats.target_value(best, baseline, share, hib)
     h = history[(history["task"] == task) & (history["split"] == "val") & (history["metric"] == metric)]
-    w = walls[walls["task"] == task][["method", "seed", "epoch", "wall_time_s", "samples_per_step"]]
-    h = h.merge(w, on=["method", "seed", "epoch"], how="left") if not w.empty else \
-        h.assign(wall_time_s=None, samples_per_step=None)
+    w = walls[walls["task"] == task][["method", "seed", "epoch", "wall_time_s"]]
+    h = h.merge(w, on=["method", "seed", "epoch"], how="left") if not w.empty else h.assign(wall_time_s=None)
+    per_step = summary[summary["task"] == task].drop_duplicates(["method", "seed"])[["method", "seed", "samples_per_step"]] \
+        if "samples_per_step" in summary else pd.DataFrame(columns=["method", "seed", "samples_per_step"])
+    h = h.merge(per_step, on=["method", "seed"], how="left")
     rows, records = [], []
     what = f"val {METRIC_LABEL.get(metric, metric)} {claims.fmt(target, 4)}"
     for method in ordered_methods(h["method"]):
