@@ -54,6 +54,7 @@ rule report:
     output:
         html="report/index.html",
         tex="report/report.tex",
+        claims="report/claims.json",
         figures=directory("report/figures"),
     params:
         config=lambda wc: json.dumps(config, sort_keys=True),
