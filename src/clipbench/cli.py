@@ -104,41 +104,13 @@ def _resolve_levels(spec: dict, init_json) -> dict:
 
 
 def cmd_noise(args) -> int:
-    from clipbench import files
     from clipbench.data.prepare import load_manifest
-    from clipbench.diagnostics.measure import measure
-    from clipbench.diagnostics.noise import HEAVY_TAIL_ALPHA, figure, resolve_levels, summarize, verdict
-    from clipbench.tasks import registry
+    from clipbench.diagnostics import noise
 
     spec = _json_arg(args.spec, "--spec")
-    noise_cfg = spec.get("noise", {})
-    manifest = load_manifest(args.data) if args.data else None
-    label = "initialisation" if args.checkpoint is None else f"end of training ({spec['method']}, seed {spec['seed']})"
-    m = measure(spec, manifest, int(noise_cfg.get("batches", 16)), int(noise_cfg.get("coords", 4096)), args.checkpoint)
-    point = summarize(label, m["step"], m, seed=int(spec["seed"]))
-    name = "init" if args.checkpoint is None else "final"
-    figure(m, point, args.out / f"noise_{name}.png")
-    if args.checkpoint is None:
-        files.write_json(args.out / "init.json", {**{k: m[k] for k in ("grad_norms", "tensor_norms", "grad_max_abs")},
-                                               "point": point, "figure": "noise_init.png"})
-        print(verdict(registry.get(spec["task"]).label, point))
-        return 0
-    init = files.read_json(args.init)
-    points = [init["point"], point]
     methods = _json_arg(args.methods, "--methods") if args.methods else {}
-    levels = {}
-    for method, cfg in methods.items():
-        _, resolved = resolve_levels(method, cfg, init)
-        if resolved:
-            levels[method] = resolved
-    label = registry.get(spec["task"]).label
-    first = points[0]
-    out = {"task": spec["task"], "alpha": first["alpha"], "alpha_ci": first["alpha_ci"], "kurtosis": first["kurtosis"],
-           "heavy_tailed": first["alpha_ci"][1] < HEAVY_TAIL_ALPHA, "verdict": " ".join(verdict(label, p) for p in points),
-           "points": points, "clip_levels": levels, "figures": ["noise_init.png", "noise_final.png"],
-           "seed": spec["seed"], "batch_size": spec["task_config"]["batch_size"]}
-    files.write_json(args.out / "noise.json", out)
-    print(out["verdict"])
+    manifest = load_manifest(args.data) if args.data else None
+    print(noise.run(spec, manifest, args.out, args.checkpoint, args.init, methods))
     return 0
 
 

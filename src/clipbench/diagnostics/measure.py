@@ -3,10 +3,12 @@
 Two passes over the same ``batches`` mini-batches (training mode and augmentation, exactly as
 the run's first batches): the first averages their gradients into the full-gradient estimate,
 the second takes each batch's noise vector ``g_batch − g_full``. Only summaries are kept, so
-memory stays at a few copies of the parameters whatever the model: the noise norms, a fixed
-random sample of coordinates (scaled by the RMS noise of their tensor, so pooling them mixes
-no scales), per-coordinate variances (for the Gaussian reference), and the gradient
-statistics clip levels are set from.
+memory stays at a few copies of the parameters plus ``batches`` vectors of at most
+:data:`SKETCH` entries: the noise norms, a fixed random sample of coordinates (raw: the
+tail index works within each coordinate, so scales need no matching), the sum of the
+per-coordinate variances, the n × n Gram matrix of the noise vectors (for the spread of the
+Gaussian reference, which correlations set), and the gradient statistics clip levels are
+set from.
 """
 from __future__ import annotations
 
@@ -18,6 +20,12 @@ from tqdm import tqdm
 from clipbench.engine import checkpoint, env
 from clipbench.engine.distributed import EpochBatchSampler, SeededSamples
 from clipbench.tasks import build_task
+
+# Above this many parameters the noise vectors are kept as CountSketches of this width
+# (Charikar, Chen & Farach-Colton 2002): inner products stay unbiased, each off by about
+# ‖ξ_i‖‖ξ_k‖/√width, which adds about (tr Σ)²/width to tr Σ², negligible while the noise's
+# effective number of directions is far below the width. 2²¹ float32: 8 MiB per batch.
+SKETCH = 2 ** 21
 
 
 def _batches(task, batch_size: int, seed: int, n: int):
@@ -81,23 +89,49 @@ def _first_pass(model, loss_fn, data, params) -> dict:
             "grad_max_abs": max_abs}
 
 
+def _sketcher(params, seed: int, width: int = SKETCH):
+    """A function from a list of per-tensor vectors to one float32 vector of ≤ ``width`` entries
+    whose inner products are the originals' (exact below ``width`` parameters)."""
+    sizes = [p.numel() for p in params]
+    if sum(sizes) <= width:
+        return lambda vs: torch.cat([v.reshape(-1) for v in vs]).float().cpu()
+    gen = torch.Generator().manual_seed(seed)
+    hashes = [(torch.randint(width, (n,), generator=gen).to(p.device),
+               (torch.randint(2, (n,), generator=gen, dtype=torch.int8) * 2 - 1).to(p.device))
+              for n, p in zip(sizes, params)]
+
+    def sketch(vs):
+        out = torch.zeros(width, dtype=vs[0].dtype, device=vs[0].device)
+        for v, (bucket, sign) in zip(vs, hashes):
+            out.index_add_(0, bucket, v.reshape(-1) * sign)
+        return out.float().cpu()
+    return sketch
+
+
+def _gram(rows: list[torch.Tensor], chunk: int = 2 ** 18) -> list[list[float]]:
+    x = torch.stack(rows)
+    g = torch.zeros(len(rows), len(rows), dtype=torch.float64)
+    for c in x.split(chunk, dim=1):  # float64 products, a chunk at a time
+        c = c.double()
+        g += c @ c.T
+    return g.tolist()
+
+
 def _second_pass(model, loss_fn, data, params, mean, coords: int, seed: int) -> dict:
     sizes = [p.numel() for p in params]
     total = sum(sizes)
-    pick = np.sort(np.random.default_rng(seed).choice(total, size=min(coords, total), replace=False))
-    owner = np.searchsorted(np.cumsum(sizes), pick, side="right")  # the tensor each sample is in
-    sumsq = [torch.zeros_like(m) for m in mean]
-    noise_norms, sampled = [], []
+    pick = torch.from_numpy(np.sort(np.random.default_rng(seed).choice(total, size=min(coords, total), replace=False)))
+    sketch = _sketcher(params, seed)
+    sumsq = torch.zeros((), dtype=torch.float64)
+    noise_norms, sampled, sketches = [], [], []
     for inputs, target in tqdm(data, desc="noise: noise vectors", unit="batch", leave=False):
         g = _grads(model, loss_fn, inputs, target, params)
         noise = [t.double() - m for t, m in zip(g, mean)]
-        noise_norms.append(float(torch.stack([v.norm() for v in noise]).norm()))
-        sampled.append(torch.cat([v.reshape(-1) for v in noise])[torch.from_numpy(pick)].numpy())
-        for s, v in zip(sumsq, noise):
-            s += v * v
+        norm2 = sum((v * v).sum() for v in noise)
+        noise_norms.append(float(norm2.sqrt()))
+        sumsq += norm2.cpu()
+        sampled.append(torch.cat([v.reshape(-1) for v in noise])[pick.to(noise[0].device)].cpu().numpy())
+        sketches.append(sketch(noise))
     n = len(data)
-    var = [s / max(n - 1, 1) for s in sumsq]
-    rms = np.array([float(v.mean().sqrt()) for v in var])
-    scale = np.where(rms[owner] > 0, rms[owner], 1.0)
-    return {"noise_norms": noise_norms, "coords": (np.stack(sampled) / scale).tolist(),
-            "sum_var": float(sum(v.sum() for v in var)), "sum_var2": float(sum((v * v).sum() for v in var))}
+    return {"noise_norms": noise_norms, "coords": np.stack(sampled).tolist(),
+            "sum_var": float(sumsq) / max(n - 1, 1), "gram": _gram(sketches)}
