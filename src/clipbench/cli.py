@@ -10,7 +10,7 @@
     clipbench tune-select      TRIAL_METRICS.json ... --task T --method M --out CHOSEN.json
     clipbench collect          [METRICS.json ...] --out CSV
     clipbench report           --summary CSV --out DIR [--config-json CFG] [--manifests M ...] [--tuning results/tuning]
-    clipbench tune-select      TRIAL_METRICS.json ... --task T --method M --out CHOSEN.json
+    clipbench readme           [--readme README.md --results results --claims report/claims.json]
     clipbench bench optim|data|train|cost|workflow [options of that benchmark; --help]
 """
 from __future__ import annotations
@@ -163,6 +163,18 @@ def cmd_collect(args) -> int:
     return 0
 
 
+def cmd_readme(args) -> int:
+    from clipbench.report.readme import update
+
+    try:
+        names = update(args.readme, args.results, args.claims)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"clipbench readme: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.readme}: wrote {', '.join(names)}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from clipbench.report.render import build_report
 
@@ -293,6 +305,12 @@ def _result_commands(sub) -> None:
                    help="folder of the convex check's summary.json and quantiles.png (shown when present)")
     s.add_argument("--tuning", type=Path, help="results/tuning: show the tuning (its */*/chosen.json files)")
     s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("readme", help="write the README's demo tables (its <!-- clipbench:NAME --> blocks) from a run's outputs")
+    s.add_argument("--readme", type=Path, default=Path("README.md"), help="the Markdown file whose blocks are rewritten")
+    s.add_argument("--results", type=Path, default=Path("results"), help="the run's results folder")
+    s.add_argument("--claims", type=Path, default=Path("report/claims.json"), help="the report's claims")
+    s.set_defaults(func=cmd_readme)
 
     s = sub.add_parser("bench", add_help=False, help="benchmarks and the cost estimate (`clipbench bench cost --help`, ...)")
     s.add_argument("what", choices=["optim", "data", "train", "cost", "workflow"])
