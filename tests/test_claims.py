@@ -103,3 +103,43 @@ def test_every_verdict_sentence_on_the_page_is_a_claim(tmp_path):
     # The summary answers first, the banner says the data are generated.
     top = html[:html.index('id="classification"')]
     assert "Not the thesis' data" in top and "Did clipping help?" in top and "Contents" in top
+
+
+def test_declared_twins_pair_and_confounded_pairs_say_so(tmp_path):
+    final = {"classification": {"sgd": BASE, "clipped_sgd": [v + 0.1 for v in BASE], "adam": BASE}}
+    saved = dict(fx.FINAL)
+    fx.FINAL.clear()
+    fx.FINAL.update(final)
+    try:
+        made = fx.make_runs(tmp_path)
+    finally:
+        fx.FINAL.clear()
+        fx.FINAL.update(saved)
+    methods = {"sgd": {"lr": 1e-4, "momentum": 0.99}, "adam": {"lr": 1e-4},
+               "clipped_sgd": {"lr": 1e-3, "momentum": 0.99, "clipping": "coordinate", "clip_level": 0.1}}
+    config = {**made["config"], "tasks": {"classification": {"methods": methods}}}
+    render.build_report(made["summary_csv"], tmp_path / "report", config=config, manifests=made["manifests"])
+    records = json.loads((tmp_path / "report" / "claims.json").read_text())["claims"]
+    c = _twin(records)
+    assert c["detail"]["confounded"] == ["lr 0.001 vs 0.0001"]
+    assert c["sentence"].startswith("Confounded: clipped-SGD and its twin SGD also differ in lr 0.001 vs 0.0001")
+    html = (tmp_path / "report" / "index.html").read_text()
+    assert "clipped-SGD − SGD (confounded)" in html
+    # A declared twin replaces the default pairing.
+    methods["clipped_sgd"]["twin"] = "adam"
+    render.build_report(made["summary_csv"], tmp_path / "report2", config=config, manifests=made["manifests"])
+    records = json.loads((tmp_path / "report2" / "claims.json").read_text())["claims"]
+    twins = [r["subjects"] for r in records if r["kind"] == "paired" and r["detail"]["relation"] == "twin"]
+    assert twins == [["clipped_sgd", "adam"]]
+
+
+def test_a_twin_must_be_a_method_of_the_task():
+    from clipbench import config as cfgmod
+
+    cfg = cfgmod.load("config/config.yaml")
+    cfg["tasks"]["classification"]["methods"]["clipped_sgd"]["twin"] = "sgdd"
+    with pytest.raises(cfgmod.ConfigError, match="tasks.classification.methods.clipped_sgd.twin: 'sgdd'"):
+        cfgmod.validate(cfg)
+    cfg["tasks"]["classification"]["methods"]["clipped_sgd"]["twin"] = "sgd"
+    spec = cfgmod.run_spec(cfgmod.validate(cfg), "classification", "clipped_sgd", 0)
+    assert "twin" not in spec["method_config"]  # the report's key: no run reruns for it

@@ -106,7 +106,7 @@ def test_embedded_default_end_to_end(tmp_path):
                 assert (run / "history.csv").stat().st_size > 0 and (run / "checkpoint.pt").exists()
     if "heavytail" in cfg["tasks"]:
         header = (repo / "results/heavytail/quantiles.csv").read_text().splitlines()[0]
-        assert header == "noise,method,step,q50,q90,q99"
+        assert header == "noise,method,multiplier,step,q50,q90,q99"
     html = (repo / "report/index.html").read_text()
     assert "clipped-SSTM" in html and "data:image/png;base64," in html
     assert (repo / "report/report.tex").exists()

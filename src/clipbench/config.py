@@ -112,6 +112,7 @@ def validate(config: dict, source: str = "config") -> dict:
         raise ConfigError(f"invalid {source}:\n  " + "\n  ".join(lines))
     _check_methods(config, source)
     _check_matrix(config, source)
+    _check_twins(config, source)
     _check_schedules(config, source)
     _check_tuning(config, source)
     return config
@@ -145,6 +146,19 @@ def _check_methods(config: dict, source: str) -> None:
                 f"({', '.join(methods())}; check the spelling); a method of your own needs "
                 f"tasks.<task>.methods.{method}.optimizer ('package.module:Class', e.g. 'torch.optim:AdamW') "
                 f"in every task run, and it is missing in: {', '.join(f'tasks.{t}' for t in lacking)}")
+
+
+def _check_twins(config: dict, source: str) -> None:
+    """A declared twin must be a method of the same task, and not the method itself."""
+    for task, task_cfg in (config.get("tasks") or {}).items():
+        methods = (task_cfg or {}).get("methods") or {}
+        if not isinstance(methods, dict):
+            continue  # the convex check lists its methods; it pairs them itself
+        for method, cfg in methods.items():
+            twin = (cfg or {}).get("twin")
+            if twin is not None and (twin == method or twin not in methods):
+                raise ConfigError(f"invalid {source}: tasks.{task}.methods.{method}.twin: {twin!r} is not another "
+                                  f"method of tasks.{task} (its methods: {', '.join(methods)})")
 
 
 def _check_matrix(config: dict, source: str) -> None:
@@ -258,7 +272,8 @@ def run_spec(config: dict, task: str, method: str, seed: int) -> dict[str, Any]:
     task_cfg = copy.deepcopy(config["tasks"][task])
     if method not in task_cfg.get("methods", {}):
         raise ConfigError(f"tasks.{task}.methods.{method}: no settings for method {method!r} in the config")
-    method_cfg = task_cfg.pop("methods")[method]
+    # Which method is its unclipped twin is the report's business: it changes no number of the run.
+    method_cfg = {k: v for k, v in task_cfg.pop("methods")[method].items() if k != "twin"}
     dataset = task_cfg.get("dataset")
     spec = {
         "task": task,

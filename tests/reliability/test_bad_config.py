@@ -14,7 +14,7 @@ CASES = {
     "unknown key": ({"tasks": {"classification": {"methods": {"sgd": {"lrr": 0.1}}}}},
                     "tasks.classification.methods.sgd", ["'lrr' was unexpected", "allowed: batch_multiplier, lr,"]),
     "unknown top-level key": ({"egnine": {"device": "cpu"}}, "<top level>",
-                              ["'egnine' was unexpected", "allowed: datasets, engine, noise, resources, run, tasks, tuning, weights"]),
+                              ["'egnine' was unexpected", "allowed: datasets, engine, noise, report, resources, run, tasks, tuning, weights"]),
     "wrong type": ({"tasks": {"classification": {"epochs": "four"}}}, "tasks.classification.epochs",
                    ["is not of type 'integer'"]),
     "impossible value": ({"tasks": {"classification": {"methods": {"sgd": {"lr": -0.1}}}}},

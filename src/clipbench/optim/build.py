@@ -19,7 +19,8 @@ __all__ = ["METHODS", "ENGINE_KEYS", "OPTIMIZER_KEY", "build_optimizer", "import
 METHODS = ("sgd", "adam", "clipped_sgd", "clipped_sstm", "sstm")
 
 # Keys the training engine reads from the same method config; not the optimizer's.
-ENGINE_KEYS = frozenset({"batch_multiplier", "schedule"})
+# ``twin`` names the method's unclipped twin for the report; it is no optimizer argument.
+ENGINE_KEYS = frozenset({"batch_multiplier", "schedule", "twin"})
 # The key of a method config that names its optimizer class ("package.module:Class").
 OPTIMIZER_KEY = "optimizer"
 

@@ -14,6 +14,46 @@ from clipbench.tasks import registry
 
 # A clipped run that clipped in fewer than this share of its steps was its unclipped twin.
 INACTIVE_CLIPPING = 0.01
+# Settings that make a method clip: the only ones a clipped method and its twin may differ in.
+CLIP_KEYS = frozenset({"clipping", "clip_level", "clip_target", "B", "twin", "optimizer"})
+
+
+def _method_configs(config: dict | None, task: str) -> dict[str, dict]:
+    return ((((config or {}).get("tasks") or {}).get(task) or {}).get("methods")) or {}
+
+
+def twins(config: dict | None, task: str, methods) -> dict[str, str]:
+    """Each clipped method of ``task`` and the method it is compared with: its declared
+    ``twin``, else the default pairs (clipped-SGD/SGD, clipped-SSTM/SSTM); both must have run."""
+    present = set(methods)
+    declared = {m: c["twin"] for m, c in _method_configs(config, task).items() if (c or {}).get("twin")}
+    pairs = {**{m: t for m, t in TWIN.items() if m not in declared}, **declared}
+    return {m: t for m, t in pairs.items() if m in present and t in present}
+
+
+def _defaults() -> dict:
+    """Every thesis method setting's schema default: a key one config leaves out has this value."""
+    from clipbench import config as cfgmod
+    from clipbench.optim.build import METHODS
+
+    definitions = cfgmod.load_schema()["definitions"]
+    return {key: prop["default"] for name in METHODS
+            for key, prop in definitions[name]["properties"].items() if "default" in prop}
+
+
+def confounds(config: dict | None, task: str, a: str, b: str) -> list[str]:
+    """The settings other than clipping in which ``a`` and ``b`` differ ("lr 0.001 vs 0.0001")."""
+    cfgs = _method_configs(config, task)
+    ca, cb = cfgs.get(a), cfgs.get(b)
+    if ca is None or cb is None:
+        return []
+    default = _defaults()
+    out = []
+    for key in sorted((set(ca) | set(cb)) - CLIP_KEYS):
+        va, vb = ca.get(key, default.get(key)), cb.get(key, default.get(key))
+        if va != vb:
+            out.append(f"{key} {'–' if va is None else va} vs {'–' if vb is None else vb}")
+    return out
 
 
 def higher_is_better(task: str) -> bool:
@@ -42,9 +82,10 @@ def paired_diffs(a: pd.Series, b: pd.Series) -> tuple[list[float], list]:
     return [float(a[s]) - float(b[s]) for s in d["seeds"]], d["seeds"]
 
 
-def paired_table(summary: pd.DataFrame, task: str, section: dict | None = None) -> dict:
+def paired_table(summary: pd.DataFrame, task: str, section: dict | None = None, config: dict | None = None) -> dict:
     """Clipped method − its twin, and every method − the task's best, on the val main metric,
-    each a ``paired`` claim against the metric's margin."""
+    each a ``paired`` claim against the metric's margin. A twin pair whose settings differ in
+    more than clipping (``config``) is labelled confounded, naming the keys."""
     section = section or claims.margins(None)
     metric, hib = main_metric(task), higher_is_better(task)
     series = _by_seed(summary, task, metric)
@@ -53,18 +94,24 @@ def paired_table(summary: pd.DataFrame, task: str, section: dict | None = None) 
         return {"metric": metric, "best": None, "rows": [], "n_seeds": 0}
     best = (max if hib else min)(means, key=means.get)
     methods = ordered_methods(means)
-    pairs = [(a, b) for a, b in TWIN.items() if a in means and b in means]
+    twin_of = twins(config, task, means)
+    pairs = list(twin_of.items())
     # Against the best: each method once (a twin pair that includes the best already says it).
     pairs += [(m, best) for m in methods if m != best and (m, best) not in pairs and (best, m) not in pairs]
     rows = []
     for a, b in pairs:
         diffs, seeds = paired_diffs(series[a], series[b])
         la, lb = method_label(a), method_label(b)
-        relation = "twin" if TWIN.get(a) == b else "best"
+        relation = "twin" if twin_of.get(a) == b else "best"
+        mixed = confounds(config, task, a, b) if relation == "twin" else []
         claim = claims.compare("paired", task, [a, b], metric, diffs, claims.metric_margin(section, metric, means[b]),
                                "higher" if hib else "lower", _what(metric), la, lb, _unit(metric),
-                               relation=relation, seeds=[int(s) for s in seeds])
-        rows.append({"a": a, "b": b, "label": f"{la} − {lb}", "kind": relation, "claim": claim})
+                               relation=relation, seeds=[int(s) for s in seeds], confounded=mixed)
+        if mixed:
+            claim["sentence"] = (f"Confounded: {la} and its twin {lb} also differ in {'; '.join(mixed)}, so this "
+                                 f"compares more than clipping. " + claim["sentence"])
+        label = f"{la} − {lb}" + (" (confounded)" if mixed else "")
+        rows.append({"a": a, "b": b, "label": label, "kind": relation, "confounded": mixed, "claim": claim})
     return {"metric": metric, "best": best, "best_label": method_label(best), "rows": rows,
             "n_seeds": max(int(s.notna().sum()) for s in series.values())}
 
@@ -88,13 +135,14 @@ def baseline_claims(summary: pd.DataFrame, task: str, baselines: list[dict], sec
     return out
 
 
-def clipping_claims(summary: pd.DataFrame, task: str) -> list[dict]:
+def clipping_claims(summary: pd.DataFrame, task: str, twin_of: dict[str, str] | None = None) -> list[dict]:
     """Per clipped method: the share of steps its clipping changed, and whether that was ever
     enough for it to differ from its unclipped twin."""
     runs = summary[(summary["task"] == task) & (summary["split"] == "run") & (summary["metric"] == "clip_fraction")]
+    twin_of = TWIN if twin_of is None else twin_of
     out = []
     for method, g in runs.groupby("method"):
-        twin = TWIN.get(method)
+        twin = twin_of.get(method)
         fractions = g["value"].dropna()
         if not twin or fractions.empty:
             continue

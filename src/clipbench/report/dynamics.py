@@ -35,7 +35,8 @@ def per_run(history: pd.DataFrame, task: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["method", "seed", *MEASURES])
 
 
-def stability(history: pd.DataFrame, task: str, section: dict | None = None) -> dict:
+def stability(history: pd.DataFrame, task: str, section: dict | None = None,
+              twin_of: dict[str, str] | None = None) -> dict:
     """Per method: each measure's mean and interval; per clipped method vs its twin: a
     ``stability`` claim per measure, its margin a share (``report.relative_margin``) of the twin's mean."""
     section = section or claims.margins(None)
@@ -44,7 +45,7 @@ def stability(history: pd.DataFrame, task: str, section: dict | None = None) -> 
     rows = [{"method": m, "label": method_label(m),
              **{k: stats.t_interval(runs.loc[runs["method"] == m, k]) for k in MEASURES}} for m in methods]
     pairs = []
-    for clipped, twin in TWIN.items():
+    for clipped, twin in (TWIN if twin_of is None else twin_of).items():
         if clipped not in methods or twin not in methods:
             continue
         a, b = (runs[runs["method"] == m].set_index("seed") for m in (clipped, twin))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from clipbench import files
-from clipbench.report.names import TWIN, method_label
+from clipbench.report.names import method_label
 
 NOISE_KEYS = ("task", "alpha", "alpha_ci", "points", "claims")
 HEAVYTAIL_KEYS = ("settings", "final", "claims")
@@ -39,7 +39,7 @@ def clip_shares(summary: pd.DataFrame, task: str) -> list[dict]:
     d = summary[(summary["task"] == task) & (summary["split"] == "run") & (summary["metric"] == "clip_fraction")]
     return [{"method": m, "label": method_label(m), "mean": float(g["value"].mean()),
              "min": float(g["value"].min()), "max": float(g["value"].max()), "runs": len(g)}
-            for m, g in d.groupby("method") if m in TWIN]
+            for m, g in d.groupby("method")]
 
 
 def task_noise(noise_dir: str | Path | None, task: str, summary: pd.DataFrame, out: Path) -> dict | None:

@@ -119,7 +119,7 @@ def build_report(summary_csv: str | Path, out: str | Path, templates: str | Path
     shown = shown_tasks(summary["task"])
     baseline_rows = {t: tables.baseline_rows(baselines, t) for t in shown}
     figs = figures.curve_figures(history, out / "figures", baselines=baseline_rows)
-    tasks = [_task_context(task, summary, history, walls, baseline_rows[task], figs.get(task, []), out, section)
+    tasks = [_task_context(task, summary, history, walls, baseline_rows[task], figs.get(task, []), out, section, config)
              for task in shown]
     stability_png = figures.stability_figure({t["name"]: t["stability"]["runs"] for t in tasks}, out / "figures")
     versions_ = versions(summary)
@@ -184,15 +184,16 @@ def _caption(task: str, path: Path) -> str:
 
 
 def _task_context(task: str, summary, history, walls, baselines: list[dict], figs: list[Path], out: Path,
-                  section: dict) -> dict:
+                  section: dict, config: dict | None) -> dict:
     rows = tables.final_table(summary, task)
-    paired = compare.paired_table(summary, task, section)
-    stability = dynamics.stability(history, task, section)
+    twin_of = compare.twins(config, task, summary.loc[summary["task"] == task, "method"])
+    paired = compare.paired_table(summary, task, section, config)
+    stability = dynamics.stability(history, task, section, twin_of)
     metric = main_metric(task)
     base_value = next(((b["metrics"].get(metric) or {}).get("mean") for b in baselines
                        if (b["metrics"].get(metric) or {}).get("mean") is not None), None)
     ttt = dynamics.time_to_target(history, summary, walls, task, base_value, section)
-    flags = compare.baseline_claims(summary, task, baselines, section) + compare.clipping_claims(summary, task)
+    flags = compare.baseline_claims(summary, task, baselines, section) + compare.clipping_claims(summary, task, twin_of)
     compare.flag_rows(rows, flags)
     pub = tables.published()
     return {
