@@ -1,6 +1,7 @@
 """Multi-GPU training jobs: with engine.gpus > 1 the train rule starts torchrun, one process
 per GPU of the job's allocation, and its result equals the one-process run (tests/test_ddp.py's
-tolerance). On the CPU the processes talk over gloo, so this runs anywhere.
+tolerance), for plain SGD and for clipped-SGD with active norm clipping. On the CPU the processes
+talk over gloo, so this runs anywhere.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import yaml
 from tests.test_workflow import _checkout, _snakemake
 
 RUN = "results/runs/superres/sgd/seed0"
+CLIPPED_RUN = "results/runs/superres/clipped_sgd/seed0"
 # Super-resolution with ESPCN: no batch norm, so per-process batches take exactly the steps of
 # the global batch; 2 validation images, one per process.
 CONFIG = {
@@ -30,9 +32,17 @@ CONFIG = {
 }
 
 
-def _config(**engine) -> dict:
+# ESPCN's gradient norm here is about 1e-3: a level of 2e-4 clips every step (scale ~0.2).
+CLIPPED_SGD = {"lr": 0.5, "momentum": 0.9, "clipping": "norm", "clip_level": 2e-4}
+
+
+def _config(clipped: bool = False, **engine) -> dict:
+    """The small config; ``clipped``: clipped-SGD (active norm clipping) runs beside SGD."""
     cfg = copy.deepcopy(CONFIG)
     cfg["engine"].update(engine)
+    if clipped:
+        cfg["run"]["methods"].append("clipped_sgd")
+        cfg["tasks"]["superres"]["methods"]["clipped_sgd"] = dict(CLIPPED_SGD)
     return cfg
 
 
@@ -73,16 +83,25 @@ def test_unknown_task_in_resources_is_refused(tmp_path):
 def test_two_process_job_matches_one_process(tmp_path):
     runs = {}
     for gpus in (1, 2):
-        repo = _workdir(tmp_path / f"gpus{gpus}", _config(gpus=gpus))
-        proc = _snakemake(repo, "--cores", "2", f"{RUN}/metrics.json", "--configfile", "small.yaml")
+        repo = _workdir(tmp_path / f"gpus{gpus}", _config(clipped=True, gpus=gpus))
+        proc = _snakemake(repo, "--cores", "2", f"{RUN}/metrics.json", f"{CLIPPED_RUN}/metrics.json",
+                          "--configfile", "small.yaml")
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         runs[gpus] = repo
-    one, two = (json.loads((runs[g] / RUN / "metrics.json").read_text()) for g in (1, 2))
-    assert one["world_size"] == 1 and two["world_size"] == 2
-    assert one["steps"] == two["steps"] > 0
-    assert two["final"]["train"]["loss"] == pytest.approx(one["final"]["train"]["loss"], rel=1e-5)
-    assert two["final"]["val"] == pytest.approx(one["final"]["val"], rel=1e-5)
-    pa, pb = (torch.load(runs[g] / RUN / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
-              for g in (1, 2))
-    for k in pa:
-        torch.testing.assert_close(pb[k], pa[k], rtol=1e-5, atol=1e-6)
+    for run in (RUN, CLIPPED_RUN):
+        one, two = (json.loads((runs[g] / run / "metrics.json").read_text()) for g in (1, 2))
+        assert one["world_size"] == 1 and two["world_size"] == 2
+        assert one["steps"] == two["steps"] > 0
+        assert two["final"]["train"]["loss"] == pytest.approx(one["final"]["train"]["loss"], rel=1e-5)
+        assert two["final"]["val"] == pytest.approx(one["final"]["val"], rel=1e-5)
+        pa, pb = (torch.load(runs[g] / run / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
+                  for g in (1, 2))
+        for k in pa:
+            # the absolute part relative to the tensor's magnitude (its largest entry)
+            torch.testing.assert_close(pb[k], pa[k], rtol=1e-5, atol=1e-6 * float(pa[k].abs().max()))
+        if run == CLIPPED_RUN:
+            # clipping was active (else this proves no more than SGD), equally in both
+            assert one["telemetry"]["clip_fraction"] > 0.5, one["telemetry"]
+            assert one["telemetry"]["clip_scale_mean"] < 0.9, one["telemetry"]
+            assert two["telemetry"]["clip_fraction"] == one["telemetry"]["clip_fraction"]
+            assert two["telemetry"]["clip_scale_mean"] == pytest.approx(one["telemetry"]["clip_scale_mean"], rel=1e-5)

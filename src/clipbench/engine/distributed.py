@@ -137,3 +137,16 @@ class SeededSamples(Dataset):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed((eseed * 2_654_435_761 + index) % (2**63))
             return self.dataset[index]
+
+
+class LeadingBatches(EpochBatchSampler):
+    """The first ``count`` whole batches of epoch ``e``'s order, for one process (BatchNorm's
+    statistics at the method's output: :func:`clipbench.engine.train.recompute_bn`).
+
+    Like the training order, they depend only on (seed, epoch): drawing them touches no RNG
+    and no training loader, and every process count gets the same batches.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, count: int):
+        super().__init__(n, batch_size, 1, seed)
+        self.usable = min(self.usable, max(0, int(count)))

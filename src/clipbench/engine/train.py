@@ -25,6 +25,11 @@ What is exact (see also docs in ``distributed.py``):
   micro-batch with its own statistics, as on the thesis' hardware.
 * DDP: ``batch_size`` is the global batch; each process takes ``batch_size / world`` of every
   global batch and DDP averages gradients, so clipping sees the global gradient.
+* BatchNorm at the output: a method evaluated away from the points where its gradients are
+  taken (SSTM: at y, trained at x) would be evaluated with x's running statistics. Before that
+  evaluation they are recomputed at the output (``engine.bn_recompute_batches`` training
+  batches, see :func:`recompute_bn`) and x's are put back afterwards, so training, its RNG
+  stream and a resumed run are unchanged.
 """
 from __future__ import annotations
 
@@ -45,7 +50,7 @@ from tqdm import tqdm
 from clipbench import files
 from clipbench.engine import checkpoint, distributed, env, telemetry
 from clipbench.engine.checkpoint import Progress
-from clipbench.engine.distributed import Dist, EpochBatchSampler, SeededSamples, epoch_seed
+from clipbench.engine.distributed import Dist, EpochBatchSampler, LeadingBatches, SeededSamples, epoch_seed
 from clipbench.engine.schedule import build_scheduler
 from clipbench.optim import build_optimizer
 from clipbench.runfiles import CLIP_METRICS, HISTORY_FIELDS, TASK_SPLITS, TELEMETRY_METRICS
@@ -70,6 +75,70 @@ def make_optimizer(method: str, params, opt_cfg: dict, stats_every: int = 20):
 def output_point(optimizer):
     """Evaluate where the method says its answer is (clipped-SSTM: y, not x)."""
     return optimizer.output() if hasattr(optimizer, "output") else contextlib.nullcontext()
+
+
+def bn_modules(model: torch.nn.Module) -> list:
+    """The BatchNorm layers that keep running statistics."""
+    return [m for m in model.modules()
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+def recompute_bn(model: torch.nn.Module, batches, device: torch.device, amp: str = "none",
+                 channels_last: bool = False) -> int:
+    """Recompute the BatchNorm running statistics at the model's current parameters.
+
+    As ``torch.optim.swa_utils.update_bn``: reset the statistics, momentum None (a cumulative
+    average over the batches), forward in train mode without gradients, momentum restored.
+    The forward passes run in a forked RNG (dropout draws nothing from the run's stream).
+    ``batches`` yields ``(inputs, target)``. Returns the number of batches used.
+    """
+    bns = bn_modules(model)
+    if not bns:
+        return 0
+    momenta = [m.momentum for m in bns]
+    was_training = model.training
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    n = 0
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
+            for inputs, _ in batches:
+                with autocast(device, amp):
+                    model(to_device(inputs, device, channels_last))
+                n += 1
+    finally:
+        for m, momentum in zip(bns, momenta):
+            m.momentum = momentum
+        model.train(was_training)
+    return n
+
+
+@contextlib.contextmanager
+def bn_at_output(s: "Setup", epoch: int):
+    """Inside the block the model's BatchNorm statistics are those of the output point.
+
+    Enter it with the parameters at the output (inside :func:`output_point`). For a method
+    with an output other than its iterate (``optimizer.output``), a model with BatchNorm and
+    ``s.bn_batches > 0``: the statistics are recomputed over the first ``s.bn_batches``
+    training batches of epoch ``epoch`` (global batches, the same for any process count);
+    on exit the statistics of the training point x are restored exactly. Otherwise nothing.
+    """
+    bns = bn_modules(s.raw_model)
+    if not (bns and s.bn_batches > 0 and s.bn_loader is not None and hasattr(s.optimizer, "output")):
+        yield
+        return
+    saved = [{k: b.clone() for k, b in m.named_buffers(recurse=False)} for m in bns]
+    try:
+        s.bn_loader.batch_sampler.set_epoch(epoch)
+        recompute_bn(s.raw_model, s.bn_loader, s.device, s.amp, s.channels_last)
+        yield
+    finally:
+        with torch.no_grad():
+            for m, buffers in zip(bns, saved):
+                for k, b in m.named_buffers(recurse=False):
+                    b.copy_(buffers[k])
 
 
 def autocast(device: torch.device, amp: str):
@@ -164,6 +233,8 @@ class Setup:
     checkpoint_every: int  # optimizer steps between mid-epoch checkpoints; 0: epoch ends only
     dvclive: bool
     digest: str  # the spec hash a checkpoint must carry to be resumed
+    bn_batches: int = 0  # training batches that recompute BatchNorm's statistics at the output
+    bn_loader: DataLoader | None = None  # those batches (None: nothing to recompute)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -218,8 +289,17 @@ def setup(spec: dict, manifest, out_dir: Path, eng: dict, device: torch.device, 
             raw_model, device_ids=[device.index] if device.type == "cuda" else None)
     if eng.get("compile", False):
         model = torch.compile(model)
-    train_loader, val_loader = _loaders(task, sampler, cfg.get("eval_batch_size", batch_size), seed,
-                                        loader_options(eng, spec["task"], device))
+    options = loader_options(eng, spec["task"], device)
+    train_loader, val_loader = _loaders(task, sampler, cfg.get("eval_batch_size", batch_size), seed, options)
+    bn_batches = int(eng.get("bn_recompute_batches", 10))
+    bn_loader = None
+    if bn_batches > 0 and hasattr(optimizer, "output") and bn_modules(raw_model):
+        # The global batch, so that any process count recomputes the same statistics; its own
+        # generator and sampler, so that the training loader and the RNG are left alone.
+        bn_loader = DataLoader(SeededSamples(task.train_set),
+                               batch_sampler=LeadingBatches(len(task.train_set), batch_size, seed, bn_batches),
+                               generator=torch.Generator().manual_seed(seed),
+                               **{**options, "persistent_workers": False})
     return Setup(
         spec=spec, name=name, seed=seed, out_dir=out_dir, task=task,
         raw_model=raw_model, model=model, eval_model=raw_model if d.enabled else model,
@@ -231,6 +311,7 @@ def setup(spec: dict, manifest, out_dir: Path, eng: dict, device: torch.device, 
         loss_stride=telemetry.loss_stride(total_steps, int(eng.get("max_loss_points", 500))),
         checkpoint_every=int(eng.get("checkpoint_every_steps", 0)),
         dvclive=d.main and telemetry.dvclive_enabled(eng), digest=checkpoint.spec_hash(spec),
+        bn_batches=bn_batches, bn_loader=bn_loader,
     )
 
 
@@ -413,7 +494,8 @@ def end_epoch(s: Setup, progress: Progress, end: EpochEnd, t0: float) -> EpochEn
     val_metrics: dict[str, float] = {}
     at_x: dict[str, float] = {}
     if d.main:
-        with output_point(s.optimizer):
+        # At the output, with BatchNorm statistics of the output (x's are back on exit).
+        with output_point(s.optimizer), bn_at_output(s, progress.epoch):
             val_metrics = evaluate(s.task, s.eval_model, s.val_loader, s.device, s.amp, s.channels_last)
         if hasattr(s.optimizer, "output"):
             # The reported metric is the method's output (SSTM: y); x, where the gradients are
