@@ -189,9 +189,25 @@ def test_noise_command_at_init_and_after_training(tiny_imagenet, tmp_path):
     data = tmp_path / "manifest.json"
     files.write_json(data, tiny_imagenet)
     out = tmp_path / "noise"
-    assert cli.main(["noise", "--spec", json.dumps(spec), "--data", str(data), "--out", str(out)]) == 0
+    # At initialisation with the task's methods: the clip statistics also at clipped-SSTM's
+    # batch multiplier (2), and the clipping predicted before training for the clipped arms.
+    plan_methods = {"sgd": {"lr": 0.1}, "sstm": {"a": 100, "L": 10, "clipping": "none", "batch_multiplier": 4},
+                    "clipped_sgd": {"lr": 0.01, "clipping": "norm", "clip_level": {"quantile": 0.5}},
+                    "clipped_sstm": {"a": 100, "L": 10, "clipping": "norm", "B": {"quantile": 0.5, "factor": 2},
+                                     "batch_multiplier": 2}}
+    assert cli.main(["noise", "--spec", json.dumps(spec), "--data", str(data), "--methods", json.dumps(plan_methods),
+                     "--out", str(out)]) == 0
     init = files.read_json(out / "init.json")
     assert len(init["grad_norms"]) == 4 and len(init["tensor_norms"][0]) > 10 and len(init["grad_max_abs"]) == 4
+    assert sorted(init["by_multiplier"]) == ["2"] and init["n_train"] == 32 and init["n_batches"] == 4
+    at2 = init["by_multiplier"]["2"]
+    assert len(at2["grad_norms"]) == 4 and at2["shrink"] == pytest.approx((2 / 6) ** 0.5)
+    assert np.median(at2["grad_norms"]) < np.median(init["grad_norms"])  # less noise in a mean of 2 batches
+    plan = files.read_json(out / "clip_plan.json")
+    assert sorted(plan) == ["clipped_sgd", "clipped_sstm"] and all(0 <= v <= 1 for v in plan.values())
+    detail = files.read_json(out / "clip_plan_detail.json")
+    assert detail["methods"]["clipped_sstm"]["steps"] == 2 and detail["methods"]["clipped_sgd"]["steps"] == 4
+    assert detail["methods"]["clipped_sstm"]["resolved"]["batch_multiplier"] == 2
     point = init["point"]
     assert point["n_coords"] + point["n_coords_without_noise"] + point["n_coords_tied"] == 64 and point["n_coords"] > 0
     assert 0.1 <= point["alpha"] <= 2 and point["alpha_ci"][0] <= point["alpha"] <= point["alpha_ci"][1]
@@ -204,6 +220,7 @@ def test_noise_command_at_init_and_after_training(tiny_imagenet, tmp_path):
                      "--out", str(run)]) == 0
     m = files.read_json(run / "metrics.json")
     assert m["spec"]["resolved"]["value"] == pytest.approx(float(np.quantile(init["grad_norms"], 0.5)))
+    assert m["spec"]["resolved"]["batch_multiplier"] == 1 and "measured" in m["spec"]["resolved"]
 
     methods = json.dumps({"clipped_sgd": cspec["method_config"]})
     assert cli.main(["noise", "--spec", json.dumps(spec), "--data", str(data), "--checkpoint", str(run / "checkpoint.pt"),
@@ -211,6 +228,7 @@ def test_noise_command_at_init_and_after_training(tiny_imagenet, tmp_path):
     final = files.read_json(out / "noise.json")
     assert [p["label"] for p in final["points"]][0] == "initialisation" and final["points"][1]["step"] > 0
     assert final["alpha"] == init["point"]["alpha"] and "clipped_sgd" in final["clip_levels"]
+    assert final["clip_plan"] == plan and final["clip_plan_detail"]["methods"].keys() == plan.keys()
     assert [c["kind"] for c in final["claims"]] == ["tail_index", "noise_reference"] * 2
     assert final["claims"][0]["verdict"] == "too_few"  # 64 sampled coordinates < min_coords
     assert final["claims"][2]["subjects"] == ["end of training", "sgd", f"seed {spec['seed']}"]

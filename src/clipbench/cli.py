@@ -253,7 +253,9 @@ def _run_commands(sub) -> None:
     s.add_argument("--data", type=Path, help="the dataset's manifest.json")
     s.add_argument("--checkpoint", type=Path, help="measure at this checkpoint.pt (default: at initialisation)")
     s.add_argument("--init", type=Path, help="the init.json of the same task (with --checkpoint)")
-    s.add_argument("--methods", help="the task's methods' settings as JSON, to record their resolved clip levels")
+    s.add_argument("--methods", help="the task's methods' settings as JSON: their resolved clip levels are recorded; "
+                   "at initialisation the clip statistics are also kept at the clipped methods' batch multipliers "
+                   "and clip_plan.json predicts each clipped method's share of clipped steps")
     s.add_argument("--out", required=True, type=Path, help="results/noise/<task>")
     s.set_defaults(func=cmd_noise)
 

@@ -80,8 +80,25 @@ def noise_spec_json(task):
     return json.dumps({**spec, "noise": config["noise"]}, sort_keys=True)
 
 
+def plan_methods_json(task):
+    """The task's clipped methods, with only the settings the clip plan and the measurement's
+    batch multipliers depend on (a learning rate's change must not remeasure the noise)."""
+    import clipbench.diagnostics.clip_plan as cb_plan
+
+    return json.dumps(cb_plan.clipped_methods(config["tasks"][task]["methods"]), sort_keys=True)
+
+
+def clip_plan_for(wildcards):
+    """With noise diagnostics on, a task's training runs wait for its predicted clipping
+    (results/noise/{task}/clip_plan.json, written by noise_init before training)."""
+    if not config["noise"]["enabled"] or wildcards.task not in TRAINED:
+        return []
+    return [f"results/noise/{wildcards.task}/clip_plan.json"]
+
+
 def noise_final_inputs(wildcards):
     ins = {"init": f"results/noise/{wildcards.task}/init.json",
+           "plan": f"results/noise/{wildcards.task}/clip_plan.json",
            "run": f"{noise_reference_run(wildcards.task)}/metrics.json"}
     ins.update({"manifest": m for m in manifest_for(wildcards)})
     return ins

@@ -18,14 +18,20 @@ rule heavytail:
 
 # The gradient noise of each trained task: at initialisation (what {quantile: q} clip levels
 # are set from, so the training runs that use one wait for it) and at the end of training.
+# At initialisation it also predicts each clipped arm's share of clipped steps (clip_plan.json,
+# before any training job of the task starts: they wait for it), and prints on the terminal a
+# warning for each arm predicted to clip in under 1% of its steps.
 rule noise_init:
     input:
         manifest_for,
     output:
         init="results/noise/{task}/init.json",
         figure="results/noise/{task}/noise_init.png",
+        plan="results/noise/{task}/clip_plan.json",
+        detail="results/noise/{task}/clip_plan_detail.json",
     params:
         spec=lambda wc: noise_spec_json(wc.task),
+        methods=lambda wc: plan_methods_json(wc.task),
         data=lambda wc, input: f"--data {input[0]}" if input else "",
     threads: ENGINE["threads"]
     log:
@@ -35,7 +41,9 @@ rule noise_init:
     conda:
         "../../environment.yml"
     shell:
-        "clipbench noise --spec {params.spec:q} {params.data} --out results/noise/{wildcards.task} > {log} 2>&1"
+        "clipbench noise --spec {params.spec:q} {params.data} --methods {params.methods:q}"
+        " --out results/noise/{wildcards.task} > {log} 2>&1"
+        " && python -m clipbench.diagnostics.clip_plan --warn {output.detail}"
 
 
 rule noise:

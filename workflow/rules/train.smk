@@ -6,6 +6,7 @@ rule train:
         unpack(tuned_input),  # a tuned task's chosen setting (tuning.smk)
         manifest=manifest_for,
         noise=noise_init_for,
+        plan=clip_plan_for,  # the predicted clipping, written before any training of the task
         weights=weights_for,
     output:
         metrics="results/runs/{task}/{method}/seed{seed}/metrics.json",

@@ -23,11 +23,16 @@ The estimate is the median over random pairings (a single one moves α̂ by ±0.
 the wider of a bootstrap over coordinates and a jackknife over batches, widened to contain it.
 
 The same pass records what clip levels are set from (``{quantile: q}`` in config): the
-mini-batch gradient's global norm, its per-tensor norms, and its largest |entry|.
+mini-batch gradient's global norm, its per-tensor norms, and its largest |entry|, also at each
+clipped method's batch multiplier m (the mean gradient of m batches it steps on; see
+:mod:`clipbench.diagnostics.measure`), and :mod:`clipbench.diagnostics.clip_plan` predicts from
+them each clipped arm's share of clipped steps before training (``clip_plan.json``).
 """
 from __future__ import annotations
 
+import json
 import math
+import sys
 
 import numpy as np
 
@@ -303,26 +308,56 @@ def verdict(task_label: str, point: dict) -> str:
 
 # ---------------------------------------------------------------- clip levels
 
-def level_from_quantile(init: dict, clipping: str, q: float) -> float:
-    """The clip level whose ``q``-quantile the measured quantity at initialisation gives.
+CLIP_KEYS = ("grad_norms", "tensor_norms", "grad_max_abs")
 
-    norm: the mini-batch gradient's global norm; layer: its per-tensor norms (pooled);
-    coordinate: its largest |entry| per mini-batch, the number that decides whether a step
+
+def statistics_at(init: dict, multiplier: int = 1) -> dict:
+    """The clip statistics of ``init.json`` at a method's ``batch_multiplier``: the mini-batch
+    gradients' (m = 1, the top-level keys) or those of a mean of m batches (``by_multiplier``,
+    see :mod:`clipbench.diagnostics.measure`), with ``measured``, how they were obtained."""
+    m = int(multiplier or 1)
+    if m == 1:
+        return {**{k: init[k] for k in CLIP_KEYS}, "batch_multiplier": 1, "shrink": 1.0,
+                "measured": "the mini-batch gradients at initialisation"}
+    rec = (init.get("by_multiplier") or {}).get(str(m))
+    if rec is None:
+        raise ValueError(f"batch_multiplier {m}: init.json has no clip statistics at that multiplier "
+                         f"(it has {', '.join(['1'] + sorted(init.get('by_multiplier') or {}))}); rerun "
+                         "`clipbench noise` at initialisation with --methods naming this method")
+    n, c = len(rec["grad_norms"]), float(rec["shrink"])
+    if c > 0:
+        how = (f"the mean of {m} mini-batches, as g_full + c (g_batch - g_full) over {n} batches, c = "
+               f"sqrt((n - m) / (m (n - 1))) = {c:.4g}: the noise around the full-gradient estimate shrunk "
+               f"so that its covariance is that of {m} batches (1/sqrt({m}) = {m ** -0.5:.4g} would "
+               "leave the estimate's own error unshrunk)")
+    else:
+        how = (f"the full-gradient estimate (the mean of {n} batches) for every batch: with no more "
+               f"batches than m = {m} no shrinkage gives the spread of {m} batches (raise noise.batches)")
+    return {**{k: rec[k] for k in CLIP_KEYS}, "batch_multiplier": m, "shrink": c, "measured": how}
+
+
+def level_from_quantile(init: dict, clipping: str, q: float, multiplier: int = 1) -> float:
+    """The clip level whose ``q``-quantile the measured quantity at initialisation gives, at the
+    method's ``batch_multiplier`` (the gradient it steps on is a mean of that many batches).
+
+    norm: the (m-batch) gradient's global norm; layer: its per-tensor norms (pooled);
+    coordinate: its largest |entry| per step, the number that decides whether a step
     clips at all, so a level at the q-quantile leaves a share q of the steps unclipped at
     initialisation.
     """
     key = {"norm": "grad_norms", "layer": "tensor_norms", "coordinate": "grad_max_abs"}.get(clipping)
     if key is None:
         raise ValueError(f"a clip level from a quantile needs norm, layer or coordinate clipping, not {clipping!r}")
-    return float(np.quantile(np.asarray(init[key], dtype=np.float64).ravel(), q))
+    return float(np.quantile(np.asarray(statistics_at(init, multiplier)[key], dtype=np.float64).ravel(), q))
 
 
 def resolve_levels(method: str, cfg: dict, init: dict | None) -> tuple[dict, dict | None]:
     """A method's config with a ``{quantile: q, factor: f}`` clip level replaced by its value.
 
-    clipped-SGD's ``clip_level`` is f times the level :func:`level_from_quantile` gives;
-    clipped-SSTM's ``B`` is the one for which its first clip level λ₁ = B/α₁ equals that.
-    Returns the config and what was resolved (None when nothing was).
+    clipped-SGD's ``clip_level`` is f times the level :func:`level_from_quantile` gives at the
+    method's ``batch_multiplier`` (default 1); clipped-SSTM's ``B`` is the one for which its
+    first clip level λ₁ = B/α₁ equals that. Returns the config and what was resolved (None when
+    nothing was), which says at which multiplier and how the statistics were measured.
     """
     key = "B" if "B" in cfg and isinstance(cfg["B"], dict) else "clip_level"
     spec = cfg.get(key)
@@ -331,13 +366,21 @@ def resolve_levels(method: str, cfg: dict, init: dict | None) -> tuple[dict, dic
     if init is None:
         raise ValueError(f"{method}.{key}: {spec} needs the task's noise measurement at initialisation "
                          "(results/noise/<task>/init.json, made by `clipbench noise`)")
-    level = float(spec.get("factor", 1.0)) * level_from_quantile(init, cfg.get("clipping", "norm"), float(spec["quantile"]))
+    m = int(cfg.get("batch_multiplier", 1) or 1)
+    try:
+        stats = statistics_at(init, m)
+        level = float(spec.get("factor", 1.0)) * level_from_quantile(init, cfg.get("clipping", "norm"),
+                                                                     float(spec["quantile"]), m)
+    except ValueError as exc:
+        raise ValueError(f"{method}.{key}: {exc}") from None
     value = level
     if key == "B":
         from clipbench.optim.clipped_sstm import sstm_alpha
 
         value = level * sstm_alpha(0, cfg["a"], cfg["L"], cfg.get("nu", 1.0), cfg.get("indexing", "thesis"))
-    return {**cfg, key: value}, {"key": key, "value": value, "lambda_1": level, **spec}
+    return {**cfg, key: value}, {"key": key, "value": value, "lambda_1": level, **spec, "batch_multiplier": m,
+                                 "shrink": stats["shrink"], "n_batches": len(stats["grad_norms"]),
+                                 "measured": stats["measured"]}
 
 
 # ---------------------------------------------------------------- the figure
@@ -417,13 +460,27 @@ def run(spec: dict, manifest: dict | None, out, checkpoint=None, init=None, meth
     else:
         label = f"end of training ({spec['method']}, seed {seed})"
         subjects, name = ["end of training", spec["method"], f"seed {seed}"], "final"
-    m = measure(spec, manifest, int(cfg.get("batches", 16)), int(cfg.get("coords", 4096)), checkpoint)
+    from clipbench.diagnostics import clip_plan
+
+    mults = clip_plan.multipliers(methods) if checkpoint is None else [1]
+    m = measure(spec, manifest, int(cfg.get("batches", 16)), int(cfg.get("coords", 4096)), checkpoint,
+                multipliers=mults)
     point = summarize(label, m["step"], m, seed=seed, subjects=subjects, min_coords=int(cfg.get("min_coords", MIN_COORDS)))
     figure(m, point, out / f"noise_{name}.png", seed=seed)
     if checkpoint is None:
-        files.write_json(out / "init.json", {**{k: m[k] for k in ("grad_norms", "tensor_norms", "grad_max_abs")},
-                                             "point": point, "figure": "noise_init.png"})
-        return " ".join(c["sentence"] for c in claims({"task_label": task_label, "points": [point]}, task))
+        init_data = {**{k: m[k] for k in CLIP_KEYS}, "by_multiplier": m["by_multiplier"],
+                     "n_batches": len(m["grad_norms"]), "n_train": m["n_train"],
+                     "batch_size": int(spec["task_config"]["batch_size"]), "point": point, "figure": "noise_init.png"}
+        files.write_json(out / "init.json", init_data)
+        tc = spec["task_config"]
+        shares, detail = clip_plan.plan(task, methods or {}, init_data, m["n_train"], int(tc["batch_size"]),
+                                        int(tc["epochs"]))
+        files.write_json(out / "clip_plan_detail.json", detail)
+        files.write_json(out / "clip_plan.json", shares)
+        for line in detail["warnings"]:
+            print(line, file=sys.stderr)
+        return " ".join([c["sentence"] for c in claims({"task_label": task_label, "points": [point]}, task)]
+                        + [f"Predicted share of clipped steps: {json.dumps(shares)}."])
     init_data = files.read_json(init)
     levels = {}
     for method, mcfg in (methods or {}).items():
@@ -432,6 +489,11 @@ def run(spec: dict, manifest: dict | None, out, checkpoint=None, init=None, meth
             levels[method] = resolved
     noise = assemble(task, task_label, [init_data["point"], point], levels)
     noise.update(seed=spec["seed"], batch_size=spec["task_config"]["batch_size"])
+    plan_path = Path(init).parent / "clip_plan.json"
+    if plan_path.exists():  # the prediction made before training, for the report to show beside the measured
+        noise["clip_plan"] = files.read_json(plan_path)
+        detail = plan_path.with_name("clip_plan_detail.json")
+        noise["clip_plan_detail"] = files.read_json(detail) if detail.exists() else None
     files.write_json(out / "noise.json", noise)
     return noise["verdict"]
 
