@@ -132,7 +132,8 @@ def test_clipped_sgd_matches_algorithm_3_2(impl, mode, mu, target):
     want = ref_clipped_sgd(x0, A, b, noise, 60, 0.05, mu, mode, lam, target)
     x, _ = run_torch(lambda p: ClippedSGD(p, lr=0.05, momentum=mu, clipping=mode, clip_level=lam,
                                           clip_target=target, impl=impl), x0, A, b, noise, 60)
-    np.testing.assert_allclose(x.detach().numpy(), want, rtol=0, atol=1e-12)
+    # Tolerance relative to the values' size: kernels differ between CPUs (AVX2, AVX-512).
+    np.testing.assert_allclose(x.detach().numpy(), want, rtol=0, atol=1e-12 * max(1.0, np.abs(want).max()))
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -145,10 +146,11 @@ def test_clipped_sstm_matches_algorithm_3_3(impl, mode, nu, ratio_bound):
     _, y_want, z_want = ref_clipped_sstm(x0, A, b, noise, 60, a, L, B, nu, mode, ratio_bound)
     x, opt = run_torch(lambda p: ClippedSSTM(p, a=a, L=L, B=B, clipping=mode, nu=nu, ratio_bound=ratio_bound,
                                              impl=impl), x0, A, b, noise, 60)
+    # Tolerance relative to the values' size (here up to 2e4): kernels differ between CPUs.
     with opt.output():
-        np.testing.assert_allclose(x.detach().numpy(), y_want, rtol=0, atol=1e-11)
+        np.testing.assert_allclose(x.detach().numpy(), y_want, rtol=0, atol=1e-12 * max(1.0, np.abs(y_want).max()))
     st = opt.state[x]
-    np.testing.assert_allclose(st["z"].numpy(), z_want, rtol=0, atol=1e-11)
+    np.testing.assert_allclose(st["z"].numpy(), z_want, rtol=0, atol=1e-12 * max(1.0, np.abs(z_want).max()))
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -164,9 +166,8 @@ def test_clipped_sstm_forms_match_their_transcriptions(impl, mode, indexing, rat
     x, opt = run_torch(lambda p: ClippedSSTM(p, a=a, L=L, B=B, clipping=mode, nu=nu, ratio_bound=ratio_bound,
                                              ratio_bound_mode=ratio_mode, indexing=indexing, impl=impl),
                        x0, A, b, noise, 60)
-    np.testing.assert_allclose(x.detach().numpy(), x_want, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(opt.state[x]["y"].numpy(), y_want, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(opt.state[x]["z"].numpy(), z_want, rtol=0, atol=1e-12)
+    for got, want in ((x.detach(), x_want), (opt.state[x]["y"], y_want), (opt.state[x]["z"], z_want)):
+        np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-12 * max(1.0, np.abs(want).max()))
 
 
 def test_sstm_forms_differ():

@@ -95,7 +95,10 @@ def test_pdf_compiles_with_pages_and_text(report):
     text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
     flat = re.sub(r"\s+", " ", text)
     for shown in ("Paired differences", "95% t interval", "little power", "Provenance", "0.578", "18.046",
-                  "Gradient noise", "not reached", "Resolved config", "no better than predicting background"):
+                  "Gradient noise", "not reached", "Resolved config", "predicting background", "Did clipping help?",
+                  "Not the thesis"):
         assert shown in flat, shown
+    # Every table fits the page: wide ones are scaled to the text width.
+    assert "Overfull \\hbox" not in log.read_text(errors="replace")
     # The data's label, every special character printed as itself.
     assert NASTY in flat
