@@ -84,7 +84,7 @@ def test_track_data_versions_the_archives(tmp_path, monkeypatch):
 
 STAGE_OUTS = ("prepared/datasets.txt", "results/summary.csv", "results/metrics.json", "results/plots/x.csv",
               "results/metrics/classification/sgd.json",
-              "report/index.html", "report/report.tex")
+              "report/index.html", "report/report.tex", "report/claims.json")
 
 
 def _status(repo) -> dict:

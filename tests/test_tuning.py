@@ -131,7 +131,10 @@ def test_select_apply_and_report_section(default_config, tmp_path):
     [t] = section(tmp_path / "tuning", tmp_path / "report" / "figures", tmp_path / "report")
     assert [r["method"] for r in t["rows"]] == ["sgd", "clipped_sgd"] and t["rows"][0]["diverged"] == 1
     assert (tmp_path / "report/figures/classification_tuning.png").is_file()
-    assert re.search(r"Within 5% of the best: clipped-SGD over [\d.]+ decades, SGD over [\d.]+ decades", t["verdicts"][0])
+    [claim] = t["claims"]
+    assert claim["kind"] == "tuning" and claim["subjects"] == ["clipped_sgd", "sgd"] and claim["metric"] == "width_decades"
+    assert claim["verdict"] in ("wider", "narrower", "undecided") and claim["margin"] > 0
+    assert re.search(r"Within 5% of the best: clipped-SGD over [\d.]+ decades, SGD over [\d.]+ decades", claim["sentence"])
 
 
 def test_all_diverged_is_a_clear_error():
