@@ -110,6 +110,7 @@ def validate(config: dict, source: str = "config") -> dict:
             else:
                 lines.append(f"{_key_path(err)}: {_message(err)}")
         raise ConfigError(f"invalid {source}:\n  " + "\n  ".join(lines))
+    _check_only(config, source)
     _check_methods(config, source)
     _check_matrix(config, source)
     _check_twins(config, source)
@@ -131,6 +132,12 @@ def with_task_defaults(task: str, task_cfg: dict) -> dict:
     return out
 
 
+def task_methods(config: dict, task: str) -> list[str]:
+    """The methods ``task`` trains: run.methods, less those ``run.only`` keeps to other tasks."""
+    only = (config.get("run") or {}).get("only") or {}
+    return [m for m in config["run"]["methods"] if m not in only or task in only[m]]
+
+
 def _check_methods(config: dict, source: str) -> None:
     """A name in run.methods that is not the thesis' must be a method of the user's own in every
     task run (else it is most likely a typo)."""
@@ -138,8 +145,8 @@ def _check_methods(config: dict, source: str) -> None:
                if t in registry.names(implemented_only=True) and registry.get(t).trains]
     for method in custom_methods(config):
         index = config["run"]["methods"].index(method)
-        lacking = [t for t in trained
-                   if "optimizer" not in ((config.get("tasks", {}).get(t) or {}).get("methods") or {}).get(method, {})]
+        lacking = [t for t in trained if method in task_methods(config, t)
+                   and "optimizer" not in ((config.get("tasks", {}).get(t) or {}).get("methods") or {}).get(method, {})]
         if lacking:
             raise ConfigError(
                 f"invalid {source}:\n  run.methods.{index}: {method!r} is not one of the thesis' methods "
@@ -161,6 +168,18 @@ def _check_twins(config: dict, source: str) -> None:
                                   f"method of tasks.{task} (its methods: {', '.join(methods)})")
 
 
+def _check_only(config: dict, source: str) -> None:
+    """run.only names methods of run.methods and tasks of run.tasks."""
+    for method, tasks in ((config.get("run") or {}).get("only") or {}).items():
+        if method not in config["run"]["methods"]:
+            raise ConfigError(f"invalid {source}: run.only.{method}: not a method of run.methods "
+                              f"({', '.join(config['run']['methods'])})")
+        unknown = [t for t in tasks if t not in config["run"]["tasks"]]
+        if unknown:
+            raise ConfigError(f"invalid {source}: run.only.{method}: {', '.join(unknown)} not in run.tasks "
+                              f"({', '.join(config['run']['tasks'])})")
+
+
 def _check_matrix(config: dict, source: str) -> None:
     """Every (task, method) in the run matrix must have settings."""
     implemented = registry.names(implemented_only=True)
@@ -178,7 +197,7 @@ def _check_matrix(config: dict, source: str) -> None:
             continue
         if not registry.get(task).trains:
             continue  # no run matrix: the task lists its own methods
-        for method in config["run"]["methods"]:
+        for method in task_methods(config, task):
             if method not in task_cfg.get("methods", {}):
                 missing.append(f"tasks.{task}.methods.{method}")
     if missing:
@@ -216,7 +235,7 @@ def _check_tuning(config: dict, source: str) -> None:
     schema = full_schema()
     builtin = schema["definitions"]
     for task in tuning.tuned_tasks(config):
-        for method in config["run"]["methods"]:
+        for method in task_methods(config, task):
             try:
                 settings = tuning.trials(config, task, method)
             except tuning.TuningError as exc:

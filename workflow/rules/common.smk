@@ -34,7 +34,7 @@ def all_runs(name):
     return [
         f"{run_dir(t, m, s)}/{name}"
         for t in TRAINED
-        for m in METHODS
+        for m in cb_config.task_methods(config, t)
         for s in SEEDS
     ]
 
@@ -249,4 +249,4 @@ def tuned_input(wildcards):
 
 
 def all_chosen():
-    return [cb_tuning.chosen_path(t, m) for t in TUNED for m in METHODS]
+    return [cb_tuning.chosen_path(t, m) for t in TUNED for m in cb_config.task_methods(config, t)]

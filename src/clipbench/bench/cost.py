@@ -260,7 +260,9 @@ def eval_pixels_ratio(task: str, cfg: dict, train_pixels: int) -> float:
 def estimate_task(task: str, config: dict, device, smoke: bool, steps: int, samples: int, tmp: Path) -> TaskCost:
     cfg = config["tasks"][task]
     eng = config.get("engine", {})
-    methods = {m: cfg["methods"][m] for m in config["run"]["methods"]}
+    from clipbench.config import task_methods
+
+    methods = {m: cfg["methods"][m] for m in task_methods(config, task)}
     batch = int(cfg["batch_size"])
     timed = min(batch, 2) if smoke else batch
     model, loss_fn, shape, pixels = build_model(task, cfg)
