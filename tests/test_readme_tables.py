@@ -46,3 +46,30 @@ def test_a_readme_without_blocks_is_an_error(run, capsys):
                      "--claims", str(run / "report" / "claims.json")]) == 1
     assert "no <!-- clipbench:NAME -->" in capsys.readouterr().err
     assert readme.read_text() == "# nothing to fill\n"
+
+
+def test_variation_compares_a_second_run(run, tmp_path):
+    import json
+
+    import pandas as pd
+
+    other = tmp_path / "other"
+    (other / "results").mkdir(parents=True)
+    (other / "report").mkdir()
+    summary = pd.read_csv(run / "results" / "summary.csv")
+    main = (summary["task"] == "classification") & (summary["metric"] == "top1") & (summary["split"] == "val")
+    summary.loc[main, "value"] += 0.002  # another machine's kernels: a small shift
+    summary.to_csv(other / "results" / "summary.csv", index=False)
+    records = json.loads((run / "report" / "claims.json").read_text())["claims"]
+    flipped = next(c for c in records if c["kind"] == "paired")
+    flipped_other = {**flipped, "verdict": "undecided"}
+    (other / "report" / "claims.json").write_text(json.dumps(
+        {"claims": [flipped_other if c is flipped else c for c in records]}))
+    readme = run / "VAR.md"
+    readme.write_text("<!-- clipbench:variation -->\n<!-- /clipbench:variation -->\n")
+    assert cli.main(["readme", "--readme", str(readme), "--results", str(run / "results"),
+                     "--claims", str(run / "report" / "claims.json"), "--other", str(other),
+                     "--other-note", "Second run with other CPU kernels. "]) == 0
+    text = readme.read_text()
+    assert "Second run with other CPU kernels." in text and "0.002" in text
+    assert "are the same in both runs" in text and "These differ" in text

@@ -167,7 +167,7 @@ def cmd_readme(args) -> int:
     from clipbench.report.readme import update
 
     try:
-        names = update(args.readme, args.results, args.claims)
+        names = update(args.readme, args.results, args.claims, args.other, args.other_note)
     except (FileNotFoundError, ValueError) as exc:
         print(f"clipbench readme: {exc}", file=sys.stderr)
         return 1
@@ -312,6 +312,9 @@ def _result_commands(sub) -> None:
     s.add_argument("--readme", type=Path, default=Path("README.md"), help="the Markdown file whose blocks are rewritten")
     s.add_argument("--results", type=Path, default=Path("results"), help="the run's results folder")
     s.add_argument("--claims", type=Path, default=Path("report/claims.json"), help="the report's claims")
+    s.add_argument("--other", type=Path, help="root of a second run of the same config (its results/ and "
+                   "report/claims.json), e.g. on another machine: fills the 'variation' block")
+    s.add_argument("--other-note", default="", help="how the second run differed, printed before its table")
     s.set_defaults(func=cmd_readme)
 
     s = sub.add_parser("bench", add_help=False, help="benchmarks and the cost estimate (`clipbench bench cost --help`, ...)")

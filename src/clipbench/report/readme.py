@@ -101,15 +101,57 @@ def convex_block(results: Path, claims: list[dict]) -> str:
     return table + ("\n\n" + "\n".join(lines) if lines else "")
 
 
-BLOCKS = {"results": lambda r, c: results_block(r, c), "verdicts": lambda r, c: verdicts_block(c),
-          "noise": lambda r, c: noise_block(c), "convex": convex_block}
+def _final(results: Path) -> pd.DataFrame:
+    """Each run's final val main metric: task, method, seed, value."""
+    summary = pd.read_csv(results / "summary.csv")
+    rows = [g[(g["split"] == "val") & (g["metric"] == main_metric(task))] for task, g in summary.groupby("task")]
+    return pd.concat(rows)[["task", "method", "seed", "value"]] if rows else pd.DataFrame()
 
 
-def update(readme: str | Path, results: str | Path, claims_json: str | Path) -> list[str]:
-    """Rewrite every ``clipbench:NAME`` block of ``readme``; returns the names written."""
+def variation_block(results: Path, claims: list[dict], other: Path | None, other_note: str = "") -> str:
+    """How far a second run of the same config (another machine, CPU kernels or thread count)
+    lands from this one: per task the largest difference of a run's and of a method's final value,
+    and which clipping verdicts both runs state."""
+    if other is None:
+        return "Not measured for these results: `clipbench readme --other RUN` compares them with a second run."
+    mine, theirs = _final(results), _final(other / "results")
+    both = mine.merge(theirs, on=["task", "method", "seed"], suffixes=("", "_other"))
+    rows = []
+    for task, g in both.groupby("task"):
+        means = g.groupby("method")[["value", "value_other"]].mean()
+        rows.append([task_label(task), METRIC_LABEL.get(main_metric(task), main_metric(task)), str(len(g)),
+                     _sci((g["value"] - g["value_other"]).abs().max(), 3),
+                     _sci((means["value"] - means["value_other"]).abs().max(), 3)])
+    key = lambda c: (c["kind"], c["task"], tuple(c["subjects"]), c["metric"])  # noqa: E731
+    other_claims = {key(c): c for c in files.read_json(other / "report" / "claims.json")["claims"]}
+    compared = [(c, other_claims[key(c)]) for c in claims if key(c) in other_claims
+                and c["kind"] in ("paired", "stability", "baseline", "tail_index", "convex")]
+    same = [a for a, b in compared if a["verdict"] == b["verdict"]]
+    changed = [f"{a['kind']} {a['task']} {' vs '.join(a['subjects'])} ({a['metric']}): {a['verdict']} / {b['verdict']}"
+               for a, b in compared if a["verdict"] != b["verdict"]]
+    table = _table(["task", "metric", "runs compared", "largest run difference", "largest method-mean difference"],
+                   rows, right_from=2)
+    text = (f"{other_note}{table}\n\n{len(same)} of {len(compared)} verdicts (paired, stability, baseline, tail index, "
+            f"convex check) are the same in both runs.")
+    if changed:
+        text += " These differ (this run / the other):\n\n" + "\n".join(f"- {c}" for c in changed)
+    return text
+
+
+BLOCKS = {"results": lambda r, c, o: results_block(r, c), "verdicts": lambda r, c, o: verdicts_block(c),
+          "noise": lambda r, c, o: noise_block(c), "convex": lambda r, c, o: convex_block(r, c),
+          "variation": lambda r, c, o: variation_block(r, c, *o)}
+
+
+def update(readme: str | Path, results: str | Path, claims_json: str | Path, other: str | Path | None = None,
+           other_note: str = "") -> list[str]:
+    """Rewrite every ``clipbench:NAME`` block of ``readme``; returns the names written. ``other``
+    is the root of a second run (its ``results/`` and ``report/claims.json``) for ``variation``."""
     readme, results = Path(readme), Path(results)
     if not Path(claims_json).is_file():
         raise FileNotFoundError(f"{claims_json}: no claims (run the workflow, or `clipbench report`, first)")
+    if other is not None and not (Path(other) / "report" / "claims.json").is_file():
+        raise FileNotFoundError(f"{other}/report/claims.json: --other must be the root of a finished run")
     records = files.read_json(claims_json)["claims"]
     text = readme.read_text()
     written = []
@@ -119,7 +161,8 @@ def update(readme: str | Path, results: str | Path, claims_json: str | Path) -> 
         if name not in BLOCKS:
             raise ValueError(f"{readme}: unknown block clipbench:{name} (known: {', '.join(BLOCKS)})")
         written.append(name)
-        return f"<!-- clipbench:{name} -->\n{BLOCKS[name](results, records)}\n<!-- /clipbench:{name} -->"
+        body = BLOCKS[name](results, records, (Path(other) if other else None, other_note))
+        return f"<!-- clipbench:{name} -->\n{body}\n<!-- /clipbench:{name} -->"
 
     new = re.sub(r"<!-- clipbench:(\w+) -->.*?<!-- /clipbench:\1 -->", fill, text, flags=re.S)
     if not written:
