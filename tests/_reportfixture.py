@@ -127,6 +127,7 @@ def _noise(root: Path) -> Path:
                                    f"(alpha {alpha}).")],
             "clip_levels": {"clipped_sgd": {"key": "clip_level", "value": 0.05, "quantile": 0.5},
                             "clipped_sstm": {"key": "B", "value": 0.3, "quantile": 0.5}},
+            "clip_plan": {"clipped_sgd": 0.45, "clipped_sstm": 0.004},
             "figures": ["norms.png"]})
     return root
 

@@ -44,6 +44,7 @@ def test_page_states_intervals_power_and_the_sentences(built):
     html = _text(built["html"])
     assert "0.565 ± 0.012" in html  # clipped-SGD's top-1: mean ± t half-width
     assert "40.0% 0.900 0.2% 3 ok" in html  # clipped-SGD's telemetry: steps clipped, scale, entries clamped
+    assert "45.0% 40.0% (40.0%–40.0%)" in html  # predicted before training (clip_plan.json) beside measured
     for row in compare.paired_table(built["summary"], "segmentation")["rows"]:
         assert row["claim"]["sentence"] in html.replace("&#39;", "'")
 

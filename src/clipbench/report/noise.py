@@ -56,8 +56,15 @@ def task_noise(noise_dir: str | Path | None, task: str, summary: pd.DataFrame, o
     for p in points:
         p["alpha_ci"] = p["alpha_ci"] or [None, None]
     levels = [{"key": None, "value": None, "quantile": None, **c} for c in levels]
-    return {**data, "clip_levels": levels, "points": points,
-            "clip_shares": clip_shares(summary, task),
+    # Predicted before training (clip_plan.json) beside measured by the runs' telemetry.
+    plan = data.get("clip_plan") or {}
+    shares = clip_shares(summary, task)
+    measured = {s["method"] for s in shares}
+    shares += [{"method": m, "label": method_label(m), "mean": None, "min": None, "max": None, "runs": 0}
+               for m in plan if m not in measured]
+    for s_ in shares:
+        s_["predicted"] = plan.get(s_["method"])
+    return {**data, "clip_levels": levels, "points": points, "clip_shares": shares,
             "figures": [_figure(path.parent / f, out, f"figures/noise/{task}/{Path(f).name}")
                         for f in data.get("figures") or []]}
 
