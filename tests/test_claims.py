@@ -48,15 +48,20 @@ def test_margins_come_from_the_config_or_the_schema():
         claims.metric_margin(section, "q99")
 
 
-def _render(tmp_path, final, margins=None):
+def _runs(tmp_path, final):
+    """The fixture's runs with other final values (``{task: {method: [per seed]}}``)."""
     saved = dict(fx.FINAL)
     fx.FINAL.clear()
     fx.FINAL.update(final)
     try:
-        made = fx.make_runs(tmp_path)
+        return fx.make_runs(tmp_path)
     finally:
         fx.FINAL.clear()
         fx.FINAL.update(saved)
+
+
+def _render(tmp_path, final, margins=None):
+    made = _runs(tmp_path, final)
     config = {**made["config"], **({"report": margins} if margins else {})}
     render.build_report(made["summary_csv"], tmp_path / "report", baselines=made["baselines"], config=config,
                         manifests=made["manifests"])
@@ -106,15 +111,7 @@ def test_every_verdict_sentence_on_the_page_is_a_claim(tmp_path):
 
 
 def test_declared_twins_pair_and_confounded_pairs_say_so(tmp_path):
-    final = {"classification": {"sgd": BASE, "clipped_sgd": [v + 0.1 for v in BASE], "adam": BASE}}
-    saved = dict(fx.FINAL)
-    fx.FINAL.clear()
-    fx.FINAL.update(final)
-    try:
-        made = fx.make_runs(tmp_path)
-    finally:
-        fx.FINAL.clear()
-        fx.FINAL.update(saved)
+    made = _runs(tmp_path, {"classification": {"sgd": BASE, "clipped_sgd": [v + 0.1 for v in BASE], "adam": BASE}})
     methods = {"sgd": {"lr": 1e-4, "momentum": 0.99}, "adam": {"lr": 1e-4},
                "clipped_sgd": {"lr": 1e-3, "momentum": 0.99, "clipping": "coordinate", "clip_level": 0.1}}
     config = {**made["config"], "tasks": {"classification": {"methods": methods}}}
