@@ -31,7 +31,7 @@ def test_blocks_are_written_from_the_results(run):
     text = readme.read_text()
     assert "stale" not in text and "text kept" in text
     # Classification: clipped-SGD's mean top-1 over its seeds (0.565) is the best, in bold; chance beside it.
-    assert "**0.565**" in text and "chance 0.1" in text
+    assert "**0.565**" in text and "chance 0.100" in text
     assert "| Classification" in text or "| classification" in text.lower()
     assert "steps clipped" in text and "40.0%" in text
     assert "clipped-SGD − SGD" in text and "better" in text  # the twin claim's verdict

@@ -14,6 +14,7 @@ import pandas as pd
 
 from clipbench import files
 from clipbench.report import tables
+from clipbench.report.claims import fmt
 from clipbench.report.compare import higher_is_better
 from clipbench.report.names import METRIC_LABEL, main_metric, method_label, ordered_methods, shown_tasks, task_label
 from clipbench.report.render import VERDICT_WORD, _sci
@@ -38,7 +39,7 @@ def results_block(results: Path, claims: list[dict]) -> str:
         seeds = d.groupby("method")["seed"].nunique()
         best = (means.idxmax() if higher_is_better(task) else means.idxmin()) if not means.empty else None
         base = tables.baseline_rows(results / "baselines", task)
-        base_txt = "; ".join(f"{b['phrase']} {_sci((b['metrics'].get(metric) or {}).get('mean'))}" for b in base
+        base_txt = "; ".join(f"{b['phrase']} {fmt((b['metrics'].get(metric) or {}).get('mean'))}" for b in base
                              if (b["metrics"].get(metric) or {}).get("mean") is not None) or "–"
         cells = []
         for m in methods:
@@ -62,7 +63,7 @@ def verdicts_block(claims: list[dict]) -> str:
         if c["kind"] == "paired" and (c.get("detail") or {}).get("relation") == "twin":
             lo, hi = c["interval"] or (None, None)
             rows.append([task_label(c["task"]), f"{method_label(c['subjects'][0])} − {method_label(c['subjects'][1])}",
-                         _sci(c["estimate"], 3), f"[{_sci(lo, 3)}, {_sci(hi, 3)}]", f"±{_sci(c['margin'])}",
+                         fmt(c["estimate"]), f"[{fmt(lo)}, {fmt(hi)}]", f"±{fmt(c['margin'])}",
                          str(c["n"]), VERDICT_WORD.get(c["verdict"], c["verdict"])])
     if not rows:
         return "No clipped method ran beside its unclipped twin."
@@ -91,8 +92,8 @@ def convex_block(results: Path, claims: list[dict]) -> str:
     if not path.is_file():
         return "No convex check in these results."
     final = files.read_json(path)["final"]
-    rows = [[noise, method_label(m), _sci(v.get("multiplier")), _sci(v.get("clip_multiplier")), _sci(v.get("q50")),
-             _sci(v.get("q90")), _sci(v.get("q99")), _sci(v.get("noise_free")),
+    rows = [[noise, method_label(m), _sci(v.get("multiplier")), _sci(v.get("clip_multiplier")), fmt(v.get("q50")),
+             fmt(v.get("q90")), fmt(v.get("q99")), fmt(v.get("noise_free")),
              "–" if v.get("clip_fraction") is None else f"{100 * v['clip_fraction']:.1f}%"]
             for noise, by_method in final.items() for m, v in by_method.items()]
     table = _table(["noise", "method", "step ×", "clip level ×", "q50", "q90", "q99", "noise-free", "steps clipped"],
@@ -120,8 +121,8 @@ def variation_block(results: Path, claims: list[dict], other: Path | None, other
     for task, g in both.groupby("task"):
         means = g.groupby("method")[["value", "value_other"]].mean()
         rows.append([task_label(task), METRIC_LABEL.get(main_metric(task), main_metric(task)), str(len(g)),
-                     _sci((g["value"] - g["value_other"]).abs().max(), 3),
-                     _sci((means["value"] - means["value_other"]).abs().max(), 3)])
+                     fmt((g["value"] - g["value_other"]).abs().max(), 3),
+                     fmt((means["value"] - means["value_other"]).abs().max(), 3)])
     key = lambda c: (c["kind"], c["task"], tuple(c["subjects"]), c["metric"])  # noqa: E731
     other_claims = {key(c): c for c in files.read_json(other / "report" / "claims.json")["claims"]}
     compared = [(c, other_claims[key(c)]) for c in claims if key(c) in other_claims

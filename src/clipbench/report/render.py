@@ -73,7 +73,7 @@ def _sci(value, digits: int = 3) -> str:
 
 # How a claim's verdict reads in a table cell or the summary.
 VERDICT_WORD = {"better": "better", "worse": "worse", "less": "oscillates less", "more": "oscillates more",
-                "equivalent": "practically equivalent", "undecided": "cannot tell", "too_few": "too few seeds",
+                "equivalent": "practically equivalent", "undecided": "cannot tell", "too_few": "too few to tell",
                 "heavy_tailed": "heavier than Gaussian", "not_heavy_tailed": "Gaussian-like tails",
                 "consistent": "consistent", "inconsistent": "inconsistent", "reached": "reached",
                 "not_reached": "not reached", "wider": "wider", "narrower": "narrower", "above": "above baseline",
