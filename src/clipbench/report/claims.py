@@ -147,9 +147,9 @@ def compare(kind: str, task: str | None, subjects, metric: str, diffs, margin: f
         sentence = (f"{a} vs {b}, {what}: {d['n']} paired seed(s), too few for an interval; "
                     f"these seeds cannot tell.")
     elif d["verdict"] in ("positive", "negative"):
-        word = {"better": "better than", "worse": "worse than", "more": "oscillates more than",
-                "less": "oscillates less than", "above": "better than", "below": "worse than"}[verdict]
-        sentence = (f"{a} is {word} {b} on {what}: {a} − {b} = {span(d, digits, unit)} over {d['n']} seeds, "
+        word = {"better": "is better than", "worse": "is worse than", "more": "oscillates more than",
+                "less": "oscillates less than", "above": "is better than", "below": "is worse than"}[verdict]
+        sentence = (f"{a} {word} {b} on {what}: {a} − {b} = {span(d, digits, unit)} over {d['n']} seeds, "
                     f"which excludes 0 and reaches the practical margin of {m}.")
     elif d["verdict"] == "equivalent":
         lo, hi = d["tost_interval"]

@@ -52,7 +52,11 @@ def stability(history: pd.DataFrame, task: str, section: dict | None = None,
         for key in MEASURES:
             diff = stats.paired_difference(a[key], b[key])
             reference = stats.t_interval(b[key])["mean"]
-            margin = float(section["relative_margin"]) * abs(reference) if reference else 0.0
+            # A share of the twin's value, but never below the margin of the quantity's own units
+            # (the main metric for its total variation, the loss for its sd): a curve that barely
+            # moves must not make a 0.001 dB difference a direction.
+            floor = (section.get("margins") or {}).get(main_metric(task) if key == "total_variation" else "loss", 0.0)
+            margin = max(float(section["relative_margin"]) * abs(reference or 0.0), float(floor))
             what = MEASURES[key].format(metric=METRIC_LABEL.get(main_metric(task), main_metric(task)))
             claim = claims.compare("stability", task, [clipped, twin], key,
                                    [float(a[key][s]) - float(b[key][s]) for s in diff["seeds"]], margin,
@@ -107,9 +111,9 @@ def _target_claim(task: str, method: str, metric: str, what: str, row: dict) -> 
         verdict, sentence = "not_reached", f"{label} did not reach {what} in any of its {total} seed(s)."
     else:
         wall = row["wall_time_s"]
-        spent = f"{claims.fmt(cost['mean'], 3)} training samples" if cost["mean"] is not None else f"step {row['step']['mean']:.0f}"
-        if cost.get("lo") is not None:
-            spent += f" (95% interval {claims.fmt(cost['lo'], 3)}–{claims.fmt(cost['hi'], 3)})"
+        spent = f"{cost['mean']:.0f} training samples" if cost["mean"] is not None else f"step {row['step']['mean']:.0f}"
+        if cost.get("lo") is not None and cost["hi"] > cost["lo"]:
+            spent += f" (95% interval {max(cost['lo'], 0):.0f}–{cost['hi']:.0f})"
         if wall and wall.get("mean") is not None:
             spent += f" and {wall['mean']:.1f} s of training"
         verdict = "reached" if n == total else "undecided"
