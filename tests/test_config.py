@@ -104,9 +104,17 @@ def test_reserved_task_is_refused_with_a_clear_message(default_config):
 @pytest.mark.parametrize("extra", [[], ["config/thesis.yaml"]])
 def test_one_validation_fills_every_default_snakemake_would(repo, extra):
     """The Snakefile validates once, with clipbench's check; Snakemake's own validate (with
-    set_default) would add nothing on top of it."""
+    set_default) would add nothing on top of it. The schema file's run.methods lists the
+    thesis' methods only (clipbench's check adds the config's own arms, which name their
+    optimizer class and have no schema defaults), so those arms are left out here."""
     snakemake_utils = pytest.importorskip("snakemake.utils")
     cfg = cfgmod.load(repo / "config/config.yaml", *[repo / e for e in extra])
+    own = set(cfgmod.custom_methods(cfg))
+    cfg["run"]["methods"] = [m for m in cfg["run"]["methods"] if m not in own]
+    cfg["run"]["only"] = {m: t for m, t in (cfg["run"].get("only") or {}).items() if m not in own}
+    for task in cfg["tasks"].values():
+        if isinstance(task.get("methods"), dict):
+            task["methods"] = {m: c for m, c in task["methods"].items() if m not in own}
     ours = copy.deepcopy(cfg)
     snakemake_utils.validate(cfg, str(repo / "workflow/schemas/config.schema.yaml"), set_default=True)
     assert cfg == ours

@@ -71,5 +71,5 @@ def test_variation_compares_a_second_run(run, tmp_path):
                      "--claims", str(run / "report" / "claims.json"), "--other", str(other),
                      "--other-note", "Second run with other CPU kernels. "]) == 0
     text = readme.read_text()
-    assert "Second run with other CPU kernels." in text and "0.002" in text
+    assert "Second run with other CPU kernels." in text and "2.00e-03" in text
     assert "are the same in both runs" in text and "These differ" in text

@@ -59,9 +59,16 @@ def test_thesis_config_plans_every_run(checkout):
     proc = _snakemake(checkout, "-n", "--configfile", "config/thesis.yaml")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     cfg = yaml.safe_load((checkout / "config/thesis.yaml").read_text())["run"]
-    n_runs = len(registry.training(cfg["tasks"])) * len(cfg["methods"]) * len(cfg["seeds"])
+    only = cfg.get("only") or {}
+    n_runs = sum(m not in only or t in only[m] for t in registry.training(cfg["tasks"]) for m in cfg["methods"]) \
+        * len(cfg["seeds"])
     counts = _planned(proc)
     assert counts["train"] == n_runs and counts["report"] == 1
+    # Both questions are planned: the thesis-literal arms and the clip-active ones beside their twins.
+    assert n_runs == (3 * 7 + 1) * 3
+    assert "results/runs/classification/clipped_sgd_matched/seed0" in proc.stdout
+    assert "results/runs/segmentation/clipped_sgd_matched" not in proc.stdout
+    assert "results/runs/superres/clipped_sstm_active/seed2" in proc.stdout
 
 
 def test_default_config_plans_every_run(checkout):
