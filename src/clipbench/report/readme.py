@@ -123,7 +123,9 @@ def variation_block(results: Path, claims: list[dict], other: Path | None, other
         rows.append([task_label(task), METRIC_LABEL.get(main_metric(task), main_metric(task)), str(len(g)),
                      fmt((g["value"] - g["value_other"]).abs().max(), 3),
                      fmt((means["value"] - means["value_other"]).abs().max(), 3)])
-    key = lambda c: (c["kind"], c["task"], tuple(c["subjects"]), c["metric"])  # noqa: E731
+    # What a claim is about; the convex check states one per noise kind.
+    key = lambda c: (c["kind"], c["task"], tuple(c["subjects"]), c["metric"],  # noqa: E731
+                     str((c.get("detail") or {}).get("noise", "")))
     other_claims = {key(c): c for c in files.read_json(other / "report" / "claims.json")["claims"]}
     compared = [(c, other_claims[key(c)]) for c in claims if key(c) in other_claims
                 and c["kind"] in ("paired", "stability", "baseline", "tail_index", "convex")]
