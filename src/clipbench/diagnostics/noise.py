@@ -301,11 +301,6 @@ def claims(noise: dict, task: str) -> list[dict]:
     return [c for p in noise.get("points") or [] for c in (_tail_claim(task, label, p), _reference_claim(task, label, p))]
 
 
-def verdict(task_label: str, point: dict) -> str:
-    """The tail-index sentence of one point."""
-    return _tail_claim("", task_label, point)["sentence"]
-
-
 # ---------------------------------------------------------------- clip levels
 
 CLIP_KEYS = ("grad_norms", "tensor_norms", "grad_max_abs")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pandas as pd
 
 from clipbench.report import claims, stats
-from clipbench.report.compare import higher_is_better
+from clipbench.report.compare import higher_is_better, paired_diffs
 from clipbench.report.names import METRIC_LABEL, TWIN, main_metric, method_label, ordered_methods
 
 MEASURES = {"total_variation": "total variation of val {metric} over epochs",
@@ -50,7 +50,7 @@ def stability(history: pd.DataFrame, task: str, section: dict | None = None,
             continue
         a, b = (runs[runs["method"] == m].set_index("seed") for m in (clipped, twin))
         for key in MEASURES:
-            diff = stats.paired_difference(a[key], b[key])
+            diffs, _ = paired_diffs(a[key], b[key])
             reference = stats.t_interval(b[key])["mean"]
             # A share of the twin's value, but never below the margin of the quantity's own units
             # (the main metric for its total variation, the loss for its sd): a curve that barely
@@ -59,7 +59,7 @@ def stability(history: pd.DataFrame, task: str, section: dict | None = None,
             margin = max(float(section["relative_margin"]) * abs(reference or 0.0), float(floor))
             what = MEASURES[key].format(metric=METRIC_LABEL.get(main_metric(task), main_metric(task)))
             claim = claims.compare("stability", task, [clipped, twin], key,
-                                   [float(a[key][s]) - float(b[key][s]) for s in diff["seeds"]], margin,
+                                   diffs, margin,
                                    "oscillation", what, method_label(clipped), method_label(twin), digits=3,
                                    relative_margin=float(section["relative_margin"]), twin_mean=reference)
             pairs.append({"a": clipped, "b": twin, "measure": key, "claim": claim})

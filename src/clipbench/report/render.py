@@ -48,12 +48,6 @@ def _ci(v: dict | None, digits: int = 3) -> str:
     return f"{_fmt(float(v['mean']), digits)} ± {_fmt(float(half), digits)}" if half is not None else _fmt(float(v["mean"]), digits)
 
 
-def _interval(v: dict | None, digits: int = 3) -> str:
-    if not v or v.get("lo") is None:
-        return "–"
-    return f"[{float(v['lo']):+.{digits}f}, {float(v['hi']):+.{digits}f}]"
-
-
 def _pair(v, digits: int = 3) -> str:
     """An interval given as [lo, hi] (a claim's), "–" when absent."""
     if not v or v[0] is None or v[1] is None:
@@ -89,7 +83,7 @@ def _environment(templates: Path) -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates)), undefined=jinja2.StrictUndefined,
                              autoescape=jinja2.select_autoescape(["html.j2"]), trim_blocks=True, lstrip_blocks=True)
     env.filters.update(fmt=_fmt, pct=_pct, tex=_tex, metric_label=lambda m: METRIC_LABEL.get(m, m),
-                       task_label=task_label, ci=_ci, interval=_interval, pair=_pair, sci=_sci,
+                       task_label=task_label, ci=_ci, pair=_pair, sci=_sci,
                        verdict_word=lambda v: VERDICT_WORD.get(v, v),
                        signed=lambda v, d=3: "–" if v is None else f"{float(v):+.{d}f}")
     return env

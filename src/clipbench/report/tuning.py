@@ -19,11 +19,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from clipbench import files  # noqa: E402
 from clipbench.report import claims  # noqa: E402
 from clipbench.files import atomic_path  # noqa: E402
-from clipbench.report.names import METHOD_COLOR, METRIC_LABEL, method_label, ordered_methods, shown_tasks  # noqa: E402
+from clipbench.report.names import METHOD_COLOR, METRIC_LABEL, TWIN, method_label, ordered_methods, shown_tasks  # noqa: E402
 from clipbench.tuning import CHOSEN_JSON, step_size  # noqa: E402
 
-# A clipped method and the same method without clipping: the pairs the sentences compare.
-UNCLIPPED = {"clipped_sgd": "sgd", "clipped_sstm": "sstm"}
 
 
 def load(tuning_dir: str | Path) -> dict[str, dict[str, dict]]:
@@ -85,7 +83,7 @@ def claims_of(task: str, by_method: dict[str, dict]) -> list[dict]:
     ``tuning`` claim per clipped method whose unclipped twin was tuned too, its margin the
     trials' spacing (a difference below it is within what the grid can tell apart)."""
     out = []
-    for clipped, plain in UNCLIPPED.items():
+    for clipped, plain in TWIN.items():
         if clipped not in by_method or plain not in by_method:
             continue
         c, p = by_method[clipped]["sensitivity"], by_method[plain]["sensitivity"]
