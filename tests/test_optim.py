@@ -13,6 +13,16 @@ from clipbench.optim import METHODS, ClippedSGD, ClippedSSTM, build_optimizer
 from tests._clipops import clip_
 
 IMPLS = ("reference", "loop", "foreach")
+# "blocked": the loop path with cache blocks of 4 entries, so the 6-entry problems below are
+# split across two blocks (the real block, 2^19 entries, is never reached by them).
+PATHS = ("reference", "loop", "blocked", "foreach")
+
+
+def _path(impl, monkeypatch):
+    if impl == "blocked":
+        monkeypatch.setattr("clipbench.optim.clipping.CACHE_BLOCK", 4)
+        return "loop"
+    return impl
 
 
 # --- independent float64 references (numpy, written from the thesis' formulas) ------------
@@ -122,10 +132,11 @@ def run_torch(opt_factory, x0, A, b, noise, steps):
     return x, opt
 
 
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("impl", PATHS)
 @pytest.mark.parametrize("mode", ["norm", "layer", "coordinate", "none"])
 @pytest.mark.parametrize("mu,target", [(0.0, "grad"), (0.9, "grad"), (0.9, "momentum")])
-def test_clipped_sgd_matches_algorithm_3_2(impl, mode, mu, target):
+def test_clipped_sgd_matches_algorithm_3_2(impl, mode, mu, target, monkeypatch):
+    impl = _path(impl, monkeypatch)
     A, b, noise = quadratic()
     x0 = np.ones(6)
     lam = 0.3 if mode == "coordinate" else 1.5
@@ -136,10 +147,33 @@ def test_clipped_sgd_matches_algorithm_3_2(impl, mode, mu, target):
     np.testing.assert_allclose(x.detach().numpy(), want, rtol=0, atol=1e-12 * max(1.0, np.abs(want).max()))
 
 
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("mode", ["norm", "layer"])
+def test_float32_fast_paths_match_the_reference(mode):
+    """float32 on the CPU takes a fused path the float64 tests above do not reach (the clip
+    scale as the momentum kernel's dampening); held to float32's resolution against the
+    readable reference (a 1 % error in the scale fails it)."""
+    shapes = [(64, 32), (300,), (8, 4, 3, 3)]
+    results = {}
+    for impl in ("reference", "loop"):
+        torch.manual_seed(3)
+        params = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+        sgd = ClippedSGD(params, lr=0.05, momentum=0.9, clipping=mode, clip_level=0.5, impl=impl)
+        for k in range(6):
+            gen = torch.Generator().manual_seed(k)
+            for p in params:
+                p.grad = 3 * torch.randn(p.shape, generator=gen)
+            sgd.step()
+            assert sgd.last_clip_stats["clipped"]
+        results[impl] = [p.detach().clone() for p in params]
+    for want, got in zip(results["reference"], results["loop"]):
+        torch.testing.assert_close(got, want, rtol=2e-6, atol=2e-6 * want.abs().max().item())
+
+
+@pytest.mark.parametrize("impl", PATHS)
 @pytest.mark.parametrize("mode", ["norm", "coordinate", "none"])
 @pytest.mark.parametrize("nu,ratio_bound", [(1.0, None), (0.5, None), (1.0, 0.9)])
-def test_clipped_sstm_matches_algorithm_3_3(impl, mode, nu, ratio_bound):
+def test_clipped_sstm_matches_algorithm_3_3(impl, mode, nu, ratio_bound, monkeypatch):
+    impl = _path(impl, monkeypatch)
     A, b, noise = quadratic(seed=1)
     x0 = np.full(6, 2.0)
     a, L, B = 2.0, 3.0, 0.05 if mode == "coordinate" else 0.2

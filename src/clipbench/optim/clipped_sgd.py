@@ -8,13 +8,13 @@ from torch import Tensor
 from .clipping import (
     ClippedOptimizer,
     Scratch,
+    cache_blocks,
     check_positive,
     clip_one,
     impl_global_norm,
     norm_scale,
     resolve_impl,
     sq_norm,
-    step_record,
 )
 
 __all__ = ["ClippedSGD", "CLIP_TARGETS"]
@@ -52,6 +52,8 @@ class ClippedSGD(ClippedOptimizer):
             clamped quantity) on every ``stats_every``-th step only (20: about 0.5 % of a
             demo ResNet-18 step on CPU when measured); ``norm``/``layer`` statistics reuse the
             norms clipping computes and are recorded at every step.
+        telemetry: ``False`` keeps no clipping record (``last_clip_stats`` all ``None``); for
+            measuring the record's cost, which ``clipbench bench optim`` reports.
 
     ``p.grad`` is never modified.  The CPU path writes a clipped gradient into one shared
     scratch buffer the size of the largest parameter (workspace, not state); the
@@ -83,8 +85,9 @@ class ClippedSGD(ClippedOptimizer):
         foreach: bool | None = None,
         impl: str | None = None,
         stats_every: int = 20,
+        telemetry: bool = True,
     ) -> None:
-        self._init_settings(clipping, foreach, impl, stats_every)
+        self._init_settings(clipping, foreach, impl, stats_every, telemetry)
         if clip_target not in CLIP_TARGETS:
             raise ValueError(f"Invalid clip_target: {clip_target!r} (must be one of {', '.join(CLIP_TARGETS)})")
         self.clip_target = clip_target
@@ -141,8 +144,7 @@ class ClippedSGD(ClippedOptimizer):
             of_grad = of_grad and not on_buf
             group["step"] = group.get("step", 0) + 1
 
-        self._stats = step_record(self.clipping, levels, norm=norm, layer_norms=layer_norms, clamped=clamped,
-                                  of_grad=of_grad)
+        self._record(self.clipping, levels, norm=norm, layer_norms=layer_norms, clamped=clamped, of_grad=of_grad)
         return loss
 
 
@@ -185,74 +187,102 @@ def _sgd_reference(params, grads, bufs, *, lr, mu, lam, clipping, target, norm):
 # --- per-tensor in-place path (CPU default) ------------------------------------------
 
 
-def _fused_momentum_step(p: Tensor, g: Tensor, bufs: list, i: int, lr, mu: float) -> None:
-    """``buf = μ·buf + g; p -= lr·buf`` in one pass (``lr`` may be a 0-dim tensor: no sync)."""
-    first = bufs[i] is None
-    if first:
-        bufs[i] = torch.empty_like(p)
-    buf = bufs[i]
+def _fused_momentum_step(p: Tensor, g: Tensor, buf: Tensor, first: bool, lr, mu: float,
+                         dampening: float = 0.0) -> None:
+    """``buf = μ·buf + (1 - dampening)·g`` (``buf = g`` on the first step); ``p -= lr·buf``, in
+    one pass where the tensors are contiguous (``lr`` may be a 0-dim tensor: no sync)."""
     if p.is_contiguous() and g.is_contiguous() and buf.is_contiguous():
-        torch._fused_sgd_([p], [g], [buf], weight_decay=0.0, momentum=mu, lr=lr, dampening=0.0,
+        torch._fused_sgd_([p], [g], [buf], weight_decay=0.0, momentum=mu, lr=lr, dampening=dampening,
                           nesterov=False, maximize=False, is_first_step=first)
         return
-    buf.copy_(g) if first else buf.mul_(mu).add_(g)
+    buf.copy_(g) if first else buf.mul_(mu).add_(g, alpha=1.0 - dampening)
     if isinstance(lr, Tensor):
         p.addcmul_(buf, lr.to(p.dtype), value=-1)
     else:
         p.add_(buf, alpha=-lr)
 
 
+def _new_buffer(bufs: list, i: int, like: Tensor) -> bool:
+    """Whether this is the buffer's first step (then it is allocated, to be written whole)."""
+    if bufs[i] is None:
+        bufs[i] = torch.empty_like(like)
+        return True
+    return False
+
+
+def _clip_into(d: Tensor, clipping: str, lam: float, s: Tensor | None, scratch: Scratch) -> Tensor:
+    """``clip(d)`` in the scratch buffer (``d`` itself when nothing is clipped)."""
+    if clipping == "coordinate":
+        return torch.clamp(d, -lam, lam, out=scratch.like(d))
+    return d if s is None else torch.mul(d, s, out=scratch.like(d))
+
+
 def _sgd_loop(params, grads, bufs, *, lr, mu, lam, clipping, target, norm, scratch: Scratch):
-    """Returns the per-tensor norms ``layer`` clipping used (else None)."""
+    """Returns the per-tensor norms ``layer`` clipping used (else None).
+
+    Each tensor is worked through in cache blocks, so the clipped gradient written to the
+    scratch buffer is read back from cache by the update that follows.
+    """
     group_scale = norm_scale(norm, lam) if clipping == "norm" else None
+    on_cpu = group_scale is None or group_scale.device.type == "cpu"
+    if group_scale is not None and on_cpu and group_scale.item() == 1.0:
+        group_scale = None  # nothing clipped: skip the multiply (a free check on CPU)
     used = [] if clipping == "layer" else None
     for i, (p, d) in enumerate(zip(params, grads)):
         if mu != 0 and target == "momentum" and clipping in ("layer", "coordinate"):
-            _add_momentum(bufs, i, d, mu)  # clipped after: the buffer is what these modes clip
-            _step_on_buffer(p, bufs[i], lr=lr, lam=lam, clipping=clipping, used=used, scratch=scratch)
+            _step_on_buffer(p, d, bufs, i, lr=lr, mu=mu, lam=lam, clipping=clipping, used=used, scratch=scratch)
             continue
+        s = group_scale
         if clipping == "layer":
             used.append(sq_norm(d).sqrt())
-        s = group_scale if clipping == "norm" else norm_scale(used[-1], lam) if clipping == "layer" else None
-        if s is not None and s.device.type == "cpu" and s.item() == 1.0:
-            s = None  # nothing clipped: skip the multiply (a free check on CPU)
-        if mu == 0:
-            if clipping == "coordinate":
-                p.add_(torch.clamp(d, -lam, lam, out=scratch.like(d)), alpha=-lr)
-            elif s is None:
-                p.add_(d, alpha=-lr)
-            else:
-                p.addcmul_(d, s.to(d.dtype), value=-lr)
-        elif target == "grad":
-            if clipping == "coordinate":
-                g = torch.clamp(d, -lam, lam, out=scratch.like(d))
-            elif s is None:
-                g = d
-            else:
-                g = torch.mul(d, s.to(d.dtype), out=scratch.like(d))
-            _fused_momentum_step(p, g, bufs, i, lr, mu)
-        else:  # norm (scale from the raw gradient) or none, applied to the buffer
-            _fused_momentum_step(p, d, bufs, i, lr if s is None else s * lr, mu)
+            s = norm_scale(used[-1], lam)
+            if s.device.type == "cpu" and s.item() == 1.0:
+                s = None
+        if s is not None:
+            s = s.to(d.dtype)
+        if mu != 0 and target == "momentum":  # norm (scale from the raw gradient) or none, on the buffer
+            first = _new_buffer(bufs, i, p)
+            _fused_momentum_step(p, d, bufs[i], first, lr if s is None else s * lr, mu)
+        elif mu == 0:
+            for pc, dc in cache_blocks(p, d):
+                pc.add_(_clip_into(dc, clipping, lam, s, scratch), alpha=-lr)
+        elif s is not None and bufs[i] is not None and _scale_as_dampening(d, s):
+            # buf = μ·buf + s·d is torch's dampened momentum with dampening 1 - s: one fused
+            # pass, no clipped copy of d (in double, 1 - (1 - s) is s to far below float32's
+            # resolution for the s allowed here).
+            _fused_momentum_step(p, d, bufs[i], False, lr, mu, dampening=1.0 - s.item())
+        else:
+            first = _new_buffer(bufs, i, p)
+            for pc, dc, bc in cache_blocks(p, d, bufs[i]):
+                _fused_momentum_step(pc, _clip_into(dc, clipping, lam, s, scratch), bc, first, lr, mu)
     return used
 
 
-def _add_momentum(bufs: list, i: int, d: Tensor, mu: float) -> None:
-    if bufs[i] is None:
-        bufs[i] = d.detach().clone()
-    else:
-        torch.add(d, bufs[i], alpha=mu, out=bufs[i])
+def _scale_as_dampening(d: Tensor, s: Tensor) -> bool:
+    """Whether ``s·d`` may go into the fused kernel as dampening ``1 - s``: on the CPU (the
+    scale is then free to read), reduced-precision or float32 tensors, and ``s`` not so small
+    that ``1 - s`` loses its digits."""
+    return (d.device.type == "cpu" and d.dtype in (torch.float32, torch.float16, torch.bfloat16)
+            and d.is_contiguous() and s.item() >= 1e-6)
 
 
-def _step_on_buffer(p: Tensor, buf: Tensor, *, lr, lam, clipping, used, scratch: Scratch) -> None:
-    """``p -= lr·clip(buf)`` for ``coordinate`` (clamp) and ``layer`` (the buffer's own norm)."""
+def _step_on_buffer(p: Tensor, d: Tensor, bufs: list, i: int, *, lr, mu, lam, clipping, used,
+                    scratch: Scratch) -> None:
+    """``buf = μ·buf + d; p -= lr·clip(buf)`` for ``coordinate`` (clamp, in cache blocks) and
+    ``layer`` (the buffer's own norm, known only once the whole buffer is updated)."""
+    first = _new_buffer(bufs, i, d)
+    buf = bufs[i]
     if clipping == "coordinate":
-        p.add_(torch.clamp(buf, -lam, lam, out=scratch.like(buf)), alpha=-lr)
+        for pc, dc, bc in cache_blocks(p, d, buf):
+            bc.copy_(dc) if first else torch.add(dc, bc, alpha=mu, out=bc)
+            pc.add_(torch.clamp(bc, -lam, lam, out=scratch.like(bc)), alpha=-lr)
         return
+    buf.copy_(d) if first else torch.add(d, buf, alpha=mu, out=buf)
     n = sq_norm(buf).sqrt()
     used.append(n)
     s = norm_scale(n, lam)
-    if s.device.type == "cpu" and s.item() == 1.0:
-        p.add_(buf, alpha=-lr)
+    if s.device.type == "cpu":
+        p.add_(buf, alpha=-lr * s.item())  # the scale folded into the step: no temporary
     else:
         p.add_(torch.mul(buf, s.to(buf.dtype), out=scratch.like(buf)), alpha=-lr)
 

@@ -14,8 +14,8 @@ from .clipping import (
     impl_global_norm,
     impl_layer_norm,
     norm_scale,
+    cache_blocks,
     resolve_impl,
-    step_record,
 )
 
 __all__ = ["ClippedSSTM", "sstm_alpha", "RATIO_BOUND_MODES", "INDEXINGS"]
@@ -61,7 +61,7 @@ class ClippedSSTM(ClippedOptimizer):
             whose first ``step()`` only initializes (its gradient is unused, the parameters
             stay the starting point) and whose k-th call uses ``α = (k+1)^{2ν/(1+ν)}/(2aL)``
             for the next point, i.e. the update of call ``k >= 1`` uses ``k^{2ν/(1+ν)}/(2aL)``.
-        foreach, impl, stats_every: as in :class:`ClippedSGD`.
+        foreach, impl, stats_every, telemetry: as in :class:`ClippedSGD`.
 
     ``a, L, B, nu, ratio_bound`` may differ per param group (each group runs its own
     sequence ``α, A`` on the shared step count); ``norm`` clipping uses one norm over all
@@ -90,8 +90,9 @@ class ClippedSSTM(ClippedOptimizer):
         foreach: bool | None = None,
         impl: str | None = None,
         stats_every: int = 20,
+        telemetry: bool = True,
     ) -> None:
-        self._init_settings(clipping, foreach, impl, stats_every)
+        self._init_settings(clipping, foreach, impl, stats_every, telemetry)
         if ratio_bound_mode not in RATIO_BOUND_MODES:
             raise ValueError(f"Invalid ratio_bound_mode: {ratio_bound_mode!r} "
                              f"(must be one of {', '.join(RATIO_BOUND_MODES)})")
@@ -138,7 +139,7 @@ class ClippedSSTM(ClippedOptimizer):
             # The authors' first call only sets y = z = x_0 (done above); A stays 0.
             for group in self.param_groups:
                 group["step"] = 1
-            self._stats = step_record(self.clipping, [])
+            self._record(self.clipping, [])
             return loss
 
         impl = resolve_impl(self.impl, self.foreach, all_grads)
@@ -166,8 +167,8 @@ class ClippedSSTM(ClippedOptimizer):
             lams.append(lam)
             alphas.append(alpha)
 
-        self._stats = step_record(self.clipping, levels, norm=norm, layer_norms=layer_norms, clamped=clamped,
-                                  alpha=alphas[0], **{"lambda": lams[0]})
+        self._record(self.clipping, levels, norm=norm, layer_norms=layer_norms, clamped=clamped,
+                     alpha=alphas[0], **{"lambda": lams[0]})
         return loss
 
     def _coefficients(self, group: dict) -> tuple[float, float, float, float, float]:
@@ -232,21 +233,27 @@ def _sstm_reference(params, grads, ys, zs, *, alpha, lam, w, w_next, clipping, n
 
 
 def _sstm_loop(params, grads, ys, zs, *, alpha, lam, w, w_next, clipping, norms, scratch: Scratch):
+    """Three passes (z, y, the next point) per cache block, so y and z are read from cache."""
     group_scale = norm_scale(norms, lam) if clipping == "norm" and norms is not None else None
     for i, (p, g, y, z) in enumerate(zip(params, grads, ys, zs)):
-        if g is not None:
-            if clipping == "coordinate":
-                z.add_(torch.clamp(g, -lam, lam, out=scratch.like(g)), alpha=-alpha)
-            elif clipping == "none":
-                z.add_(g, alpha=-alpha)
+        s = None
+        if g is not None and clipping in ("norm", "layer"):
+            s = (group_scale if clipping == "norm" else norm_scale(norms[i], lam)).to(g.dtype)
+        for pc, gc, yc, zc in cache_blocks(p, g, y, z):
+            if gc is not None:
+                if clipping == "coordinate":
+                    zc.add_(torch.clamp(gc, -lam, lam, out=scratch.like(gc)), alpha=-alpha)
+                elif s is None:
+                    zc.add_(gc, alpha=-alpha)
+                elif s.device.type == "cpu":
+                    zc.add_(gc, alpha=-alpha * s.item())  # a scalar step: no tensor broadcast
+                else:
+                    zc.addcmul_(gc, s, value=-alpha)
+            yc.lerp_(zc, 1 - w)
+            if pc.is_contiguous():
+                torch.lerp(yc, zc, 1 - w_next, out=pc)
             else:
-                s = group_scale if clipping == "norm" else norm_scale(norms[i], lam)
-                z.addcmul_(g, s.to(g.dtype), value=-alpha)
-        y.lerp_(z, 1 - w)
-        if p.is_contiguous():
-            torch.lerp(y, z, 1 - w_next, out=p)
-        else:
-            p.copy_(torch.lerp(y, z, 1 - w_next))
+                pc.copy_(torch.lerp(yc, zc, 1 - w_next))
 
 
 def _sstm_foreach(params, grads, ys, zs, *, alpha, lam, w, w_next, clipping, norms):

@@ -34,6 +34,8 @@ __all__ = [
     "clip_one",
     "ClipRecord",
     "ClippedOptimizer",
+    "CACHE_BLOCK",
+    "cache_blocks",
 ]
 
 CLIPPINGS = ("norm", "layer", "coordinate", "none")
@@ -145,6 +147,30 @@ class Scratch:
         return buf[: t.numel()].view(t.shape)
 
 
+# Entries per block (2 MiB of float32): a chain of elementwise ops over one block finds its
+# operands still in cache, so a temporary (a clipped gradient, a clamped buffer) costs no
+# trip to memory.  Measured on ResNet-18's parameters (2-core EPYC, 1 MiB L2): clipped-SSTM's
+# three passes 1.36x -> 1.23x torch's SGD, a clamped momentum buffer 1.26x -> 1.12x; blocks of
+# 64K entries were slower than none (per-op dispatch dominates).
+CACHE_BLOCK = 1 << 19
+
+
+def cache_blocks(*tensors):
+    """Aligned flat slices of ``tensors`` (``None`` passes through), one block at a time.
+
+    Elementwise work only: every slice covers the same entries of every tensor.  Tensors
+    that are small, not contiguous or not on the CPU come back whole, in one tuple.
+    """
+    live = [t for t in tensors if t is not None]
+    n = live[0].numel()
+    if n <= CACHE_BLOCK or live[0].device.type != "cpu" or not all(t.is_contiguous() for t in live):
+        yield tensors
+        return
+    flat = [None if t is None else t.view(-1) for t in tensors]
+    for a in range(0, n, CACHE_BLOCK):
+        yield tuple(None if f is None else f[a:a + CACHE_BLOCK] for f in flat)
+
+
 
 
 
@@ -192,9 +218,15 @@ def step_record(clipping: str, levels: Sequence[float], *, norm: Tensor | None =
     grad_norm = None
     if clipping == "layer" and layer_norms and of_grad:
         grad_norm = torch.stack([x.to(_acc_dtype(layer_norms)) for x in layer_norms]).square().sum().sqrt()
-    if clipping == "norm" and norm is not None:
-        layer_norms, grad_norm = [norm] * len(levels), norm
-    if clipping in ("norm", "layer") and layer_norms:
+    if clipping == "norm" and norm is not None and levels:
+        # One norm for every tensor: each distinct λ's scale counted once per tensor that has it
+        # (no per-tensor stack: that cost ~7 % of a ResNet-18 step on CPU).
+        counts: dict[float, int] = {}
+        for lam in levels:
+            counts[lam] = counts.get(lam, 0) + 1
+        total = sum(norm_scale(norm, lam) * c for lam, c in counts.items())
+        return ClipRecord(norm, total / len(levels), norm > min(counts), **extra)
+    if clipping == "layer" and layer_norms:
         # One stack per distinct λ (usually one): no λ tensor copied to the device.
         by_level: dict[float, list[Tensor]] = {}
         for n, lam in zip(layer_norms, levels):
@@ -220,18 +252,21 @@ class ClippedOptimizer(Optimizer):
     """What ClippedSGD and ClippedSSTM share: optimizer-wide settings that survive
     pickling and deepcopy, a scratch workspace, and the last step's clipping record.
 
-    The record is always kept: ``norm``/``layer`` statistics reuse the norms clipping
-    computes anyway; ``coordinate`` needs one more read of the clamped quantity, so it is
-    measured on every ``stats_every``-th step only (the others report ``None``).
+    The record is kept unless ``telemetry=False`` (for measuring its cost): ``norm``/``layer``
+    statistics reuse the norms clipping computes anyway; ``coordinate`` needs one more read of
+    the clamped quantity, so it is measured on every ``stats_every``-th step only (the others
+    report ``None``).
     """
 
-    _settings: tuple[str, ...] = ("clipping", "foreach", "impl", "stats_every")
+    _settings: tuple[str, ...] = ("clipping", "foreach", "impl", "stats_every", "telemetry")
 
-    def _init_settings(self, clipping: str, foreach, impl, stats_every: int) -> None:
+    def _init_settings(self, clipping: str, foreach, impl, stats_every: int, telemetry: bool = True) -> None:
         self.clipping = check_clipping(clipping)
         if isinstance(stats_every, bool) or not isinstance(stats_every, int) or stats_every < 1:
             raise ValueError(f"Invalid stats_every: {stats_every!r} (must be an integer >= 1)")
-        self.foreach, self.impl, self.stats_every = foreach, impl, stats_every
+        if not isinstance(telemetry, bool):
+            raise ValueError(f"Invalid telemetry: {telemetry!r} (must be True or False)")
+        self.foreach, self.impl, self.stats_every, self.telemetry = foreach, impl, stats_every, telemetry
         resolve_impl(impl, foreach, [])  # validates impl
         self._scratch = Scratch()
         self._stats = ClipRecord()
@@ -243,13 +278,17 @@ class ClippedOptimizer(Optimizer):
         return state
 
     def __setstate__(self, state: dict) -> None:
+        state.setdefault("telemetry", True)  # pickled before the switch existed
         super().__setstate__(state)
         self._scratch = Scratch()
         self._stats = ClipRecord()
 
     def _samples(self, step: int) -> bool:
         """Whether step number ``step`` (from 0) measures the coordinate statistics."""
-        return self.clipping == "coordinate" and step % self.stats_every == 0
+        return self.telemetry and self.clipping == "coordinate" and step % self.stats_every == 0
+
+    def _record(self, *args, **kwargs) -> None:
+        self._stats = step_record(*args, **kwargs) if self.telemetry else ClipRecord()
 
     @property
     def last_clip_stats(self) -> dict:
