@@ -20,6 +20,10 @@ include: "workflow/rules/diagnostics.smk"
 include: "workflow/rules/report.smk"
 
 
+onstart:
+    check_slurm_requests()
+
+
 rule all:
     input:
         "report/index.html",

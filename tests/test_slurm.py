@@ -222,3 +222,21 @@ def test_two_gpu_job_runs_torchrun_in_its_allocation(cluster, tmp_path):
     assert two["world_size"] == 2 and one["world_size"] == 1 and two["steps"] == one["steps"]
     assert two["final"]["train"]["loss"] == pytest.approx(one["final"]["train"]["loss"], rel=1e-5)
     assert two["final"]["val"] == pytest.approx(one["final"]["val"], rel=1e-5)
+
+
+def test_request_no_node_holds_stops_before_submission(cluster, tmp_path):
+    """`prepare` asking for more CPUs than the cluster's node has would pend forever
+    (PartitionConfig); the workflow stops before any sbatch, naming rule, request and node."""
+    repo = _workdir(tmp_path)
+    cpus = int(subprocess.run(["sinfo", "-h", "-N", "-o", "%c"], capture_output=True, text=True).stdout.split()[0])
+    cfg = yaml.safe_load((repo / "small.yaml").read_text())
+    cfg["resources"]["jobs"] = {"prepare": {"cpus_per_task": cpus + 6}}
+    (repo / "small.yaml").write_text(yaml.safe_dump(cfg))
+    before = {j["JobId"] for j in _jobs()}
+    proc = _snakemake(repo, *SLURM_ARGS, "--configfile", "small.yaml", timeout=300)
+    log = proc.stdout + proc.stderr
+    message = [line for line in log.splitlines() if line.startswith("rule prepare asks for")]
+    print("\n".join(message))
+    assert proc.returncode != 0 and "no job was submitted" in log, log[-4000:]
+    assert message and f"{cpus + 6} CPUs" in message[0] and f"has {cpus} CPUs" in message[0], log[-4000:]
+    assert {j["JobId"] for j in _jobs()} == before  # nothing reached the scheduler

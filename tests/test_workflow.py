@@ -55,9 +55,21 @@ def _planned(proc) -> dict[str, int]:
     return counts
 
 
+def _prepare_resources(proc) -> list[str]:
+    """The `resources:` line of each planned prepare job in a dry run."""
+    out, lines = [], (proc.stdout + proc.stderr).splitlines()
+    for i, line in enumerate(lines):
+        if line.strip().startswith("rule prepare:"):
+            out += [ln for ln in lines[i:i + 12] if ln.strip().startswith("resources:")][:1]
+    return out
+
+
 def test_thesis_config_plans_every_run(checkout):
     proc = _snakemake(checkout, "-n", "--configfile", "config/thesis.yaml")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    # Scheduler requests come from the config: the thesis' prepare extracts ImageNet on 8 cores.
+    prepare = _prepare_resources(proc)
+    assert prepare and all("cpus_per_task=8" in r and "mem_mb=16000" in r and "runtime=720" in r for r in prepare)
     cfg = yaml.safe_load((checkout / "config/thesis.yaml").read_text())["run"]
     only = cfg.get("only") or {}
     n_runs = sum(m not in only or t in only[m] for t in registry.training(cfg["tasks"]) for m in cfg["methods"]) \
@@ -74,6 +86,9 @@ def test_thesis_config_plans_every_run(checkout):
 def test_default_config_plans_every_run(checkout):
     proc = _snakemake(checkout, "-n")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    # A demo's prepare asks for the rule's own thread and 4 GB, not a cluster node's worth.
+    prepare = _prepare_resources(proc)
+    assert prepare and all("cpus_per_task" not in r and "mem_mb=4000" in r for r in prepare), prepare
     cfg = yaml.safe_load((checkout / "config/config.yaml").read_text())["run"]
     assert _planned(proc)["train"] == len(registry.training(cfg["tasks"])) * len(cfg["methods"]) * len(cfg["seeds"])
 

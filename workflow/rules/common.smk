@@ -6,6 +6,7 @@ import clipbench.config as cb_config
 import clipbench.tuning as cb_tuning
 from clipbench.tasks import registry
 import clipbench.data.weights as cb_weights
+import clipbench.slurm as cb_slurm
 
 # One validation, clipbench's: its messages name the offending key, and it fills in the
 # schema's defaults in place, as snakemake.utils.validate(set_default=True) would.
@@ -205,6 +206,25 @@ def train_resources(task):
            "mem_mb": res["mem_mb"], "runtime": res["runtime"]}
     out.update(res["tasks"].get(task, {}))
     return out
+
+
+def job_resources(rule):
+    """What one job (training aside) asks a scheduler for, from `resources.jobs.<rule>`
+    over `resources.job` (a demo's prepare asks 1 CPU; the thesis' extracts ImageNet on 8).
+    cpus_per_task null: the rule's threads."""
+    res = config["resources"]
+    want = {**res["job"], **res["jobs"].get(rule, {})}
+    return {k: v for k, v in want.items() if v is not None}
+
+
+def check_slurm_requests():
+    """Where jobs go to SLURM, a request no node of its partition can hold would pend forever
+    (reason PartitionConfig) with Snakemake waiting in silence: stop before submitting any."""
+    if workflow.executor_plugin is None or workflow.executor_plugin.name != "slurm":
+        return
+    problems = cb_slurm.check_jobs((job.rule.name, dict(job.resources)) for job in workflow.dag.needrun_jobs())
+    if problems:
+        raise WorkflowError("no job was submitted:\n" + "\n".join(problems))
 
 
 def train_resource(key):

@@ -5,6 +5,8 @@ rule prepare:
         "prepared/{dataset}/manifest.json",
     params:
         cfg=dataset_json,
+    resources:
+        **job_resources("prepare"),
     log:
         "results/logs/prepare/{dataset}.log",
     benchmark:
@@ -21,6 +23,8 @@ rule datasets:
         all_manifests(),
     output:
         "prepared/datasets.txt",
+    resources:
+        **job_resources("datasets"),
     log:
         "results/logs/prepare/datasets.log",
     benchmark:
@@ -38,6 +42,8 @@ rule track_data:
         all_manifests(),
     output:
         "prepared/data.dvc.log",
+    resources:
+        **job_resources("track_data"),
     log:
         "results/logs/prepare/track_data.log",
     benchmark:

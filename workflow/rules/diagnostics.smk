@@ -6,6 +6,8 @@ rule heavytail:
         figure="results/heavytail/quantiles.png",
     params:
         cfg=lambda wc: task_json("heavytail"),
+    resources:
+        **job_resources("heavytail"),
     log:
         "results/logs/heavytail.log",
     benchmark:
@@ -34,6 +36,8 @@ rule noise_init:
         methods=lambda wc: plan_methods_json(wc.task),
         data=lambda wc, input: f"--data {input[0]}" if input else "",
     threads: ENGINE["threads"]
+    resources:
+        **job_resources("noise_init"),
     log:
         "results/logs/noise/{task}_init.log",
     benchmark:
@@ -58,6 +62,8 @@ rule noise:
         data=lambda wc, input: f"--data {input.manifest}" if "manifest" in input.keys() else "",
         checkpoint=lambda wc: f"{noise_reference_run(wc.task)}/checkpoint.pt",
     threads: ENGINE["threads"]
+    resources:
+        **job_resources("noise"),
     log:
         "results/logs/noise/{task}.log",
     benchmark:

@@ -7,6 +7,8 @@ rule collect:
         metrics="results/metrics.json",
         metrics_dir=directory("results/metrics"),
         plots=directory("results/plots"),
+    resources:
+        **job_resources("collect"),
     log:
         "results/logs/collect.log",
     benchmark:
@@ -29,6 +31,8 @@ rule baseline:
         cfg=lambda wc: json.dumps({k: v for k, v in config["tasks"][wc.task].items() if k != "methods"}, sort_keys=True),
     wildcard_constraints:
         task="|".join(registry.with_baseline()),
+    resources:
+        **job_resources("baseline"),
     log:
         "results/logs/baseline/{task}.log",
     benchmark:
@@ -58,6 +62,8 @@ rule report:
         figures=directory("report/figures"),
     params:
         config=lambda wc: json.dumps(config, sort_keys=True),
+    resources:
+        **job_resources("report"),
     log:
         "results/logs/report.log",
     benchmark:

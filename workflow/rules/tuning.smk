@@ -19,8 +19,13 @@ rule tune_trial:
     wildcard_constraints:
         trial=r"\d+",
     threads: ENGINE["threads"]
+    # A trial is a one-process training run: memory and time as the task's training jobs.
     resources:
         gpu=ENGINE["gpus"],
+        gpu_model=train_resource("gpu_model"),
+        cpus_per_task=lambda wc, threads: train_resources(wc.task)["cpus_per_task"] or threads,
+        mem_mb=train_resource("mem_mb"),
+        runtime=train_resource("runtime"),
     log:
         "results/logs/tuning/{task}/{method}/trial{trial}.log",
     benchmark:
@@ -38,6 +43,8 @@ rule tune_select:
         "results/tuning/{task}/{method}/chosen.json",
     params:
         tolerance=lambda wc: cb_tuning.task_tuning(config, wc.task)["tolerance"],
+    resources:
+        **job_resources("tune_select"),
     log:
         "results/logs/tuning/{task}/{method}/select.log",
     conda:

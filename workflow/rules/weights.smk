@@ -8,6 +8,8 @@ rule weights:
         name=weights_name,
         cfg=weights_json,
         out=lambda wc, output: os.path.dirname(output[0]),
+    resources:
+        **job_resources("weights"),
     log:
         "results/logs/weights/{weights_file}.log",
     benchmark:
