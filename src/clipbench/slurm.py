@@ -139,9 +139,10 @@ def problem(rule: str, req: Request, all_nodes: list[Node]) -> str | None:
         ("GPUs", req.gpus > max(n.gpus for n in where)),
         ("time", req.runtime is not None and all(n.time_limit is not None and n.time_limit < req.runtime
                                                  for n in where)),
-    ) if over] or ["that combination"]
+    ) if over]
+    why = f"more {' and '.join(short)} than any node there has" if short else "no single node has all of it"
     return (f"rule {rule} asks for {req.describe()} on partition {partition!r}, which no node there can "
-            f"hold (too many {' and '.join(short)}): the largest node, {big.name}, has {big.cpus} CPUs, "
+            f"hold ({why}): the largest node, {big.name}, has {big.cpus} CPUs, "
             f"{big.mem_mb} MB, {big.gpus} GPUs and {limit}. Lower the request in the config "
             f"(resources.jobs.{rule}, or resources / resources.tasks for training) or choose a larger "
             f"partition (--set-resources {rule}:slurm_partition=...); submitted as it is, the job would "
