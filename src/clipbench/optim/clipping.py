@@ -215,9 +215,6 @@ def step_record(clipping: str, levels: Sequence[float], *, norm: Tensor | None =
     ``of_grad``: whether those norms are the gradient's (not a momentum buffer's), so that
     the gradient's norm comes with them for free.
     """
-    grad_norm = None
-    if clipping == "layer" and layer_norms and of_grad:
-        grad_norm = torch.stack([x.to(_acc_dtype(layer_norms)) for x in layer_norms]).square().sum().sqrt()
     if clipping == "norm" and norm is not None and levels:
         # One norm for every tensor: each distinct λ's scale counted once per tensor that has it
         # (no per-tensor stack: that cost ~7 % of a ResNet-18 step on CPU).
@@ -227,25 +224,26 @@ def step_record(clipping: str, levels: Sequence[float], *, norm: Tensor | None =
         total = sum(norm_scale(norm, lam) * c for lam, c in counts.items())
         return ClipRecord(norm, total / len(levels), norm > min(counts), **extra)
     if clipping == "layer" and layer_norms:
-        # One stack per distinct λ (usually one): no λ tensor copied to the device.
-        by_level: dict[float, list[Tensor]] = {}
-        for n, lam in zip(layer_norms, levels):
-            by_level.setdefault(lam, []).append(n)
-        acc, total, clipped = _acc_dtype(layer_norms), 0, None
-        for lam, ns in by_level.items():
-            norms = torch.stack([n.to(acc) for n in ns])
-            total = total + norm_scale(norms, lam).sum()
-            over = (norms > lam).any()
-            clipped = over if clipped is None else clipped | over
-        return ClipRecord(grad_norm, total / len(layer_norms), clipped, **extra)
+        # One stack of the per-tensor norms, reused: per-tensor ops cost ~12 % of a step.
+        acc = _acc_dtype(layer_norms)
+        norms = torch.stack([n if n.dtype == acc else n.to(acc) for n in layer_norms])
+        grad_norm = norms.square().sum().sqrt() if of_grad else None
+        distinct = set(levels)
+        if len(distinct) == 1:  # the usual case: no λ tensor copied to the device
+            lam = distinct.pop()
+            scales, clipped = norm_scale(norms, lam), (norms > lam).any()
+        else:
+            lam = torch.tensor(levels, dtype=acc, device=norms.device)
+            scales, clipped = lam / torch.maximum(norms, lam), (norms > lam).any()
+        return ClipRecord(grad_norm, scales.mean(), clipped, **extra)
     if clipping == "coordinate" and clamped:
         # v > λ or v < -λ is exactly where the clamp changes an entry (NaN: neither); two
         # comparisons read the tensor twice but write no float temporary (faster than |v| > λ).
         counts = torch.stack([torch.count_nonzero(t > lam) + torch.count_nonzero(t < -lam)
                               for t, lam in zip(clamped, levels)]).sum()
         total = sum(t.numel() for t in clamped)
-        return ClipRecord(grad_norm, None, counts > 0, counts.double() / max(total, 1), **extra)
-    return ClipRecord(grad_norm, **extra)
+        return ClipRecord(None, None, counts > 0, counts.double() / max(total, 1), **extra)
+    return ClipRecord(**extra)
 
 
 class ClippedOptimizer(Optimizer):
