@@ -99,11 +99,36 @@ def _key_path(error: jsonschema.ValidationError) -> str:
     return path or "<top level>"
 
 
+# A clipbench config holds a few hundred values (the thesis' about two thousand). YAML
+# aliases nested in each other expand a 1 KB file to billions, which the validator's
+# messages and every job's settings would then walk: refuse those before anything reads them.
+MAX_CONFIG_VALUES = 200_000
+
+
+def check_expanded_size(config, source: str = "config") -> None:
+    """ConfigError when ``config`` expands (aliases counted as often as they are used) to more
+    than MAX_CONFIG_VALUES values."""
+    stack, count = [config], 0
+    while stack:
+        item = stack.pop()
+        count += 1
+        if count > MAX_CONFIG_VALUES:
+            raise ConfigError(
+                f"{source}: expands to more than {MAX_CONFIG_VALUES:,} values, which no clipbench "
+                f"config needs (YAML anchors and aliases repeated inside each other?); remove the "
+                f"aliases and write the values out")
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+
+
 def validate(config: dict, source: str = "config") -> dict:
     """Validate ``config`` in place (filling defaults) and return it.
 
     Raises ConfigError naming the key, e.g. ``tasks.classification.methods.sgd.lr``.
     """
+    check_expanded_size(config, source)
     schema = full_schema()
     cls = _with_defaults(jsonschema.validators.validator_for(schema))
     errors = sorted(cls(schema).iter_errors(config), key=lambda e: list(e.absolute_path))

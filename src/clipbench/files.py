@@ -25,7 +25,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.chmod(tmp, 0o666 & ~_umask())
     try:
         yield tmp
-        os.replace(tmp, path)
+        durable_replace(tmp, path)
     except OSError as exc:
         if exc.errno in _FULL:
             # Python's own message names neither the file nor what is left of it.
@@ -35,6 +35,27 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def durable_replace(src: str | Path, dst: str | Path) -> None:
+    """``os.replace`` that survives a power loss: the file's bytes reach the disk before the
+    rename, and the rename (the directory entry) after it. Without the first fsync a crash can
+    leave ``dst`` empty; without the second, ``dst`` can come back as it was before."""
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(src, dst)
+    fsync_dir(Path(dst).parent)
+
+
+def fsync_dir(folder: str | Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:

@@ -9,7 +9,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 @contextlib.contextmanager
 def serve(routes: dict):
     """Serve ``routes`` on 127.0.0.1: path -> ``("stall", bytes)`` (headers for the whole body,
-    then the first half, then nothing until the server stops) or ``("redirect", url)`` (302).
+    then the first half, then nothing until the server stops), ``("redirect", url)`` (302) or
+    ``("endless", bytes)`` (no Content-Length, the bytes repeated until the client hangs up, or
+    64 MiB: a test of the protection that fails ends instead of filling the disk).
     Yields the base URL; paths are relative to it."""
     release = threading.Event()
 
@@ -33,6 +35,16 @@ def serve(routes: dict):
                 self.wfile.write(value[: len(value) // 2])
                 self.wfile.flush()
                 release.wait(60)
+            elif kind == "endless":
+                self.send_response(200)
+                self.end_headers()
+                try:
+                    for _ in range((64 << 20) // len(value)):
+                        if release.is_set():
+                            break
+                        self.wfile.write(value)
+                except OSError:  # the client hung up
+                    pass
             else:
                 self.send_error(404)
 

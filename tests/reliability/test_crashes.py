@@ -117,3 +117,30 @@ def test_kill_while_rendering_the_report_keeps_the_last_one(tmp_path, monkeypatc
     render.build_report(summary, out)
     page = (out / "index.html").read_text()
     assert page.rstrip().endswith("</html>") and "data:image/png;base64," in page
+
+
+def test_atomic_writes_reach_the_disk_before_and_after_the_rename(tmp_path, monkeypatch):
+    """Power loss is not a kill: without fsync, a renamed file can come back empty. The bytes
+    are synced before the rename and the directory after it (results, checkpoints, downloads)."""
+    from clipbench import files
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", str(src), str(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    target = tmp_path / "results" / "metrics.json"
+    files.write_json(target, {"ok": 1})
+    [rename] = [i for i, e in enumerate(events) if e[0] == "replace"]
+    tmp = events[rename][1]
+    assert ("fsync", tmp) in events[:rename], events
+    assert ("fsync", str(target.parent)) in events[rename + 1:], events
+    assert files.read_json(target) == {"ok": 1}

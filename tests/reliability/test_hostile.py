@@ -70,3 +70,45 @@ def test_redirect_policy_is_a_dataset_key_off_by_default(default_config):
     cfg = cfgmod.validate(default_config)
     assert cfg["datasets"]["voc2012"]["cross_origin_redirects"] is False
     assert cfg["datasets"]["div2k"]["cross_origin_redirects"] is False
+
+
+def test_endless_body_stops_at_the_pinned_size(tmp_path):
+    """A mirror that sends no Content-Length and never ends: the download stops at the pinned
+    size with a message about the file, not the network, and leaves nothing on disk."""
+    chunk = os.urandom(64 << 10)
+    with _servers.serve({"a.tar": ("endless", chunk)}) as url:
+        with pytest.raises(DownloadError) as err:
+            download("a.tar", [url + "a.tar"], tmp_path / "out", size=1 << 20, sha256="0" * 64,
+                     retries=0, progress=False, timeout=5)
+    msg = str(err.value)
+    assert "more than the pinned 1048576 bytes of a.tar" in msg and "endless body" in msg
+    assert not list((tmp_path / "out").iterdir())  # no part file, no final file
+
+
+def test_announced_size_beyond_the_pin_is_refused_before_writing(tmp_path):
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "a.tar").write_bytes(os.urandom(5000))
+    with serve_files(www) as server:
+        with pytest.raises(DownloadError) as err:
+            download("a.tar", [server.url + "a.tar"], tmp_path / "out", size=4000, sha256="0" * 64,
+                     retries=0, progress=False)
+    assert "announces 5000 bytes for a.tar, more than its pinned size of 4000" in str(err.value)
+    assert not list((tmp_path / "out").iterdir())
+
+
+def test_stalled_body_times_out(tmp_path):
+    """Half the body, then silence: the download gives up after `timeout` seconds per read
+    instead of hanging, and keeps the part for a later resume."""
+    import time
+
+    data = os.urandom(3 << 20)
+    with _servers.serve({"a.tar": ("stall", data)}) as url:
+        t0 = time.monotonic()
+        with pytest.raises(DownloadError) as err:
+            download("a.tar", [url + "a.tar"], tmp_path / "out", size=len(data), sha256="0" * 64,
+                     retries=0, progress=False, timeout=1)
+        waited = time.monotonic() - t0
+    assert waited < 20, waited
+    assert "timed out" in str(err.value) or "timeout" in str(err.value).lower(), str(err.value)
+    assert (tmp_path / "out" / "a.tar.part").exists()

@@ -249,7 +249,7 @@ def download(
             )
             continue
         verified_marker(part).unlink(missing_ok=True)
-        os.replace(part, final)
+        files.durable_replace(part, final)
         record_verified(final, {k: v.lower() for k, v in expected.items() if v and k != "size"})
         return final
 
@@ -353,8 +353,12 @@ def _fetch_once(url, part, filename, size, timeout, progress):
             start = 0
         length = response.headers.get("Content-Length")
         total = start + int(length) if length is not None else None
+        limit = int(size) if size is not None else None
+        if limit is not None and total is not None and total > limit:
+            raise _Permanent(f"the server announces {total} bytes for {filename}, more than its pinned "
+                             f"size of {limit}: not the pinned file; nothing was written")
         mode = "ab" if start else "wb"
-        received = 0
+        received, over = 0, False
         with open(part, mode) as out, tqdm(
             total=total or size,
             initial=start,
@@ -367,6 +371,11 @@ def _fetch_once(url, part, filename, size, timeout, progress):
         ) as bar:
             try:
                 while chunk := response.read(CHUNK):
+                    if limit is not None and start + received + len(chunk) > limit:
+                        # No Content-Length, or a wrong one: never write past the pinned size
+                        # (an endless body would fill the disk).
+                        over = True
+                        break
                     out.write(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
@@ -377,6 +386,10 @@ def _fetch_once(url, part, filename, size, timeout, progress):
             finally:
                 out.flush()
                 os.fsync(out.fileno())
+        if over:
+            part.unlink(missing_ok=True)
+            raise _Permanent(f"the server sent more than the pinned {limit} bytes of {filename}: not the "
+                             f"pinned file (or an endless body); stopped there and deleted it")
         if length is not None and received < int(length):
             # urllib returns a short body silently when the peer closes early.
             raise _Retryable(
