@@ -123,3 +123,30 @@ def test_repeated_sigkills_with_workers(tiny_imagenet, tmp_path, method_cfg):
     spec = tiny_spec(method=method, epochs=4, **method_cfg)
     spec["engine"].update({"checkpoint_every_steps": 1, "num_workers": 2, "dvclive": True})
     _kill_and_resume(tiny_imagenet, tmp_path, spec, [2, 3, 2], seed=7)
+
+
+def test_sigterm_checkpoints_at_the_next_step_and_the_rerun_resumes(tiny_imagenet, tmp_path):
+    """scancel, preemption and time limits send SIGTERM first: the run checkpoints at the next
+    step boundary and exits 143 with a message; the rerun resumes bit for bit. (Checkpoints
+    every step here only so the test knows when training has begun.)"""
+    spec = tiny_spec(epochs=2)
+    spec["engine"].update({"checkpoint_every_steps": 1, "dvclive": False})
+    manifest_dir = tmp_path / "data"
+    manifest_dir.mkdir()
+    (manifest_dir / "manifest.json").write_text(json.dumps(tiny_imagenet))
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    train(copy.deepcopy(spec), tiny_imagenet, ref)
+    ckpt = run / "checkpoint.pt"
+    proc = subprocess.Popen(_command(spec, manifest_dir, run), env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    step = checkpoint.load(ckpt)["step"]
+    assert f"stopped by SIGTERM after step {step}: checkpoint written to {ckpt}" in err
+    assert "Traceback" not in err and not (run / "metrics.json").exists()
+    _run(_command(spec, manifest_dir, run))
+    _compare(ref, run)

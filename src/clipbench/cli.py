@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import json
 import sys
 from pathlib import Path
@@ -70,7 +71,7 @@ def cmd_track_data(args) -> int:
 
 def cmd_train(args) -> int:
     from clipbench.data.prepare import load_manifest
-    from clipbench.engine.train import train
+    from clipbench.engine.train import Interrupted, train
 
     if args.spec:
         spec = _json_arg(args.spec, "--spec")
@@ -84,7 +85,11 @@ def cmd_train(args) -> int:
         spec = tuning.apply_chosen(spec, files.read_json(args.tuned))
     manifest = load_manifest(args.data) if args.data else None
     spec = _resolve_levels(spec, args.noise)
-    result = train(spec, manifest, args.out)
+    try:
+        result = train(spec, manifest, args.out)
+    except Interrupted as exc:
+        print(exc, file=sys.stderr)
+        return 128 + signal.SIGTERM  # what a shell reports for a process ended by SIGTERM
     print(json.dumps({k: result[k] for k in ("task", "method", "seed", "status", "final")}))
     fail = spec.get("engine", {}).get("fail_on_divergence", False)
     return 3 if (fail and result["status"] == "diverged") else 0

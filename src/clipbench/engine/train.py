@@ -38,6 +38,8 @@ import csv
 import dataclasses
 import io
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,6 +237,7 @@ class Setup:
     digest: str  # the spec hash a checkpoint must carry to be resumed
     bn_batches: int = 0  # training batches that recompute BatchNorm's statistics at the output
     bn_loader: DataLoader | None = None  # those batches (None: nothing to recompute)
+    stop: threading.Event = field(default_factory=threading.Event)  # SIGTERM arrived: checkpoint, exit
 
     @property
     def checkpoint_path(self) -> Path:
@@ -367,8 +370,41 @@ def train(spec: dict, manifest: dict | None, out_dir: str | Path) -> dict:
             distributed.shutdown(d)
 
 
+class Interrupted(Exception):
+    """SIGTERM (scancel, preemption, a time limit) ended the run at a step boundary, checkpointed."""
+
+    def __init__(self, name: str, path: Path, step: int):
+        super().__init__(f"[{name}] stopped by SIGTERM after step {step}: checkpoint written to {path}; "
+                         f"run the same command again (or snakemake --rerun-incomplete) to resume from it")
+
+
+@contextlib.contextmanager
+def stop_on_sigterm(flag: threading.Event):
+    """Within the block, SIGTERM sets ``flag`` instead of killing the process, so the loop can
+    checkpoint at the next step boundary (SLURM sends SIGTERM, then SIGKILL after its grace time)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread; a run in a thread keeps the default
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: flag.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stopping(s: Setup) -> bool:
+    """Whether to stop at this step boundary; every DDP rank agrees (or they would deadlock)."""
+    stop = s.stop.is_set()
+    return distributed.any_flag(stop, s.dist, s.device) if s.dist.enabled else stop
+
+
 def fit(s: Setup) -> dict:
     """Resume or start, train epoch after epoch to the end or a divergence, write the results."""
+    with stop_on_sigterm(s.stop):
+        return _fit(s)
+
+
+def _fit(s: Setup) -> dict:
     metrics_path = s.out_dir / "metrics.json"
     progress = checkpoint.restore(s.checkpoint_path, s.parts, s.digest, s.log)
     if progress is not None and progress.completed:
@@ -390,6 +426,8 @@ def fit(s: Setup) -> dict:
         end = train_one_epoch(s, progress, t0)
         if end.status == "ok":
             end = end_epoch(s, progress, end, t0)
+            if end.status == "ok" and progress.epoch < s.epochs and _stopping(s):
+                raise Interrupted(s.name, s.checkpoint_path, progress.step)  # the epoch end checkpointed
 
     result = _result(s, progress, end)
     if s.dist.main:
@@ -436,13 +474,18 @@ def train_one_epoch(s: Setup, progress: Progress, t0: float) -> EpochEnd:
         bar.update()
         if bar.n % 10 == 0 or k == s.steps_per_epoch - 1:
             bar.set_postfix(loss=f"{step_loss:.4f}", refresh=False)
-        if s.checkpoint_every and progress.step % s.checkpoint_every == 0 and k + 1 < s.steps_per_epoch:
+        periodic = s.checkpoint_every and progress.step % s.checkpoint_every == 0
+        stopping = k + 1 < s.steps_per_epoch and _stopping(s)  # at the epoch's end, end_epoch saves
+        if (periodic or stopping) and k + 1 < s.steps_per_epoch:
             if not params_finite(s.raw_model):
                 diverged_at = progress.step - 1
                 break
             progress.batch_in_epoch = (k + 1) * s.accumulate
             progress.meter, progress.clip = telemetry.meter_state(meter), clip.state_dict()
             save(s, progress, t0)
+            if stopping:
+                bar.close()
+                raise Interrupted(s.name, s.checkpoint_path, progress.step)
     bar.close()
     del batches
     progress.clip = clip.state_dict()  # a diverged run's result counts its skipped steps too
