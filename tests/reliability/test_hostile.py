@@ -112,3 +112,17 @@ def test_stalled_body_times_out(tmp_path):
     assert waited < 20, waited
     assert "timed out" in str(err.value) or "timeout" in str(err.value).lower(), str(err.value)
     assert (tmp_path / "out" / "a.tar.part").exists()
+
+
+def test_checkpoint_of_another_layout_names_the_file(tmp_path):
+    """A checkpoint whose spec hash matches but whose model is another (copied by hand, or
+    written by another code version): one line naming the file and what to do."""
+    from clipbench.engine.checkpoint import Progress, restore, save_run
+
+    path = tmp_path / "checkpoint.pt"
+    save_run(path, {"model": torch.nn.Linear(4, 3)}, Progress(step=5), "hash")
+    with pytest.raises(RuntimeError) as err:
+        restore(path, {"model": torch.nn.Sequential(torch.nn.Linear(4, 3))}, "hash", print)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: its model state does not fit this run's model")
+    assert "Delete it to start the run afresh" in msg and "\n" not in msg

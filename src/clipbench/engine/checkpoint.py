@@ -122,7 +122,16 @@ def restore(path: str | Path, parts: dict, digest: str, log) -> Progress | None:
         return progress
     for name, obj in parts.items():
         if obj is not None and state.get(name) is not None:
-            obj.load_state_dict(state[name])
+            try:
+                obj.load_state_dict(state[name])
+            except (RuntimeError, KeyError, ValueError) as exc:
+                # Same settings, other layout: written by another version of the code (or copied
+                # from another run). torch's message lists every key; its first line says enough.
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise RuntimeError(
+                    f"{path}: its {name} state does not fit this run's {name} ({first}); the "
+                    f"checkpoint comes from another model or code version. Delete it to start the "
+                    f"run afresh") from None
     set_rng_state(state["rng"])
     progress.resumes = list(progress.resumes) + [progress.step]
     progress.history = list(progress.history)
