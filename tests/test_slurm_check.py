@@ -31,7 +31,8 @@ def test_parse_sinfo_and_times():
     ({"cpus_per_task": 4, "mem_mb": 7000}, ["no single node has all of it"]),
     ({"_cores": 1, "gpu": 8, "slurm_partition": "gpu"}, ["8 GPUs", "more GPUs than", "g1"]),
     ({"_cores": 1, "runtime": 5000, "slurm_partition": "gpu"}, ["5000 min", "more time than", "2880 min"]),
-    ({"_cores": 1, "slurm_partition": "a100"}, ["'a100', which this cluster does not have", "cpu, gpu"]),
+    ({"_cores": 1, "slurm_partition": "a100"}, ["'a100', which this cluster does not have", "cpu, gpu",
+                                                 "workflow/profiles/slurm/config.yaml"]),
 ])
 def test_impossible_requests_are_named(resources, words):
     [msg] = slurm.check_jobs([("prepare", resources), ("prepare", resources)], slurm.parse_sinfo(SINFO))

@@ -122,8 +122,8 @@ def problem(rule: str, req: Request, all_nodes: list[Node]) -> str | None:
     if not where:
         known = sorted({n.partition for n in all_nodes})
         return (f"rule {rule} asks for partition {partition!r}, which this cluster does not have "
-                f"(sinfo lists: {', '.join(known) or 'none'}). Set resources.slurm_partition / "
-                f"--set-resources {rule}:slurm_partition=<one of them>.")
+                f"(sinfo lists: {', '.join(known) or 'none'}). Name one of them in the SLURM profile "
+                f"(workflow/profiles/slurm/config.yaml) or with --set-resources {rule}:slurm_partition=....")
 
     def fits(n: Node) -> bool:
         return (n.cpus >= req.cpus and (req.mem_mb is None or n.mem_mb >= req.mem_mb) and n.gpus >= req.gpus

@@ -474,9 +474,10 @@ def train_one_epoch(s: Setup, progress: Progress, t0: float) -> EpochEnd:
         bar.update()
         if bar.n % 10 == 0 or k == s.steps_per_epoch - 1:
             bar.set_postfix(loss=f"{step_loss:.4f}", refresh=False)
-        periodic = s.checkpoint_every and progress.step % s.checkpoint_every == 0
-        stopping = k + 1 < s.steps_per_epoch and _stopping(s)  # at the epoch's end, end_epoch saves
-        if (periodic or stopping) and k + 1 < s.steps_per_epoch:
+        # An epoch's last step is checkpointed (and a SIGTERM honoured) by the epoch end.
+        mid_epoch = k + 1 < s.steps_per_epoch
+        stopping = mid_epoch and _stopping(s)
+        if mid_epoch and (stopping or (s.checkpoint_every and progress.step % s.checkpoint_every == 0)):
             if not params_finite(s.raw_model):
                 diverged_at = progress.step - 1
                 break

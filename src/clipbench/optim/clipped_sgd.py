@@ -224,8 +224,7 @@ def _sgd_loop(params, grads, bufs, *, lr, mu, lam, clipping, target, norm, scrat
     scratch buffer is read back from cache by the update that follows.
     """
     group_scale = norm_scale(norm, lam) if clipping == "norm" else None
-    on_cpu = group_scale is None or group_scale.device.type == "cpu"
-    if group_scale is not None and on_cpu and group_scale.item() == 1.0:
+    if group_scale is not None and group_scale.device.type == "cpu" and group_scale.item() == 1.0:
         group_scale = None  # nothing clipped: skip the multiply (a free check on CPU)
     used = [] if clipping == "layer" else None
     for i, (p, d) in enumerate(zip(params, grads)):

@@ -9,12 +9,12 @@ import torch
 from .clipping import (
     ClippedOptimizer,
     Scratch,
+    cache_blocks,
     check_positive,
     clip_one,
     impl_global_norm,
     impl_layer_norm,
     norm_scale,
-    cache_blocks,
     resolve_impl,
 )
 

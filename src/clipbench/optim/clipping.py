@@ -149,9 +149,9 @@ class Scratch:
 
 # Entries per block (2 MiB of float32): a chain of elementwise ops over one block finds its
 # operands still in cache, so a temporary (a clipped gradient, a clamped buffer) costs no
-# trip to memory.  Measured on ResNet-18's parameters (2-core EPYC, 1 MiB L2): clipped-SSTM's
-# three passes 1.36x -> 1.23x torch's SGD, a clamped momentum buffer 1.26x -> 1.12x; blocks of
-# 64K entries were slower than none (per-op dispatch dominates).
+# trip to memory.  On ResNet-18's parameters (2-core EPYC, 1 MiB L2) the gain was 5-10 % of
+# the step in one micro-benchmark and within the noise in another; blocks of 64K entries were
+# slower than none (per-op dispatch, and a block too small to split between threads).
 CACHE_BLOCK = 1 << 19
 
 
@@ -169,9 +169,6 @@ def cache_blocks(*tensors):
     flat = [None if t is None else t.view(-1) for t in tensors]
     for a in range(0, n, CACHE_BLOCK):
         yield tuple(None if f is None else f[a:a + CACHE_BLOCK] for f in flat)
-
-
-
 
 
 # --- per-step clipping telemetry ----------------------------------------------------------
