@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +12,56 @@ from typing import Any, Iterator
 
 
 _FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+class DiskFullError(OSError):
+    """Writing failed because the disk, a quota or the file size limit is full (``errno``
+    kept). Its message names the file, the file system and its free bytes, and what to do."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in _FULL
+
+
+def disk_full_error(path: str | Path, exc: OSError, *, doing: str = "writing", hint: str | None = None,
+                    state: str = "") -> DiskFullError:
+    """One clear error for ``exc`` (ENOSPC, EFBIG or EDQUOT) met while ``doing`` ``path``:
+    "disk full while writing <path> ...: <mount point> has N bytes free; free space there or
+    <hint>". Python's own message ("[Errno 27] File too large") names neither."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        free = f"{shutil.disk_usage(folder).free:,} bytes free"
+    except OSError:
+        free = "free space unknown"
+    mount = folder.resolve()
+    while not os.path.ismount(mount) and mount != mount.parent:
+        mount = mount.parent
+    hint = hint or (f"move {folder} to a disk with room (a symbolic link to a folder there is "
+                    f"followed)")
+    return DiskFullError(exc.errno, (
+        f"disk full while {doing} {path} ([Errno {exc.errno}] {exc.strerror}: the disk, a quota or the "
+        f"file size limit is full){'; ' + state if state else ''}. The file system of {folder} "
+        f"(mounted at {mount}) has {free}: free space there or {hint}, and rerun"))
+
+
+@contextmanager
+def disk_full_named(path: str | Path, **how) -> Iterator[None]:
+    """Within the block, a full disk is a :class:`DiskFullError` naming ``path`` (see
+    :func:`disk_full_error`; ``how`` goes to it); other errors pass unchanged."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except OSError as exc:
+        if exc.errno in _FULL:
+            raise disk_full_error(path, exc, **how) from exc
+        raise
 
 
 @contextmanager
@@ -26,11 +77,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         durable_replace(tmp, path)
+    except DiskFullError:
+        raise
     except OSError as exc:
         if exc.errno in _FULL:
             # Python's own message names neither the file nor what is left of it.
-            raise OSError(exc.errno, f"cannot write {path}: {exc.strerror} (the disk, quota or file size "
-                                     f"limit is full); {path} was left as it was. Free space and rerun") from exc
+            raise disk_full_error(path, exc, state=f"{path} was left as it was") from exc
         raise
     finally:
         if tmp.exists():

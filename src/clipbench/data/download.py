@@ -201,13 +201,15 @@ def download(
     backoff: float = 1.0,
     timeout: float = 60,
     progress: bool = True,
+    disk_hint: str | None = None,
 ) -> Path:
     """Download ``filename`` into ``dest_dir`` from the first of ``urls`` that works.
 
     ``urls`` are full URLs (see :func:`mirror_urls`), tried in order.  Each URL gets
     ``1 + retries`` attempts with exponential backoff (``backoff * 2**k`` seconds); an
     attempt that got further than any before it does not use up a retry.  Returns the
-    path of the verified file.
+    path of the verified file. A full disk stops it at once (``files.DiskFullError``, naming
+    ``<name>.part`` and ending with ``disk_hint``, e.g. the config key of ``dest_dir``).
     """
     if isinstance(urls, str):
         urls = [urls]
@@ -224,7 +226,7 @@ def download(
     part = dest_dir / (filename + ".part")
     failures: list[str] = []
     bad_checksum = False
-    fetch_args = (part, filename, size, retries, backoff, timeout, progress)
+    fetch_args = (part, filename, size, retries, backoff, timeout, progress, disk_hint)
     for url in urls:
         resumed = part.exists() and part.stat().st_size > 0
         try:
@@ -281,14 +283,14 @@ def _already_there(final: Path, expected: dict) -> bool:
     return True
 
 
-def _fetch_with_retries(url, part, filename, size, retries, backoff, timeout, progress):
+def _fetch_with_retries(url, part, filename, size, retries, backoff, timeout, progress, disk_hint=None):
     attempt = 0
     total_attempts = 0
     best = part.stat().st_size if part.exists() else 0
     while True:
         total_attempts += 1
         try:
-            _fetch_once(url, part, filename, size, timeout, progress)
+            _fetch_once(url, part, filename, size, timeout, progress, disk_hint)
             return
         except _Permanent:
             raise
@@ -306,7 +308,10 @@ def _fetch_with_retries(url, part, filename, size, retries, backoff, timeout, pr
             attempt += 1
 
 
-def _fetch_once(url, part, filename, size, timeout, progress):
+_KEPT = "the part downloaded so far is kept as {part} and resumed next time"
+
+
+def _fetch_once(url, part, filename, size, timeout, progress, disk_hint=None):
     offset = part.stat().st_size if part.exists() else 0
     if size is not None and offset > int(size):
         # Longer than the real file: not a prefix of it, start over.
@@ -359,7 +364,9 @@ def _fetch_once(url, part, filename, size, timeout, progress):
                              f"size of {limit}: not the pinned file; nothing was written")
         mode = "ab" if start else "wb"
         received, over = 0, False
-        with open(part, mode) as out, tqdm(
+        # A full disk stops the download with its own message, not as "connection lost" retried.
+        with files.disk_full_named(part, doing="downloading", hint=disk_hint, state=_KEPT.format(part=part)), \
+                open(part, mode) as out, tqdm(
             total=total or size,
             initial=start,
             unit="B",
@@ -380,6 +387,8 @@ def _fetch_once(url, part, filename, size, timeout, progress):
                     received += len(chunk)
                     bar.update(len(chunk))
             except (OSError, http.client.HTTPException) as exc:
+                if files.is_disk_full(exc):
+                    raise
                 raise _Retryable(
                     f"connection lost after {start + received} bytes ({type(exc).__name__})"
                 ) from None
@@ -430,8 +439,11 @@ def fetch_files(dataset: str, dest, *, mirrors=None, checksums=None, progress=Tr
             expected = {k: checksums[name].get(k) for k in CHECKSUM_KEYS}
         bases = list(mirrors) if mirrors else spec["mirrors"]
         path = download(name, mirror_urls(name, bases), archive_dir, **expected, retries=retries,
-                        backoff=backoff, timeout=timeout, progress=progress)
+                        backoff=backoff, timeout=timeout, progress=progress,
+                        disk_hint=f"point datasets.{dataset}.archives at a folder on a disk with room")
         if spec.get("extract"):
-            safe_extract(path, dest, progress=progress)
+            safe_extract(path, dest, progress=progress, disk_hint=(
+                f"make {dest} a symbolic link to a folder on a disk with room (or extract it there "
+                f"yourself and point datasets.{dataset}.root at it)"))
         paths.append(path)
     return paths

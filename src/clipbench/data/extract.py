@@ -63,8 +63,11 @@ def marker_path(archive, dest) -> Path:
     return Path(dest) / f".extracted-{Path(archive).name}"
 
 
-def safe_extract(archive, dest, *, progress: bool = False) -> Path:
-    """Extract ``archive`` into ``dest`` safely; a no-op when already done. Returns ``dest``."""
+def safe_extract(archive, dest, *, progress: bool = False, disk_hint: str | None = None) -> Path:
+    """Extract ``archive`` into ``dest`` safely; a no-op when already done. Returns ``dest``.
+
+    A full disk is a ``files.DiskFullError`` naming the archive and ``dest`` (ending with
+    ``disk_hint``, what to point elsewhere); what was extracted so far is removed."""
     archive, dest = Path(archive), Path(dest)
     kind = archive_kind(archive)
     marker = marker_path(archive, dest)
@@ -79,11 +82,13 @@ def safe_extract(archive, dest, *, progress: bool = False) -> Path:
         shutil.rmtree(staging)  # left by an earlier crash
     staging.mkdir()
     try:
-        if kind == "tar":
-            _extract_tar_file(archive, staging, progress)
-        else:
-            _extract_zip_file(archive, staging, progress)
-        _merge_into(staging, dest)
+        with files.disk_full_named(dest, doing=f"extracting {archive} into", hint=disk_hint,
+                                   state="what was extracted of it is removed"):
+            if kind == "tar":
+                _extract_tar_file(archive, staging, progress)
+            else:
+                _extract_zip_file(archive, staging, progress)
+            _merge_into(staging, dest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     files.write_text(marker, f"{archive.name}\n")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
 import json
 import random
 from dataclasses import dataclass, field, fields
@@ -60,8 +61,13 @@ def _as_tuple(x):
 
 
 def save(path: str | Path, state: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    # Serialised in memory first: torch's own writer turns a full disk into "RuntimeError:
+    # [enforce fail at inline_container.cc] unexpected pos", a Python write into an OSError that
+    # atomic_path reports as "disk full while writing <path>".
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(buf.getbuffer())
 
 
 def load(path: str | Path) -> dict | None:
