@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from clipbench import files
 from clipbench.data import DatasetLayoutError, sources, synthetic
-from clipbench.data.images import open_rgb
+from clipbench.data.images import image_size, open_rgb
 from clipbench.data.download import fetch_files
 
 NAME = "div2k"
@@ -194,13 +194,11 @@ def find_pairs(root: str | Path, split: str, scale: int) -> list[tuple[Path, Pat
         if not lr.is_file():
             raise FileNotFoundError(f"{lr}: missing; it is the x{scale} LR image of {hr} "
                                     f"(DIV2K names it <id>x{scale}.png in DIV2K_{split}_LR_bicubic/X{scale}/)")
-        with Image.open(hr) as im:
-            w, h = im.size
+        w, h = image_size(hr)  # names a bomb or a file that is no image
         if w % scale or h % scale:
             raise ValueError(f"{hr}: size {w}x{h} is not divisible by the scale {scale}; crop it to "
                              f"{w - w % scale}x{h - h % scale} (and remake its LR image)")
-        with Image.open(lr) as im:
-            lw, lh = im.size
+        lw, lh = image_size(lr)
         if (lw, lh) != (w // scale, h // scale):
             raise ValueError(f"{lr}: size {lw}x{lh}, expected {w // scale}x{h // scale} "
                              f"(its HR image {hr} is {w}x{h}, scale {scale})")

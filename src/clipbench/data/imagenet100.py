@@ -438,18 +438,23 @@ def resize_tree(src, dst, shorter_side: int = 256, quality: int = 90, workers=No
 def _resize_one(job) -> None:
     from PIL import Image
 
+    from clipbench.data.images import image_size, load_named
+
     src, dst, shorter, quality = job
     tmp = f"{dst}.tmp{os.getpid()}"
     try:
-        with Image.open(src) as im:
+        image_size(src)  # a bomb or a file that is no image, named
+        with files.disk_full_named(dst), Image.open(src) as im:
             w, h = im.size
             if min(w, h) <= shorter:
+                load_named(im, src)  # a damaged image is named, not copied
                 shutil.copyfile(src, tmp)
             else:
                 scale = shorter / min(w, h)
                 size = (max(1, round(w * scale)), max(1, round(h * scale)))
                 # JPEG decoding at 1/2, 1/4 or 1/8 scale (never below `size`) is much faster.
                 im.draft("RGB", size)
+                load_named(im, src)
                 im.convert("RGB").resize(size, Image.Resampling.BICUBIC).save(
                     tmp, "JPEG", quality=quality)
         os.replace(tmp, dst)  # a crash never leaves a half-written image that looks done

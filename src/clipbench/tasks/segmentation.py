@@ -87,7 +87,7 @@ def read_mask(path: str | Path) -> np.ndarray:
                 raise ValueError(f"{path}: mask mode {im.mode!r}; VOC masks are palette ('P') PNGs whose pixel "
                                  f"values are class indices (0..20, 255 = void), not colour images")
             arr = np.array(im, dtype=np.uint8)
-    except (OSError, SyntaxError) as exc:  # PIL's errors for a damaged file name no file
+    except (OSError, SyntaxError, Image.DecompressionBombError) as exc:  # PIL's errors name no file
         raise CorruptImageError(f"{path}: cannot decode the mask ({exc}); replace or delete the file") from exc
     return _check_labels(arr, path)
 
