@@ -49,7 +49,7 @@ def test_synthetic_is_deterministic(tmp_path):
 
 def test_prepare_leaves_no_temporary_folders(tmp_path):
     prepare("imagenet100", {"source": "synthetic", "synthetic": {"num_classes": 2, "train_per_class": 1, "val_per_class": 1, "image_size": 16}}, tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "manifest.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "files.tsv", "manifest.json"]
 
 
 def test_manifest_root_is_relative_so_the_folder_can_move(tmp_path):

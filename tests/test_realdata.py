@@ -180,8 +180,9 @@ def test_imagenet100_from_archives(tmp_path):
     # Done already: returns the manifest without reading the archives.
     for p in archives.iterdir():
         p.unlink()
+    # (The file list is prepare's, made for every dataset after the dataset's own part.)
     assert prepare_imagenet100(out, archive_dir=archives, class_list="test", wnids=PICKED,
-                               checksums=sums, progress=False) == manifest
+                               checksums=sums, progress=False) == {k: v for k, v in manifest.items() if k != "files"}
     # A crash after the extraction but before the manifest (while resizing): not redone.
     (out / "manifest.json").unlink()
     assert prepare("imagenet100", cfg, out, wnids=PICKED, checksums=sums, progress=False) == manifest

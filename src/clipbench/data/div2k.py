@@ -10,20 +10,27 @@ into ``<out>/cache/``: one uint8 ``H x W x 3`` ``.npy`` per PNG, at the PNG's pa
 to the root. Training memory-maps it and reads only the patch's rows. The manifest's
 ``cache`` records it; ``datasets.div2k.cache: false`` (or a manifest without it) keeps
 reading the PNGs. Both give the same pixels.
+
+The cache is trusted by content, not shape: its ``index.json`` holds each ``.npy``'s size and
+sha256 and the sha256 of the PNG it was decoded from. ``prepare`` redecodes an image whose PNG
+or cached copy differs from the index; a run checks every cached copy's bytes when it opens
+the cache (the whole cache is ~8 GB for the real set, seconds of hashing against hours of
+training) and stops naming a damaged or stale one.
 """
 from __future__ import annotations
 
 import mmap
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from clipbench import files
 from clipbench.data import DatasetLayoutError, sources, synthetic
+from clipbench.data.filelist import file_sha256
 from clipbench.data.images import image_size, open_rgb
 from clipbench.data.download import fetch_files
 
@@ -37,6 +44,11 @@ SUBDIRS = (
 SPLITS = ("train", "valid")
 SCALE = 4  # the bicubic track that is fetched and made
 CACHE = "cache"  # the decoded cache, under the prepared folder
+INDEX = "index.json"  # in the cache: each copy's size and sha256, and its PNG's sha256
+
+
+class CacheError(RuntimeError):
+    """A decoded-cache file is missing, damaged or decoded from other PNG bytes."""
 
 
 def prepare(cfg: dict, out: Path, source: str, root: Path | None, **options) -> dict:
@@ -83,27 +95,37 @@ def _decode(job: tuple[Path, Path]) -> int:
     return dst.stat().st_size
 
 
-def _is_cached(png: Path, dst: Path) -> bool:
-    """A finished (atomically written) copy of ``png`` with its size: nothing to redo."""
-    if not dst.is_file():
+def read_index(cache_dir) -> dict:
+    """The cache's index: ``.npy`` path (relative to the cache) -> {size, sha256, source_sha256};
+    empty when there is none (a cache made before indexes: every image is decoded again)."""
+    path = Path(cache_dir) / INDEX
+    return files.read_json(path)["files"] if path.is_file() else {}
+
+
+def _is_cached(png: Path, dst: Path, entry: dict | None) -> bool:
+    """A copy of ``png``'s current bytes, whole and unchanged since it was written: nothing
+    to redo. Shape alone is not enough: a changed PNG of the same size, or flipped bytes in
+    the copy, keep it."""
+    if entry is None or not dst.is_file() or dst.stat().st_size != entry["size"]:
         return False
-    try:
-        shape = np.load(dst, mmap_mode="r").shape
-    except (ValueError, OSError):
-        return False
-    with Image.open(png) as im:
-        return shape == (im.height, im.width, 3)
+    return entry["source_sha256"] == file_sha256(png) and entry["sha256"] == file_sha256(dst)
 
 
 def build_cache(root, cache_dir, *, scale: int = SCALE, workers: int | None = None,
                 progress: bool = True) -> dict:
     """Decode every HR and LR PNG of both splits under ``root`` into ``cache_dir`` (in
-    ``workers`` processes, default all cores; images already there are kept); returns the
-    manifest's ``cache`` entry."""
+    ``workers`` processes, default all cores; copies that match their PNG and the index are
+    kept, the others decoded again, with a message); returns the manifest's ``cache`` entry."""
     root, cache_dir = Path(root), Path(cache_dir)
     pngs = [png for split in SPLITS for pair in find_pairs(root, split, scale) for png in pair]
     jobs = [(png, cache_file(cache_dir, root, png)) for png in pngs]
-    todo = [job for job in jobs if not _is_cached(*job)]
+    index = read_index(cache_dir)
+    key = lambda dst: dst.relative_to(cache_dir).as_posix()  # noqa: E731
+    todo = [job for job in jobs if not _is_cached(*job, index.get(key(job[1])))]
+    stale = [str(dst) for _, dst in todo if key(dst) in index]
+    if stale:
+        print(f"div2k cache: {len(stale)} decoded copies differ from their PNG or are damaged and are decoded "
+              f"again: {', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''}", file=sys.stderr)
     workers = min(workers or os.cpu_count() or 1, max(len(todo), 1))
     with tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="div2k decoded cache", unit="img",
               disable=not progress) as bar:
@@ -115,8 +137,13 @@ def build_cache(root, cache_dir, *, scale: int = SCALE, workers: int | None = No
             with ProcessPoolExecutor(workers) as pool:
                 for _ in pool.map(_decode, todo, chunksize=2):
                     bar.update()
+    index = {key(dst): {"size": dst.stat().st_size, "sha256": file_sha256(dst),
+                        "source": png.relative_to(root).as_posix(), "source_sha256": file_sha256(png)}
+             for png, dst in jobs}
+    files.write_json(cache_dir / INDEX, {"files": index})
     return {"dir": CACHE, "format": "npy, uint8 H x W x 3 RGB, one per PNG at its relative path",
-            "images": len(jobs), "bytes": sum(dst.stat().st_size for _, dst in jobs)}
+            "images": len(jobs), "bytes": sum(e["size"] for e in index.values()),
+            "index": INDEX, "index_sha256": file_sha256(cache_dir / INDEX)}
 
 
 _NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
@@ -140,21 +167,54 @@ def map_cached(path, headers: dict) -> np.ndarray:
     offset, shape = head
     with open(path, "rb") as f:
         buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    return np.frombuffer(buf, np.uint8, count=shape[0] * shape[1] * shape[2], offset=offset).reshape(shape)
+    try:
+        return np.frombuffer(buf, np.uint8, count=shape[0] * shape[1] * shape[2], offset=offset).reshape(shape)
+    except ValueError as exc:  # numpy's "buffer is smaller than requested size" names no file
+        raise CacheError(f"{path}: the decoded-cache file is truncated ({exc}); rerun `clipbench prepare div2k` "
+                         f"to decode it again") from exc
+
+
+REBUILD = "rerun `clipbench prepare div2k` to decode it again (or set datasets.div2k.cache: false to read the PNGs)"
 
 
 def check_cache(cache_dir, root, pairs) -> list[tuple[Path, Path]]:
-    """The cached (HR, LR) arrays of ``pairs``; an error naming the first one missing."""
+    """The cached (HR, LR) arrays of ``pairs``, each checked by content against the cache's
+    index: an error naming the first one missing, damaged (size or sha256) or decoded from
+    other PNG bytes. Hashes are kept per process, so the sets of one run hash each file once."""
+    cache_dir = Path(cache_dir)
+    index = read_index(cache_dir)
+    if not index:
+        raise CacheError(f"{cache_dir / INDEX}: the DIV2K cache has no index of its contents (made by an older "
+                         f"clipbench, or interrupted); {REBUILD}")
     out = []
     for hr, lr in pairs:
         files = (cache_file(cache_dir, root, hr), cache_file(cache_dir, root, lr))
         for png, npy in zip((hr, lr), files):
             if not npy.is_file():
-                raise FileNotFoundError(
-                    f"{npy}: the decoded copy of {png} is missing from the DIV2K cache; rerun "
-                    f"`clipbench prepare div2k` (or set datasets.div2k.cache: false to read the PNGs)")
+                raise FileNotFoundError(f"{npy}: the decoded copy of {png} is missing from the DIV2K cache; {REBUILD}")
+            entry = index.get(npy.relative_to(cache_dir).as_posix())
+            if entry is None:
+                raise CacheError(f"{npy}: not in the DIV2K cache's index {cache_dir / INDEX}; {REBUILD}")
+            size = npy.stat().st_size
+            if size != entry["size"]:
+                raise CacheError(f"{npy}: the decoded copy of {png} is {size} bytes, not {entry['size']} "
+                                 f"(truncated or damaged); {REBUILD}")
+            if file_sha256(npy) != entry["sha256"]:
+                raise CacheError(f"{npy}: the decoded copy of {png} is damaged (its sha256 differs from the "
+                                 f"cache's index); {REBUILD}")
+            if file_sha256(png) != entry["source_sha256"]:
+                raise CacheError(f"{npy}: decoded from other bytes than {png} holds now (the PNG changed after "
+                                 f"prepare); {REBUILD}")
         out.append(files)
     return out
+
+
+def data_files(root, manifest: dict) -> list[str]:
+    """What the superres loader reads (relative to ``root``): every PNG of the HR and bicubic
+    x4 folders of both splits (``find_pairs`` pairs them; the decoded cache is checked apart)."""
+    root = Path(root)
+    return [f"{sub}/{entry.name}" for sub in SUBDIRS if (root / sub).is_dir()
+            for entry in os.scandir(root / sub) if entry.name.endswith(".png")]
 
 
 def fetch_div2k(dest, mirrors=None, *, checksums=None, progress=True, retries=5,
@@ -179,12 +239,15 @@ def check_div2k_root(root) -> Path:
     return root
 
 
-def find_pairs(root: str | Path, split: str, scale: int) -> list[tuple[Path, Path]]:
-    """(HR, LR) files of a DIV2K split, checked: every HR has its LR, sizes divide exactly."""
+def find_pairs(root: str | Path, split: str, scale: int, listed: set[str] | None = None) -> list[tuple[Path, Path]]:
+    """(HR, LR) files of a DIV2K split, checked: every HR has its LR, sizes divide exactly.
+    ``listed``: the manifest's files (relative to ``root``); an HR image not among them is not read."""
     root = Path(root)
     hr_dir = root / f"DIV2K_{split}_HR"
     lr_dir = root / f"DIV2K_{split}_LR_bicubic" / f"X{scale}"
     hrs = sorted(hr_dir.glob("*.png"))
+    if listed is not None:
+        hrs = [hr for hr in hrs if hr.relative_to(root).as_posix() in listed]
     if not hrs:
         raise FileNotFoundError(f"{hr_dir}: no HR .png images; point datasets.div2k.root at the folder "
                                 f"that holds DIV2K_{split}_HR/")

@@ -163,6 +163,20 @@ def index_tree(root, wnids, *, class_list, source: str = "tree") -> dict:
     }
 
 
+def data_files(root, manifest: dict) -> list[str]:
+    """What the classification loader reads (relative to ``root``): every JPEG in the
+    manifest's class folders of train/ and val/ (``clipbench.data.filelist`` lists them)."""
+    root = Path(root)
+    out = []
+    for split in SPLITS:
+        for wnid in manifest["wnids"]:
+            class_dir = root / split / wnid
+            if class_dir.is_dir():
+                out.extend(f"{split}/{wnid}/{entry.name}" for entry in os.scandir(class_dir)
+                           if entry.name.lower().endswith(IMAGE_SUFFIXES))
+    return out
+
+
 # ------------------------------------------------------------------ entry points
 
 

@@ -13,10 +13,11 @@ live under ``<out>/data``, which DVC does not track (it is slow on 100k small fi
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from clipbench import files
-from clipbench.data import MANIFEST, div2k, imagenet100, voc2012
+from clipbench.data import MANIFEST, div2k, filelist, imagenet100, voc2012
 from clipbench.data.download import redirect_policy
 
 DATASETS = {"imagenet100": imagenet100, "voc2012": voc2012, "div2k": div2k}
@@ -33,6 +34,8 @@ def prepare(name: str, cfg: dict, out: str | Path, **options) -> dict:
     source = "root" if root else cfg.get("source", "synthetic")
     with redirect_policy(cfg.get("cross_origin_redirects", False)):
         manifest = DATASETS[name].prepare(cfg, out, source, root, **options)
+    # Every file the loader will read, hashed; a run checks the disk against it.
+    manifest["files"] = filelist.record(manifest, out)
     files.write_json(out / MANIFEST, manifest)
     return manifest
 
@@ -41,6 +44,8 @@ def load_manifest(path: str | Path) -> dict:
     """Read a manifest; its ``root`` comes back absolute."""
     path = Path(path)
     manifest = files.read_json(path)
+    # Where it came from, for the runs' metrics.json (``data``): the report cites this digest.
+    manifest["loaded_from"] = {"manifest": str(path.resolve()), "manifest_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
     root = Path(manifest["root"])
     if not root.is_absolute():
         root = (path.parent / root).resolve()
@@ -48,6 +53,9 @@ def load_manifest(path: str | Path) -> dict:
     cache = manifest.get("cache")  # a decoded cache (DIV2K), also relative to the manifest
     if cache and not Path(cache["dir"]).is_absolute():
         cache["dir"] = str((path.parent / cache["dir"]).resolve())
+    listing = manifest.get("files")  # the file list beside the manifest
+    if listing and not Path(listing["list"]).is_absolute():
+        listing["list"] = str((path.parent / listing["list"]).resolve())
     if not root.is_dir():
         raise FileNotFoundError(f"{path}: dataset root {root} does not exist; rerun `clipbench prepare`")
     return manifest

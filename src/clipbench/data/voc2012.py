@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections import Counter
 from pathlib import Path
 
 from clipbench.data import DatasetLayoutError, sources, synthetic
@@ -103,6 +104,32 @@ def check_sbd_root(root) -> Path:
     if missing:
         raise DatasetLayoutError(f"{sbd} is not an SBD folder: missing {', '.join(missing)}")
     return sbd
+
+
+def data_files(root, manifest: dict) -> list[str]:
+    """What the segmentation loader reads (relative to ``root``): the split lists of
+    ``ImageSets/Segmentation`` and the image and mask of every id they name; with SBD, its
+    ``train.txt``, ``val.txt`` and ``train_noval.txt`` and the image and ``.mat`` of their ids.
+    An id twice in one list is refused: torchvision's reader would train on it twice."""
+    root = Path(root)
+    voc = "VOCdevkit/VOC2012"
+    parts = [(voc, sorted((root / voc / "ImageSets" / "Segmentation").glob("*.txt")),
+              "JPEGImages/{}.jpg", "SegmentationClass/{}.png")]
+    if manifest.get("sbd"):
+        sbd = "benchmark_RELEASE/dataset"
+        lists = [root / sbd / n for n in (*SBD_LISTS, "train_noval.txt") if (root / sbd / n).is_file()]
+        parts.append((sbd, lists, "img/{}.jpg", "cls/{}.mat"))
+    out = []
+    for base, lists, image, mask in parts:
+        for path in lists:
+            out.append(str(path.relative_to(root)))
+            ids = _read_ids(path)
+            twice = sorted(i for i, n in Counter(ids).items() if n > 1)
+            if twice:
+                raise DatasetLayoutError(f"{path}: ids listed twice ({', '.join(twice[:5])}); each image once, "
+                                         f"or training reads it twice. Remove the repeats")
+            out.extend(f"{base}/{pattern.format(i)}" for i in ids for pattern in (image, mask))
+    return out
 
 
 def _read_ids(path: Path) -> list[str]:

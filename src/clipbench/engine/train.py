@@ -263,8 +263,14 @@ def setup(spec: dict, manifest, out_dir: Path, eng: dict, device: torch.device, 
         amp = "none"
     channels_last = bool(eng.get("channels_last", False))
 
+    from clipbench.data import filelist
+
+    # Before anything is built from them: the files on disk are those prepare listed, or the
+    # run stops here naming the files added, removed or changed.
+    data = filelist.verify(manifest, log=log) if manifest else None
     env.seed_everything(seed)
     task = build_task(spec, manifest)
+    task.data = data
     raw_model = task.model.to(device)
     if channels_last:
         raw_model = raw_model.to(memory_format=torch.channels_last)
@@ -601,6 +607,7 @@ def _result(s: Setup, progress: Progress, end: EpochEnd) -> dict:
         "final": _final_from_history(progress.history),
         "main_metric": s.task.main_metric,
         "task_info": s.task.extra,
+        "data": s.task.data,  # the manifest and the digest of the files this run read (None: no dataset)
         "epochs": s.epochs, "steps": progress.step, "batch_size": s.batch_size, "batch_multiplier": s.accumulate,
         "world_size": s.dist.world, "amp": s.amp,
         "telemetry": {**_last(progress.history, "train", ("lr",)), **_run_mean(progress.history, CLIP_METRICS),

@@ -35,6 +35,9 @@ class Task:
     # The training items as evaluation sees them (no augmentation), for tuning's held-out
     # split: train_set[j] is drawn from item j % len(train_eval_set). None: train_set itself.
     train_eval_set: Dataset | None = None
+    # The data the run read, checked against the prepared dataset's manifest before training
+    # (``clipbench.data.filelist.verify``); the engine writes it into metrics.json as "data".
+    data: dict | None = None
 
 
 def build_task(spec: dict, manifest: dict | None) -> Task:

@@ -8,6 +8,7 @@ from torchvision import datasets
 from torchvision.transforms import v2 as T
 import torch
 
+from clipbench.data import filelist
 from clipbench.data.images import open_rgb
 from clipbench.data.imagenet100 import MEAN, STD  # as torchvision's classification reference
 from clipbench.metrics import ClassificationMeter
@@ -56,14 +57,31 @@ def chance_baseline(cfg: dict, manifest: dict) -> dict:
 
 class ClassFolders(datasets.ImageFolder):
     """ImageFolder over the manifest's classes only (a root may hold more, e.g. all of
-    ImageNet), labelled in sorted order as ImageFolder labels a folder of exactly those."""
+    ImageNet), labelled in sorted order as ImageFolder labels a folder of exactly those.
 
-    def __init__(self, root, wnids, transform) -> None:
+    ``listed``: the manifest's files (paths relative to the folder's parent, ``train/<wnid>/x.JPEG``);
+    then the samples are exactly those, in ImageFolder's order, and the folders are not searched
+    again (a file added since prepare, a second name of a file, is not read)."""
+
+    def __init__(self, root, wnids, transform, listed: set[str] | None = None) -> None:
         self.wnids = sorted(wnids)
+        self.listed = listed
         super().__init__(root, transform=transform, loader=open_rgb)
 
     def find_classes(self, directory):
         return list(self.wnids), {w: i for i, w in enumerate(self.wnids)}
+
+    def make_dataset(self, directory, class_to_idx, *args, **kwargs):
+        if self.listed is None:
+            return super().make_dataset(directory, class_to_idx, *args, **kwargs)
+        split = Path(directory).name
+        samples = []
+        for rel in self.listed:
+            part, wnid, name = rel.split("/", 2)
+            if part == split and wnid in class_to_idx:
+                samples.append((class_to_idx[wnid], name, str(Path(directory) / wnid / name)))
+        samples.sort()  # by class, then file name: ImageFolder's order
+        return [(path, target) for target, _, path in samples]
 
 
 def build(spec: dict, manifest: dict) -> Task:
@@ -72,9 +90,11 @@ def build(spec: dict, manifest: dict) -> Task:
     size = cfg["image_size"]
     # The manifest's classes (datasets.imagenet100.class_list) set the model's output size.
     wnids = manifest.get("wnids") or sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
-    train_set = ClassFolders(root / "train", wnids, transform=transforms(size, train=True))
+    listed = filelist.listed(manifest)  # the files prepare listed, not a new search of the folders
+    train_set = ClassFolders(root / "train", wnids, transform=transforms(size, train=True), listed=listed)
     val_set = ClassFolders(root / "val", wnids, transform=transforms(size, train=False,
-                                                                     val_transform=cfg["val_transform"]))
+                                                                     val_transform=cfg["val_transform"]),
+                           listed=listed)
     if train_set.classes != val_set.classes:
         raise ValueError(f"{root}: train/ and val/ hold different classes")
     model = build_model(cfg["model"], num_classes=len(train_set.classes))
@@ -85,5 +105,5 @@ def build(spec: dict, manifest: dict) -> Task:
         model=model,
         loss=nn.CrossEntropyLoss(),
         new_meter=ClassificationMeter,
-        train_eval_set=ClassFolders(root / "train", wnids, transform=transforms(size, train=False)),
+        train_eval_set=ClassFolders(root / "train", wnids, transform=transforms(size, train=False), listed=listed),
     )

@@ -13,6 +13,7 @@ VOC 2012 ``val`` either way.
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from PIL import Image
 from torchvision import datasets, tv_tensors
 from torchvision.transforms import v2 as T
 
+from clipbench.data import filelist
 from clipbench.data.images import CorruptImageError, open_rgb
 from clipbench.data.imagenet100 import MEAN, STD
 from clipbench.data.voc2012 import check_sbd_root, check_voc_root, trainaug_files
@@ -144,6 +146,22 @@ class SegmentationFiles(torch.utils.data.Dataset):
         return _load_pair(self.images[index], self.masks[index], self.transforms)
 
 
+def only_listed(dataset, root: Path, listed: set[str] | None):
+    """Keep the samples whose image and mask the manifest lists (``listed``, relative to
+    ``root``): a second name of a file, left out of the list by prepare, is not read."""
+    def known(path) -> bool:  # a file absent from the disk stays: reading it names it
+        return Path(path).relative_to(root).as_posix() in listed or not os.path.exists(path)
+
+    if listed is not None:
+        keep = [i for i, (image, mask) in enumerate(zip(dataset.images, dataset.masks)) if known(image) and known(mask)]
+        if len(keep) < len(dataset.images):
+            dataset.images = [dataset.images[i] for i in keep]
+            dataset.masks = [dataset.masks[i] for i in keep]
+            if hasattr(dataset, "ids"):
+                dataset.ids = [dataset.ids[i] for i in keep]
+    return dataset
+
+
 def load_pretrained(model: nn.Module, cfg: dict) -> dict:
     """Load ImageNet weights as ``pretrained`` says; never downloads (the workflow's ``weights``
     rule fetches them before the run). Returns what happened."""
@@ -215,6 +233,8 @@ def build(spec: dict, manifest: dict) -> Task:
         train_info = {"train_set": f"voc_{train_split}"}
     val_set = VOCSegmentation(root, year="2012", image_set=val_split, download=False,
                               transforms=transforms(False, base, crop, eval_size))
+    listed = filelist.listed(manifest)
+    train_set, train_eval, val_set = (only_listed(d, root, listed) for d in (train_set, train_eval, val_set))
     name = cfg.get("model", "fcn32s_vgg16")
     if name == "fcn32s_vgg16":
         model = fcn.fcn32s_vgg16(NUM_CLASSES)

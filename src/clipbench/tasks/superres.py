@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
+from clipbench.data import filelist
 from clipbench.data.div2k import check_cache, check_div2k_root, find_pairs, map_cached, read_rgb
 from clipbench.metrics import SuperResolutionMeter, div2k_shave
 from clipbench.models.sr import bicubic_upsample, build_sr_model
@@ -63,8 +64,8 @@ class DIV2K(Dataset):
     """
 
     def __init__(self, root, split: str, scale: int = 4, train: bool = False, patch_size: int = 48,
-                 repeat: int = 1, val_crop: int | None = None, cache=None) -> None:
-        self.pairs = find_pairs(root, split, scale)
+                 repeat: int = 1, val_crop: int | None = None, cache=None, listed: set[str] | None = None) -> None:
+        self.pairs = find_pairs(root, split, scale, listed)  # listed: the manifest's files, no others
         # What __getitem__ reads: the PNGs, or their decoded copies.
         self.files = check_cache(cache, root, self.pairs) if cache else self.pairs
         self.scale, self.train, self.patch, self.repeat = scale, train, patch_size, repeat if train else 1
@@ -140,9 +141,10 @@ def datasets_from(cfg: dict, manifest: dict) -> tuple[DIV2K, DIV2K]:
         raise ValueError(f"tasks.superres.val_crop={val_crop} leaves no pixels once {shave} px are shaved at each "
                          f"border (tasks.superres.shave); use a crop larger than {2 * shave}")
     cache = (manifest.get("cache") or {}).get("dir")
+    listed = filelist.listed(manifest)
     train_set = DIV2K(root, "train", scale, train=True, patch_size=int(cfg.get("patch_size", 48)),
-                      repeat=int(cfg["repeat"]), cache=cache)
-    val_set = DIV2K(root, "valid", scale, val_crop=cfg.get("val_crop"), cache=cache)
+                      repeat=int(cfg["repeat"]), cache=cache, listed=listed)
+    val_set = DIV2K(root, "valid", scale, val_crop=cfg.get("val_crop"), cache=cache, listed=listed)
     return train_set, val_set
 
 
@@ -181,5 +183,6 @@ def build(spec: dict, manifest: dict) -> Task:
                "val_crop": val_set.val_crop, "psnr_shave": shave_of(cfg, train_set.scale),
                "psnr_convention": convention(cfg, train_set.scale)},
         # Tuning's held-out images, scored as the validation images are.
-        train_eval_set=DIV2K(check_div2k_root(manifest["root"]), "train", train_set.scale, val_crop=val_set.val_crop),
+        train_eval_set=DIV2K(check_div2k_root(manifest["root"]), "train", train_set.scale, val_crop=val_set.val_crop,
+                             listed=filelist.listed(manifest)),
     )
