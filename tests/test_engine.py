@@ -105,15 +105,39 @@ def test_settings_that_do_not_change_numbers_keep_the_checkpoint(monkeypatch, tm
     assert checkpoint.spec_hash(a) != checkpoint.spec_hash(tiny_spec(lr=0.2))
 
 
-def test_complete_run_without_metrics_is_a_rerun(monkeypatch, tmp_path, capsys):
+def test_complete_checkpoint_writes_the_results_without_training(monkeypatch, tmp_path, capsys):
+    """Killed between the last checkpoint and metrics.json, or its results deleted (a forced
+    Snakemake rerun): the results come from the checkpoint, not from training it all again."""
     use_tiny_task(monkeypatch)
     first = T.train(tiny_spec(), None, tmp_path / "run")
+    history = (tmp_path / "run" / "history.csv").read_text()
     again = T.train(tiny_spec(), None, tmp_path / "run")  # metrics.json there: nothing to do
     assert again == json.loads(json.dumps(first))
-    (tmp_path / "run" / "metrics.json").unlink()
-    rerun = T.train(tiny_spec(), None, tmp_path / "run")
-    assert "deliberate rerun" in capsys.readouterr().out
-    assert rerun["timing"]["resumed_at_steps"] == [] and without_timing(rerun) == without_timing(first)
+    for name in ("metrics.json", "history.csv"):
+        (tmp_path / "run" / name).unlink()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a complete run was trained again")
+
+    monkeypatch.setattr(T, "train_one_epoch", no_training)
+    finished = T.train(tiny_spec(), None, tmp_path / "run")
+    assert "without training" in capsys.readouterr().out
+    assert without_timing(finished) == without_timing(json.loads(json.dumps(first)))
+    assert (tmp_path / "run" / "history.csv").read_text() == history
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["final"] == first["final"]
+
+
+def test_rerun_command_trains_from_step_0(monkeypatch, tmp_path, capsys):
+    from clipbench import cli
+
+    use_tiny_task(monkeypatch)
+    first = T.train(tiny_spec(), None, tmp_path / "run")
+    assert cli.main(["rerun", str(tmp_path / "run")]) == 0
+    assert not any((tmp_path / "run" / n).exists() for n in ("metrics.json", "history.csv", "checkpoint.pt"))
+    again = T.train(tiny_spec(), None, tmp_path / "run")
+    assert again["timing"]["resumed_at_steps"] == [] and without_timing(again) == without_timing(first)
+    with pytest.raises(SystemExit, match="not a run folder"):
+        cli.main(["rerun", str(tmp_path)])
 
 
 def test_checkpoint_loads_weights_only(monkeypatch, tmp_path):

@@ -4,6 +4,8 @@
     clipbench fetch-weights    NAME [--out data/weights] [--json CFG]
     clipbench track-data       [data]
     clipbench train            (--configfile F ... --task T --method M --seed S | --spec JSON) --data MANIFEST --out DIR [--tuned CHOSEN.json]
+    clipbench record-failure   --out DIR --task T --method M --seed S --exit-code N [--log LOG]
+    clipbench rerun            RUN_DIR ...   (delete runs' results and checkpoints: trained from step 0 next)
     clipbench baseline TASK    --task-json CFG --data MANIFEST --out JSON   (tasks with a baseline)
     clipbench noise            --spec JSON --data MANIFEST [--checkpoint CKPT --init INIT --methods JSON] --out DIR
     clipbench heavytail        (--configfile F ... | --json CFG) --out DIR
@@ -84,7 +86,7 @@ def cmd_train(args) -> int:
 
         spec = tuning.apply_chosen(spec, files.read_json(args.tuned))
     manifest = load_manifest(args.data) if args.data else None
-    spec = _resolve_levels(spec, args.noise)
+    spec = _resolve_levels(_with_runtime(spec, args.runtime), args.noise)
     try:
         result = train(spec, manifest, args.out)
     except Interrupted as exc:
@@ -93,6 +95,40 @@ def cmd_train(args) -> int:
     print(json.dumps({k: result[k] for k in ("task", "method", "seed", "status", "final")}))
     fail = spec.get("engine", {}).get("fail_on_divergence", False)
     return 3 if (fail and result["status"] == "diverged") else 0
+
+
+def cmd_record_failure(args) -> int:
+    from clipbench import runfiles
+
+    if args.exit_code == 3:
+        return 3  # a divergence with engine.fail_on_divergence: the user asked the workflow to stop
+    m = runfiles.record_failure(args.out, args.task, args.method, args.seed, args.exit_code, args.log)
+    print(f"{args.task}/{args.method}/seed{args.seed} FAILED (exit code {args.exit_code}): {m['failure']['error']}\n"
+          f"  recorded in {args.out}; the workflow goes on and the report lists it; the next `snakemake` "
+          f"tries it again (resuming from its checkpoint)", file=sys.stderr)
+    return 0
+
+
+def cmd_rerun(args) -> int:
+    from clipbench import runfiles
+
+    for run in args.runs:
+        if not run.is_dir():
+            raise SystemExit(f"clipbench rerun: {run}: no such run folder (e.g. results/runs/<task>/<method>/seed<k>)")
+        if not any((run / name).exists() for name in runfiles.RUN_FILES):
+            raise SystemExit(f"clipbench rerun: {run}: not a run folder (it holds none of "
+                             f"{', '.join(runfiles.RUN_FILES)})")
+    for run in args.runs:
+        removed = runfiles.forget(run)
+        print(f"{run}: removed {', '.join(removed)}; the next `snakemake` (or `clipbench train`) trains it from step 0")
+    return 0
+
+
+def _with_runtime(spec: dict, runtime_json: str | None) -> dict:
+    try:
+        return cfgmod.with_runtime(spec, _json_arg(runtime_json, "--runtime") if runtime_json else None)
+    except cfgmod.ConfigError as exc:
+        raise SystemExit(f"clipbench: {exc}")
 
 
 def _resolve_levels(spec: dict, init_json) -> dict:
@@ -112,10 +148,21 @@ def cmd_noise(args) -> int:
     from clipbench.data.prepare import load_manifest
     from clipbench.diagnostics import noise
 
-    spec = _json_arg(args.spec, "--spec")
+    spec = _with_runtime(_json_arg(args.spec, "--spec"), args.runtime)
     methods = _json_arg(args.methods, "--methods") if args.methods else {}
     manifest = load_manifest(args.data) if args.data else None
-    print(noise.run(spec, manifest, args.out, args.checkpoint, args.init, methods))
+    checkpoint, skipped = args.checkpoint, None
+    if args.checkpoint_from:
+        if not args.init:
+            raise SystemExit("clipbench noise: --checkpoint-from needs --init (the task's init.json)")
+        run, metrics, skipped = noise.pick_reference(args.checkpoint_from)
+        for s in skipped:
+            print(f"clipbench noise: not measuring at {s['run']}: it {s['why']}", file=sys.stderr)
+        if run is not None:
+            # Measured as the chosen run trained (its method, seed and batch), this job's engine.
+            checkpoint = run / "checkpoint.pt"
+            spec = {**metrics["spec"], "engine": spec["engine"], "noise": spec.get("noise", {})}
+    print(noise.run(spec, manifest, args.out, checkpoint, args.init, methods, skipped=skipped))
     return 0
 
 
@@ -165,6 +212,10 @@ def cmd_collect(args) -> int:
         dvc_views(summary, load_histories(runs), args.dvc_metrics or args.out.with_name("metrics.json"),
                   args.dvc_plots or args.out.with_name("plots"), metrics_dir=args.dvc_metrics_dir)
     print(f"{args.out}: {len(summary)} rows")
+    from clipbench.report.audit import audit
+
+    for line in audit(summary, load_histories([]))[2]["lines"]:
+        print(f"clipbench collect: warning: {line}", file=sys.stderr)
     return 0
 
 
@@ -188,6 +239,8 @@ def cmd_report(args) -> int:
         config = _json_arg(args.config_json, "--config-json")
     elif args.configfile:
         config = cfgmod.load(*args.configfile)
+    if config is not None:
+        config = cfgmod.without_neutral(config)  # the hash stated is of the settings that change numbers
     paths = build_report(args.summary, args.out, baselines=args.baselines, config=config, manifests=args.manifests,
                          noise=args.noise, heavytail=args.heavytail,
                          tuning=args.tuning)
@@ -251,17 +304,39 @@ def _run_commands(sub) -> None:
     s.add_argument("--noise", type=Path, help="the task's init.json from `clipbench noise`, for {quantile: q} clip levels")
     s.add_argument("--out", required=True, type=Path, help="the run folder")
     s.add_argument("--tuned", type=Path, help="a chosen.json from `clipbench tune-select`: train with its setting")
+    s.add_argument("--runtime", help="engine settings that change no number (threads, loaders, checkpoint_every_steps, "
+                   "...) as JSON, over the spec's: the workflow passes them apart, so that changing one reruns nothing")
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("record-failure", help="record that a run's training job failed (what the train rule "
+                       "runs when `clipbench train` exits non-zero), so that the workflow goes on without it")
+    s.add_argument("--out", required=True, type=Path, help="the run folder")
+    s.add_argument("--task", required=True, help="the run's task")
+    s.add_argument("--method", required=True, help="the run's method")
+    s.add_argument("--seed", required=True, type=int, help="the run's seed")
+    s.add_argument("--exit-code", required=True, type=int, help="the exit code of `clipbench train`")
+    s.add_argument("--log", type=Path, help="the job's log (its last error line is recorded)")
+    s.set_defaults(func=cmd_record_failure)
+
+    s = sub.add_parser("rerun", help="delete runs' results and checkpoints, so that they are trained again "
+                       "from step 0 (a complete checkpoint otherwise only rewrites the results)")
+    s.add_argument("runs", nargs="+", type=Path, help="run folders, e.g. results/runs/classification/sgd/seed0")
+    s.set_defaults(func=cmd_rerun)
 
     s = sub.add_parser("noise", help="gradient-noise diagnostics of a task at initialisation or at a run's checkpoint")
     s.add_argument("--spec", required=True, help="a run's resolved settings as JSON (its seed and batch size are used)")
     s.add_argument("--data", type=Path, help="the dataset's manifest.json")
     s.add_argument("--checkpoint", type=Path, help="measure at this checkpoint.pt (default: at initialisation)")
+    s.add_argument("--checkpoint-from", nargs="+", type=Path, metavar="RUN_DIR",
+                   help="measure at the checkpoint of the first of these runs that finished (not diverged, "
+                   "not failed); none did: noise.json says why, with the point at initialisation only")
     s.add_argument("--init", type=Path, help="the init.json of the same task (with --checkpoint)")
     s.add_argument("--methods", help="the task's methods' settings as JSON: their resolved clip levels are recorded; "
                    "at initialisation the clip statistics are also kept at the clipped methods' batch multipliers "
                    "and clip_plan.json predicts each clipped method's share of clipped steps")
     s.add_argument("--out", required=True, type=Path, help="results/noise/<task>")
+    s.add_argument("--runtime", help="engine settings that change no number (threads, loaders, checkpoint_every_steps, "
+                   "...) as JSON, over the spec's: the workflow passes them apart, so that changing one reruns nothing")
     s.set_defaults(func=cmd_noise)
 
     s = sub.add_parser("tune-select", help="pick the best tuning trial of a (task, method) by its held-out metric")

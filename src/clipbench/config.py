@@ -24,6 +24,15 @@ class ConfigError(ValueError):
     """A configuration that cannot run; the message names the offending key."""
 
 
+# Engine keys that change how fast a run goes, or what it does on failure, but not its numbers.
+# The workflow keeps them out of every rule's params (a change reruns nothing) and the checkpoint
+# hash leaves them out (a change keeps a checkpoint valid); jobs get them through --runtime.
+NEUTRAL_ENGINE_KEYS = ("threads", "num_workers", "gpus", "fail_on_divergence", "checkpoint_every_steps", "dvclive",
+                       "loaders")
+# Top-level sections that change no number at all: what a scheduler is asked for.
+NEUTRAL_SECTIONS = ("resources",)
+
+
 # libyaml's parser where PyYAML has it: the schema (~50 KB) takes 0.5 s in pure Python, and
 # every job reads it.
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -342,3 +351,29 @@ def run_spec(config: dict, task: str, method: str, seed: int) -> dict[str, Any]:
         spec["dataset"] = dataset
         spec["dataset_config"] = copy.deepcopy(config.get("datasets", {}).get(dataset, {}))
     return spec
+
+
+def without_neutral(spec_or_config: dict) -> dict:
+    """A copy without the settings that change no number (engine's neutral keys, and for a
+    whole config its neutral sections): what decides whether a job is redone."""
+    out = {k: v for k, v in spec_or_config.items() if k not in NEUTRAL_SECTIONS}
+    if "engine" in out:
+        out["engine"] = {k: v for k, v in out["engine"].items() if k not in NEUTRAL_ENGINE_KEYS}
+    return copy.deepcopy(out)
+
+
+def runtime(config: dict, **overrides) -> dict:
+    """The config's neutral engine settings (``--runtime`` of the commands that run a job)."""
+    eng = config.get("engine", {})
+    return {**{k: copy.deepcopy(eng[k]) for k in NEUTRAL_ENGINE_KEYS if k in eng}, **overrides}
+
+
+def with_runtime(spec: dict, runtime_settings: dict | None) -> dict:
+    """``spec`` with neutral engine settings put back (those given win over the spec's)."""
+    if not runtime_settings:
+        return spec
+    unknown = sorted(set(runtime_settings) - set(NEUTRAL_ENGINE_KEYS))
+    if unknown:
+        raise ConfigError(f"--runtime: {', '.join(unknown)} would change a run's numbers; only "
+                          f"{', '.join(NEUTRAL_ENGINE_KEYS)} may be given there (the rest belongs in the spec)")
+    return {**spec, "engine": {**spec.get("engine", {}), **runtime_settings}}

@@ -12,3 +12,78 @@ TASK_SPLITS = ("train", "val", "val_x")
 # statistics (ClipStats in engine/telemetry.py) and the learning rate.
 CLIP_METRICS = ("clip_fraction", "clip_scale_mean", "clip_entry_fraction")
 TELEMETRY_METRICS = CLIP_METRICS + ("lr",)
+# A training job that failed (crashed, killed) records it here and in a metrics.json of status
+# "failed", so that the workflow goes on and the report is made from the runs that finished.
+FAILURE_JSON = "failure.json"
+# Written from the run's files; removed with them by `clipbench rerun`.
+RUN_FILES = (METRICS_JSON, HISTORY_CSV, CHECKPOINT, FAILURE_JSON)
+RUN_DIRS = ("dvclive", "tensorboard")
+
+
+def failure_id(run_dir) -> str:
+    """The id of the run's last recorded failure, "" if none. The train rule has it as a param:
+    a new failure changes it, so the next `snakemake` tries the run again (resuming from its
+    checkpoint), while the run that then finishes keeps it and is not redone."""
+    import json
+    from pathlib import Path
+
+    try:
+        return str(json.loads((Path(run_dir) / FAILURE_JSON).read_text())["id"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
+def _last_error(log_text: str) -> str:
+    """The line a person would read first: a traceback's last line, else the last line."""
+    lines = [li.strip() for li in log_text.splitlines() if li.strip() and not li.startswith((" ", "\t"))]
+    return lines[-1] if lines else ""
+
+
+def record_failure(run_dir, task: str, method: str, seed: int, exit_code: int, log=None) -> dict:
+    """Record that the run's training job ended with ``exit_code``: ``failure.json`` and a
+    ``metrics.json`` of status "failed" (its ``history.csv`` kept, or written empty)."""
+    import signal
+    import time
+    import uuid
+    from pathlib import Path
+
+    from clipbench import files
+
+    run_dir = Path(run_dir)
+    text = ""
+    if log is not None and Path(log).is_file():
+        text = Path(log).read_text(errors="replace")
+    error = _last_error(text)
+    if exit_code > 128:
+        try:
+            name = signal.Signals(exit_code - 128).name
+        except ValueError:
+            name = f"signal {exit_code - 128}"
+        why = {"SIGKILL": " (out of memory, or a scheduler's kill?)", "SIGTERM": " (cancelled or preempted)"}
+        error = f"killed by {name}{why.get(name, '')}" + (f"; last log line: {error}" if error else "")
+    failure = {"id": uuid.uuid4().hex[:12], "exit_code": int(exit_code), "error": error or f"exit code {exit_code}",
+               "log": str(log) if log else None, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    files.write_json(run_dir / FAILURE_JSON, failure)
+    if not (run_dir / HISTORY_CSV).exists():
+        files.write_text(run_dir / HISTORY_CSV, ",".join(HISTORY_FIELDS) + "\n")
+    metrics = {"task": task, "method": method, "seed": int(seed), "status": "failed", "failure": failure,
+               "final": {}, "epochs": None, "steps": None}
+    files.write_json(run_dir / METRICS_JSON, metrics)
+    return metrics
+
+
+def forget(run_dir) -> list[str]:
+    """Delete a run's results and checkpoint, so that its next job trains from step 0."""
+    import shutil
+    from pathlib import Path
+
+    run_dir, removed = Path(run_dir), []
+    for name in RUN_FILES:
+        if (run_dir / name).is_file():
+            (run_dir / name).unlink()
+            removed.append(name)
+    for name in RUN_DIRS:
+        if (run_dir / name).is_dir():
+            shutil.rmtree(run_dir / name)
+            removed.append(name + "/")
+    return removed

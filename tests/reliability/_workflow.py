@@ -1,6 +1,7 @@
 """Snakemake in a throw-away checkout, on a run matrix small enough for a test."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -29,10 +30,12 @@ def checkout(dst: Path, extra: dict | None = None) -> Path:
     return repo
 
 
-def snakemake(repo: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    """``snakemake --configfile tiny.yaml ARGS``; the default profile applies as for a user."""
+def snakemake(repo: Path, *args: str, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``snakemake --configfile tiny.yaml ARGS``; the default profile applies as for a user.
+    ``env``: variables added to the environment (the jobs inherit them)."""
     return subprocess.run([sys.executable, "-m", "snakemake", "--configfile", "tiny.yaml", *args],
-                          cwd=repo, capture_output=True, text=True, timeout=timeout)
+                          cwd=repo, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
 
 
 def start(repo: Path, *args: str, log: Path) -> subprocess.Popen:

@@ -3,6 +3,7 @@ import os
 import re
 
 import clipbench.config as cb_config
+import clipbench.runfiles as cb_runfiles
 import clipbench.tuning as cb_tuning
 from clipbench.tasks import registry
 import clipbench.data.weights as cb_weights
@@ -61,7 +62,15 @@ def all_manifests():
 
 def run_spec_json(wildcards):
     spec = cb_config.run_spec(config, wildcards.task, wildcards.method, int(wildcards.seed))
-    return json.dumps(spec, sort_keys=True)
+    return json.dumps(cb_config.without_neutral(spec), sort_keys=True)
+
+
+# The engine settings that change no number reach the jobs in the shell line, never in params:
+# params are what Snakemake compares to decide a rerun, and changing threads or
+# checkpoint_every_steps must not retrain a finished run.
+RUNTIME = json.dumps(cb_config.runtime(config), sort_keys=True)
+# A diverged trial is a result (the worst), not a failed job.
+TRIAL_RUNTIME = json.dumps(cb_config.runtime(config, fail_on_divergence=False), sort_keys=True)
 
 
 def task_json(task):
@@ -78,7 +87,7 @@ def noise_reference_run(task):
 def noise_spec_json(task):
     method = noise_reference_run(task).split("/")[-2]
     spec = cb_config.run_spec(config, task, method, SEEDS[0])
-    return json.dumps({**spec, "noise": config["noise"]}, sort_keys=True)
+    return json.dumps({**cb_config.without_neutral(spec), "noise": config["noise"]}, sort_keys=True)
 
 
 def plan_methods_json(task):
@@ -97,10 +106,19 @@ def clip_plan_for(wildcards):
     return [f"results/noise/{wildcards.task}/clip_plan.json"]
 
 
+def noise_candidates(task):
+    """The runs the end-of-training noise may be measured at, in order: noise.method's (first
+    seed first), then the other methods'. The first that finished is used: a diverged or failed
+    reference run must not leave the task without diagnostics."""
+    first = noise_reference_run(task).split("/")[-2]
+    methods = [first] + [m for m in cb_config.task_methods(config, task) if m != first]
+    return [run_dir(task, m, s) for m in methods for s in SEEDS]
+
+
 def noise_final_inputs(wildcards):
     ins = {"init": f"results/noise/{wildcards.task}/init.json",
            "plan": f"results/noise/{wildcards.task}/clip_plan.json",
-           "run": f"{noise_reference_run(wildcards.task)}/metrics.json"}
+           "runs": [f"{d}/metrics.json" for d in noise_candidates(wildcards.task)]}
     ins.update({"manifest": m for m in manifest_for(wildcards)})
     return ins
 
@@ -258,7 +276,7 @@ def trial_count(task):
 
 def trial_spec_json(wildcards):
     spec = cb_tuning.trial_spec(config, wildcards.task, wildcards.method, int(wildcards.trial))
-    return json.dumps(spec, sort_keys=True)
+    return json.dumps(cb_config.without_neutral(spec), sort_keys=True)
 
 
 def tuned_input(wildcards):

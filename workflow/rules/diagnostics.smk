@@ -45,7 +45,7 @@ rule noise_init:
     conda:
         "../../environment.yml"
     shell:
-        "clipbench noise --spec {params.spec:q} {params.data} --methods {params.methods:q}"
+        "clipbench noise --spec {params.spec:q} --runtime {RUNTIME:q} {params.data} --methods {params.methods:q}"
         " --out results/noise/{wildcards.task} > {log} 2>&1"
         " && python -m clipbench.diagnostics.clip_plan --warn {output.detail}"
 
@@ -60,7 +60,7 @@ rule noise:
         spec=lambda wc: noise_spec_json(wc.task),
         methods=lambda wc: json.dumps(config["tasks"][wc.task]["methods"], sort_keys=True),
         data=lambda wc, input: f"--data {input.manifest}" if "manifest" in input.keys() else "",
-        checkpoint=lambda wc: f"{noise_reference_run(wc.task)}/checkpoint.pt",
+        runs=lambda wc: " ".join(noise_candidates(wc.task)),
     threads: ENGINE["threads"]
     resources:
         **job_resources("noise"),
@@ -71,5 +71,5 @@ rule noise:
     conda:
         "../../environment.yml"
     shell:
-        "clipbench noise --spec {params.spec:q} {params.data} --checkpoint {params.checkpoint}"
+        "clipbench noise --spec {params.spec:q} --runtime {RUNTIME:q} {params.data} --checkpoint-from {params.runs}"
         " --init {input.init} --methods {params.methods:q} --out results/noise/{wildcards.task} > {log} 2>&1"

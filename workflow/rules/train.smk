@@ -1,6 +1,9 @@
 # One run = one (task, method, seed). Its checkpoint.pt is deliberately not an output:
 # Snakemake removes the outputs of a failed job, and the checkpoint is what lets
 # `snakemake --rerun-incomplete` resume it.
+# A run whose training fails (a crash, a kill) is recorded as failed (metrics.json of status
+# "failed", failure.json) and the job succeeds: one bad run must not stop the other runs and
+# the report, which lists it. Its failure's id is a param, so the next `snakemake` tries it again.
 rule train:
     input:
         unpack(tuned_input),  # a tuned task's chosen setting (tuning.smk)
@@ -18,6 +21,7 @@ rule train:
         noise=lambda wc, input: f"--noise {input.noise}" if input.noise else "",
         launcher=train_launcher,
         tuned=lambda wc, input: f"--tuned {input.chosen}" if "chosen" in input.keys() else "",
+        retry_of=lambda wc: cb_runfiles.failure_id(run_dir(wc.task, wc.method, wc.seed)),
     threads: train_threads
     # What the SLURM profile turns into sbatch options (--gpus, --cpus-per-task, --mem, -t);
     # a local run only counts `gpu` against `--resources gpu=N`.
@@ -34,5 +38,7 @@ rule train:
     conda:
         "../../environment.yml"
     shell:
-        "{params.launcher} train --spec {params.spec:q} {params.data} {params.noise} {params.tuned}"
+        "{params.launcher} train --spec {params.spec:q} --runtime {RUNTIME:q} {params.data} {params.noise} {params.tuned}"
         " --out {params.out} > {log} 2>&1"
+        " || clipbench record-failure --out {params.out} --task {wildcards.task} --method {wildcards.method}"
+        " --seed {wildcards.seed} --exit-code $? --log {log} 2>&1 | tee -a {log}"

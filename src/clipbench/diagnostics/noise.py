@@ -438,9 +438,35 @@ def figure(m: dict, point: dict, path, seed: int = 0) -> None:
 
 # ---------------------------------------------------------------- the command
 
-def run(spec: dict, manifest: dict | None, out, checkpoint=None, init=None, methods: dict | None = None) -> str:
+def pick_reference(runs) -> tuple[object, dict | None, list[dict]]:
+    """The first of ``runs`` (run folders, in order of preference) that finished with a
+    checkpoint to measure at: (its folder, its metrics.json, the runs passed over and why);
+    (None, None, those) when none did."""
+    from pathlib import Path
+
+    from clipbench import files, runfiles
+
+    skipped = []
+    for run in map(Path, runs):
+        path = run / runfiles.METRICS_JSON
+        m = files.read_json(path) if path.is_file() else {}
+        if m.get("status") != "ok":
+            why = {"diverged": f"diverged at step {m.get('diverged_at_step')}",
+                   "failed": f"failed: {(m.get('failure') or {}).get('error', '')}"}.get(m.get("status"), "did not finish")
+            skipped.append({"run": str(run), "why": why})
+        elif not (run / runfiles.CHECKPOINT).is_file():
+            skipped.append({"run": str(run), "why": "its checkpoint.pt is gone"})
+        else:
+            return run, m, skipped
+    return None, None, skipped
+
+
+def run(spec: dict, manifest: dict | None, out, checkpoint=None, init=None, methods: dict | None = None,
+        skipped: list[dict] | None = None) -> str:
     """``clipbench noise``: measure one point and write ``init.json`` (no checkpoint) or
-    ``noise.json`` (the final checkpoint, beside the point of ``init``); returns its sentences."""
+    ``noise.json`` (the final checkpoint, beside the point of ``init``); returns its sentences.
+    ``skipped``: the preferred runs passed over for the checkpoint (see :func:`pick_reference`);
+    with ``init`` but no ``checkpoint``, no run could be measured and noise.json says why."""
     from pathlib import Path
 
     from clipbench import files
@@ -450,6 +476,8 @@ def run(spec: dict, manifest: dict | None, out, checkpoint=None, init=None, meth
     cfg = spec.get("noise", {})
     out, seed = Path(out), int(spec["seed"])
     task, task_label = spec["task"], registry.get(spec["task"]).label
+    if checkpoint is None and init is not None:
+        return _without_final(task, task_label, out, init, methods, skipped or [])
     if checkpoint is None:
         label, subjects, name = "initialisation", ["initialisation"], "init"
     else:
@@ -477,19 +505,62 @@ def run(spec: dict, manifest: dict | None, out, checkpoint=None, init=None, meth
         return " ".join([c["sentence"] for c in claims({"task_label": task_label, "points": [point]}, task)]
                         + [f"Predicted share of clipped steps: {json.dumps(shares)}."])
     init_data = files.read_json(init)
+    noise = assemble(task, task_label, [init_data["point"], point], _levels(methods, init_data))
+    noise.update(seed=spec["seed"], batch_size=spec["task_config"]["batch_size"],
+                 reference={"run": f"{task}/{spec['method']}/seed{seed}", "skipped": skipped or []})
+    _with_plan(noise, init)
+    files.write_json(out / "noise.json", noise)
+    return noise["verdict"]
+
+
+def _levels(methods: dict | None, init_data: dict) -> dict:
     levels = {}
     for method, mcfg in (methods or {}).items():
         _, resolved = resolve_levels(method, mcfg, init_data)
         if resolved:
             levels[method] = resolved
-    noise = assemble(task, task_label, [init_data["point"], point], levels)
-    noise.update(seed=spec["seed"], batch_size=spec["task_config"]["batch_size"])
+    return levels
+
+
+def _with_plan(noise: dict, init) -> None:
+    """The prediction made before training, for the report to show beside the measured."""
+    from pathlib import Path
+
+    from clipbench import files
+
     plan_path = Path(init).parent / "clip_plan.json"
-    if plan_path.exists():  # the prediction made before training, for the report to show beside the measured
+    if plan_path.exists():
         noise["clip_plan"] = files.read_json(plan_path)
         detail = plan_path.with_name("clip_plan_detail.json")
         noise["clip_plan_detail"] = files.read_json(detail) if detail.exists() else None
+
+
+def _without_final(task: str, task_label: str, out, init, methods: dict | None, skipped: list[dict]) -> str:
+    """``noise.json`` when no run finished with a checkpoint: the point at initialisation, and why
+    the end of training is absent (each run passed over, with its reason)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from clipbench import files
+
+    init_data = files.read_json(init)
+    noise = assemble(task, task_label, [init_data["point"]], _levels(methods, init_data))
+    why = "; ".join(f"{s['run']} {s['why']}" for s in skipped) or "no run of the task was given"
+    noise.update(figures=["noise_init.png"], reference={"run": None, "skipped": skipped},
+                 final_absent=f"no run finished with a checkpoint to measure the noise at ({why})")
+    _with_plan(noise, init)
+    # The rule's declared figure, saying what the report says.
+    fig, ax = plt.subplots(figsize=(6, 1.5))
+    ax.axis("off")
+    ax.text(0.5, 0.5, f"{task_label}: no end-of-training noise\n(no run finished with a checkpoint)",
+            ha="center", va="center", fontsize=10)
+    with files.atomic_path(out / "noise_final.png") as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
     files.write_json(out / "noise.json", noise)
+    print(noise["final_absent"], file=sys.stderr)
     return noise["verdict"]
 
 

@@ -17,13 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from clipbench.config import NEUTRAL_ENGINE_KEYS
 from clipbench.files import atomic_path
-
-
-# Engine keys that change how fast a run goes, or what it does on failure, but not its numbers:
-# a checkpoint stays valid when only these change.
-NEUTRAL_ENGINE_KEYS = ("threads", "num_workers", "gpus", "fail_on_divergence", "checkpoint_every_steps", "dvclive",
-                       "loaders")
 
 
 def spec_hash(spec: dict) -> str:

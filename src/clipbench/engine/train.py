@@ -417,9 +417,11 @@ def _fit(s: Setup) -> dict:
         if metrics_path.exists():
             s.log(f"[{s.name}] already complete; metrics.json kept")
             return files.read_json(metrics_path)
-        s.log(f"{s.out_dir}: the run is complete but metrics.json is missing, i.e. a deliberate rerun; "
-              "starting afresh")
-        progress = None
+        # Killed after the last checkpoint but before its results, or its results deleted (a
+        # forced Snakemake rerun): the checkpoint holds everything they are made of.
+        s.log(f"[{s.name}] complete in {s.checkpoint_path}: its metrics.json and history.csv are written from "
+              f"it, without training (to train it again from step 0: clipbench rerun {s.out_dir})")
+        return _write_results(s, progress, EpochEnd(), history=True)
     if progress is None:
         progress = Progress()
     else:
@@ -435,14 +437,19 @@ def _fit(s: Setup) -> dict:
             if end.status == "ok" and progress.epoch < s.epochs and _stopping(s):
                 raise Interrupted(s.name, s.checkpoint_path, progress.step)  # the epoch end checkpointed
 
-    result = _result(s, progress, end)
-    if s.dist.main:
-        # Each epoch end wrote the history so far; only a divergence (or no epoch at all) leaves more.
-        if end.status == "diverged" or progress.epoch == first_epoch:
-            write_history(s, progress.history)
-        files.write_json(metrics_path, result)
+    # Each epoch end wrote the history so far; only a divergence (or no epoch at all) leaves more.
+    result = _write_results(s, progress, end, history=end.status == "diverged" or progress.epoch == first_epoch)
     if end.status == "diverged":
         s.log(f"[{s.name}] diverged at step {end.diverged_at}: non-finite loss, gradient or parameters")
+    return result
+
+
+def _write_results(s: Setup, progress: Progress, end: EpochEnd, history: bool) -> dict:
+    result = _result(s, progress, end)
+    if s.dist.main:
+        if history:
+            write_history(s, progress.history)
+        files.write_json(s.out_dir / "metrics.json", result)
     return result
 
 

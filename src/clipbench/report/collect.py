@@ -77,6 +77,9 @@ def epoch_wall_times(runs: list[Path]) -> pd.DataFrame:
 def _final_val(summary: pd.DataFrame) -> pd.DataFrame:
     """Final validation metrics only: per-class values and telemetry are the report's, not DVC's."""
     final = summary.dropna(subset=["metric"])
+    # Finite values only: JSON has no inf or NaN (DVC would fail to read the file), and the
+    # report leaves them out of its means too (report/audit.py).
+    final = final[pd.to_numeric(final["value"], errors="coerce").map(lambda v: pd.notna(v) and abs(v) != float("inf"))]
     return final[(final["split"] == "val") & ~final["metric"].astype(str).str.startswith("iou_")]
 
 
@@ -101,6 +104,7 @@ def dvc_views(summary: pd.DataFrame, history: pd.DataFrame, metrics_json: str | 
     plots_dir = Path(plots_dir)
     plots_dir.mkdir(parents=True, exist_ok=True)
     epochs = history[history["split"].isin(["train", "val"]) & ~history["metric"].astype(str).str.startswith("iou_")]
+    epochs = epochs[pd.to_numeric(epochs["value"], errors="coerce").abs() < float("inf")]  # NaN fails it too
     for (task, split, metric), g in epochs.groupby(["task", "split", "metric"]):
         wide = g.pivot_table(index="epoch", columns="method", values="value", aggfunc="mean").reset_index()
         wide.columns.name = None

@@ -29,14 +29,17 @@ def _table(header: list[str], rows: list[list[str]], right_from: int = 1) -> str
 def results_block(results: Path, claims: list[dict]) -> str:
     """Final val main metric per task and method (mean over seeds), the best in bold, the
     trivial baseline, and the share of steps each clipped method clipped."""
-    summary = pd.read_csv(results / "summary.csv")
+    from clipbench.report.audit import audit
+
+    # Means over the seeds with finite values, as the report's (its banner lists the others).
+    summary, _, _ = audit(pd.read_csv(results / "summary.csv"), pd.DataFrame())
     methods = ordered_methods(summary["method"])
     rows = []
     for task in shown_tasks(summary["task"]):
         metric = main_metric(task)
         d = summary[(summary["task"] == task) & (summary["split"] == "val") & (summary["metric"] == metric)]
         means = d.groupby("method")["value"].mean()
-        seeds = d.groupby("method")["seed"].nunique()
+        seeds = d.dropna(subset=["value"]).groupby("method")["seed"].nunique()
         best = (means.idxmax() if higher_is_better(task) else means.idxmin()) if not means.empty else None
         base = tables.baseline_rows(results / "baselines", task)
         base_txt = "; ".join(f"{b['phrase']} {fmt((b['metrics'].get(metric) or {}).get('mean'))}" for b in base
@@ -46,7 +49,7 @@ def results_block(results: Path, claims: list[dict]) -> str:
             v = means.get(m)
             txt = "–" if v is None or pd.isna(v) else f"{v:.3f}"
             cells.append(f"**{txt}**" if m == best else txt)
-        rows.append([f"{task_label(task)} (val {METRIC_LABEL.get(metric, metric)}, {int(seeds.max())} seeds)",
+        rows.append([f"{task_label(task)} (val {METRIC_LABEL.get(metric, metric)}, {int(seeds.max()) if len(seeds) else 0} seeds)",
                      *cells, base_txt])
         clip = summary[(summary["task"] == task) & (summary["split"] == "run") & (summary["metric"] == "clip_fraction")]
         shares = clip.groupby("method")["value"].mean()

@@ -13,7 +13,7 @@ import jinja2
 import pandas as pd
 
 from clipbench import files
-from clipbench.report import claims, collect, compare, dynamics, figures, provenance, tables
+from clipbench.report import audit, claims, collect, compare, dynamics, figures, provenance, tables
 from clipbench.report import noise as noise_section
 from clipbench.report.tuning import section as tuning_section
 from clipbench.report.names import METRIC_LABEL, main_metric, shown_tasks, task_label, task_notes
@@ -109,12 +109,20 @@ def build_report(summary_csv: str | Path, out: str | Path, templates: str | Path
     summary = pd.read_csv(summary_csv)
     runs = sorted(set(summary["run_dir"]))
     history = collect.load_histories(runs)
+    summary, history, audited = audit.audit(summary, history, config)
     walls = collect.epoch_wall_times(runs)
     shown = shown_tasks(summary["task"])
     baseline_rows = {t: tables.baseline_rows(baselines, t) for t in shown}
     figs = figures.curve_figures(history, out / "figures", baselines=baseline_rows)
     tasks = [_task_context(task, summary, history, walls, baseline_rows[task], figs.get(task, []), out, section, config)
              for task in shown]
+    for t in tasks:
+        for row in t["rows"]:
+            cell = audited["cells"].get((t["name"], row["method"]), {})
+            row["seeds"] = cell.get("used", row["seeds"])
+            row["asked"] = cell.get("asked", row["seeds"])
+            row["left_out"] = cell.get("left_out", [])
+            row["failed"] = sum(f["task"] == t["name"] and f["method"] == row["method"] for f in audited["failed"])
     stability_png = figures.stability_figure({t["name"]: t["stability"]["runs"] for t in tasks}, out / "figures")
     versions_ = versions(summary)
     noise_ = [n for n in (noise_section.task_noise(noise, t, summary, out) for t in shown) if n]
@@ -122,6 +130,7 @@ def build_report(summary_csv: str | Path, out: str | Path, templates: str | Path
     tuned = tuning_section(tuning, out / "figures", out) if tuning else []
     records = [c for t in tasks for c in t["claims"]] + [c for n in noise_ for c in n["claims"]] + \
         (heavy["claims"] if heavy else []) + [c for t in tuned for c in t["claims"]]
+    audit.annotate(records, audited)
     claims.write(records, out / "claims.json")
     prov = provenance.provenance(config, manifests, versions_)
     context = {
@@ -132,7 +141,8 @@ def build_report(summary_csv: str | Path, out: str | Path, templates: str | Path
         "tasks": tasks,
         "tuning": tuned,
         "versions": versions_,
-        "n_runs": int(summary.drop_duplicates(["task", "method", "seed"]).shape[0]),
+        "n_runs": int(summary[summary["status"] != "failed"].drop_duplicates(["task", "method", "seed"]).shape[0]),
+        "left_out": audited["lines"],
         "n_seeds": max([t["paired"]["n_seeds"] for t in tasks] or [0]),
         "margins": section,
         "all_claims": records,
