@@ -17,7 +17,7 @@ import hashlib
 from pathlib import Path
 
 from clipbench import files
-from clipbench.data import MANIFEST, div2k, filelist, imagenet100, voc2012
+from clipbench.data import MANIFEST, div2k, filelist, images, imagenet100, voc2012
 from clipbench.data.download import redirect_policy
 
 DATASETS = {"imagenet100": imagenet100, "voc2012": voc2012, "div2k": div2k}
@@ -34,10 +34,22 @@ def prepare(name: str, cfg: dict, out: str | Path, **options) -> dict:
     source = "root" if root else cfg.get("source", "synthetic")
     with redirect_policy(cfg.get("cross_origin_redirects", False)):
         manifest = DATASETS[name].prepare(cfg, out, source, root, **options)
+    _check_images(name, manifest, out, options.get("progress", True))
     # Every file the loader will read, hashed; a run checks the disk against it.
     manifest["files"] = filelist.record(manifest, out)
     files.write_json(out / MANIFEST, manifest)
     return manifest
+
+
+def _check_images(name: str, manifest: dict, out: Path, progress: bool) -> None:
+    """Every image the loader will read, whatever the cache setting: a damaged one or a
+    decompression bomb stops prepare naming it, not a training job later. Decoded in full
+    unless the DIV2K cache just did (its build names a bad PNG itself); headers only then."""
+    root = Path(manifest["root"])
+    if not root.is_absolute():
+        root = out / root
+    paths = [root / rel for rel in DATASETS[name].data_files(root, manifest)]
+    images.check_images(paths, decode=not manifest.get("cache"), progress=progress, what=f"{name} in {root}")
 
 
 def load_manifest(path: str | Path) -> dict:
