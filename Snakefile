@@ -24,6 +24,10 @@ onstart:
     check_slurm_requests()
 
 
+onsuccess:
+    say_what_failed()
+
+
 rule all:
     input:
         "report/index.html",

@@ -234,6 +234,25 @@ def test_noise_command_at_init_and_after_training(tiny_imagenet, tmp_path):
     assert final["claims"][2]["subjects"] == ["end of training", "sgd", f"seed {spec['seed']}"]
     assert (out / "noise_init.png").stat().st_size > 0 and (out / "noise_final.png").stat().st_size > 0
 
+    # The preferred run diverged (no usable checkpoint): measured at the next that finished, saying why.
+    diverged = tmp_path / "diverged"
+    files.write_json(diverged / "metrics.json", {"status": "diverged", "diverged_at_step": 3})
+    base = ["noise", "--spec", json.dumps(spec), "--data", str(data), "--init", str(out / "init.json"),
+            "--methods", methods, "--out", str(out), "--checkpoint-from"]
+    assert cli.main([*base, str(diverged), str(run)]) == 0
+    fallback = files.read_json(out / "noise.json")
+    assert fallback["reference"]["skipped"] == [{"run": str(diverged), "why": "diverged at step 3"}]
+    assert fallback["reference"]["run"].endswith("clipped_sgd/seed0") and len(fallback["points"]) == 2
+    # No run finished: the point at initialisation only, and why, for the report to say.
+    (run / "checkpoint.pt").unlink()
+    assert cli.main([*base, str(diverged), str(run)]) == 0
+    absent = files.read_json(out / "noise.json")
+    assert len(absent["points"]) == 1 and absent["figures"] == ["noise_init.png"]
+    assert f"{diverged} diverged at step 3; {run} its checkpoint.pt is gone" in absent["final_absent"]
+    from clipbench.report.noise import _where
+
+    assert _where(absent).startswith("No point at the end of training: no run finished")
+
 
 if __name__ == "__main__":  # the numbers behind the tests
     rows = [(f"plain 1-D, alpha {a}", stable_1d(a, 0)) for a in (1.2, 1.5, 1.8)]

@@ -125,7 +125,13 @@ def cmd_rerun(args) -> int:
 
 
 def _with_runtime(spec: dict, runtime_json: str | None) -> dict:
+    """The spec with the neutral engine settings of the workflow's environment, then --runtime's."""
+    import os
+
+    env = os.environ.get(cfgmod.RUNTIME_ENV)
     try:
+        if env:
+            spec = cfgmod.with_runtime(spec, _json_arg(env, cfgmod.RUNTIME_ENV), cfgmod.RUNTIME_ENV, over_spec=False)
         return cfgmod.with_runtime(spec, _json_arg(runtime_json, "--runtime") if runtime_json else None)
     except cfgmod.ConfigError as exc:
         raise SystemExit(f"clipbench: {exc}")
@@ -305,7 +311,8 @@ def _run_commands(sub) -> None:
     s.add_argument("--out", required=True, type=Path, help="the run folder")
     s.add_argument("--tuned", type=Path, help="a chosen.json from `clipbench tune-select`: train with its setting")
     s.add_argument("--runtime", help="engine settings that change no number (threads, loaders, checkpoint_every_steps, "
-                   "...) as JSON, over the spec's: the workflow passes them apart, so that changing one reruns nothing")
+                   "...) as JSON, over the spec's; the workflow passes them in the environment (CLIPBENCH_RUNTIME, under the "
+                   "spec's), apart from the spec, so that changing one reruns nothing")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("record-failure", help="record that a run's training job failed (what the train rule "
@@ -336,7 +343,8 @@ def _run_commands(sub) -> None:
                    "and clip_plan.json predicts each clipped method's share of clipped steps")
     s.add_argument("--out", required=True, type=Path, help="results/noise/<task>")
     s.add_argument("--runtime", help="engine settings that change no number (threads, loaders, checkpoint_every_steps, "
-                   "...) as JSON, over the spec's: the workflow passes them apart, so that changing one reruns nothing")
+                   "...) as JSON, over the spec's; the workflow passes them in the environment (CLIPBENCH_RUNTIME, under the "
+                   "spec's), apart from the spec, so that changing one reruns nothing")
     s.set_defaults(func=cmd_noise)
 
     s = sub.add_parser("tune-select", help="pick the best tuning trial of a (task, method) by its held-out metric")

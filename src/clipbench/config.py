@@ -368,12 +368,20 @@ def runtime(config: dict, **overrides) -> dict:
     return {**{k: copy.deepcopy(eng[k]) for k in NEUTRAL_ENGINE_KEYS if k in eng}, **overrides}
 
 
-def with_runtime(spec: dict, runtime_settings: dict | None) -> dict:
-    """``spec`` with neutral engine settings put back (those given win over the spec's)."""
+# How the workflow hands a job its neutral engine settings: in the environment, not on the
+# shell line or in params, which Snakemake compares to decide a rerun (common.smk sets it).
+RUNTIME_ENV = "CLIPBENCH_RUNTIME"
+
+
+def with_runtime(spec: dict, runtime_settings: dict | None, where: str = "--runtime", over_spec: bool = True) -> dict:
+    """``spec`` with neutral engine settings put back: over the spec's own (``over_spec``, an
+    explicit --runtime) or under them (the workflow's environment: a spec that sets one, as a
+    tuning trial's fail_on_divergence: false, keeps it)."""
     if not runtime_settings:
         return spec
     unknown = sorted(set(runtime_settings) - set(NEUTRAL_ENGINE_KEYS))
     if unknown:
-        raise ConfigError(f"--runtime: {', '.join(unknown)} would change a run's numbers; only "
+        raise ConfigError(f"{where}: {', '.join(unknown)} would change a run's numbers; only "
                           f"{', '.join(NEUTRAL_ENGINE_KEYS)} may be given there (the rest belongs in the spec)")
-    return {**spec, "engine": {**spec.get("engine", {}), **runtime_settings}}
+    eng = spec.get("engine", {})
+    return {**spec, "engine": {**eng, **runtime_settings} if over_spec else {**runtime_settings, **eng}}

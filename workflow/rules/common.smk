@@ -1,6 +1,7 @@
 import json
 import os
 import re
+import sys
 
 import clipbench.config as cb_config
 import clipbench.runfiles as cb_runfiles
@@ -65,12 +66,11 @@ def run_spec_json(wildcards):
     return json.dumps(cb_config.without_neutral(spec), sort_keys=True)
 
 
-# The engine settings that change no number reach the jobs in the shell line, never in params:
+# The engine settings that change no number reach the jobs in the environment, never in params:
 # params are what Snakemake compares to decide a rerun, and changing threads or
-# checkpoint_every_steps must not retrain a finished run.
-RUNTIME = json.dumps(cb_config.runtime(config), sort_keys=True)
-# A diverged trial is a result (the worst), not a failed job.
-TRIAL_RUNTIME = json.dumps(cb_config.runtime(config, fail_on_divergence=False), sort_keys=True)
+# checkpoint_every_steps must not retrain a finished run. (A job on a cluster parses this file
+# again, so it sets the same.)
+os.environ[cb_config.RUNTIME_ENV] = json.dumps(cb_config.runtime(config), sort_keys=True)
 
 
 def task_json(task):
@@ -245,6 +245,23 @@ def check_slurm_requests():
         raise WorkflowError("no job was submitted:\n" + "\n".join(problems))
 
 
+def say_what_failed():
+    """After a workflow that went on past failed runs: which they are, their logs, what next."""
+    failed = []
+    for path in all_runs(cb_runfiles.METRICS_JSON):
+        try:
+            m = json.loads(open(path).read())
+        except (OSError, ValueError):
+            continue
+        if m.get("status") == "failed":
+            f = m.get("failure") or {}
+            failed.append(f"  {os.path.dirname(path)}: {f.get('error')} (log: {f.get('log')})")
+    if failed:
+        print(f"\n{len(failed)} training run(s) FAILED; the report was made from the others and lists them:\n"
+              + "\n".join(failed) + "\nRun `snakemake` again to retry them (each resumes from its last checkpoint).",
+              file=sys.stderr)
+
+
 def train_resource(key):
     """A rule-resource callable; an unset gpu_model is "" (the SLURM plugin then asks for any GPU)."""
     return lambda wc: train_resources(wc.task)[key] or (0 if key == "gpus" else "")
@@ -275,8 +292,9 @@ def trial_count(task):
 
 
 def trial_spec_json(wildcards):
-    spec = cb_tuning.trial_spec(config, wildcards.task, wildcards.method, int(wildcards.trial))
-    return json.dumps(cb_config.without_neutral(spec), sort_keys=True)
+    spec = cb_config.without_neutral(cb_tuning.trial_spec(config, wildcards.task, wildcards.method, int(wildcards.trial)))
+    spec["engine"]["fail_on_divergence"] = False  # a diverged trial is a result (the worst), not a failed job
+    return json.dumps(spec, sort_keys=True)
 
 
 def tuned_input(wildcards):

@@ -45,7 +45,7 @@ rule noise_init:
     conda:
         "../../environment.yml"
     shell:
-        "clipbench noise --spec {params.spec:q} --runtime {RUNTIME:q} {params.data} --methods {params.methods:q}"
+        "clipbench noise --spec {params.spec:q} {params.data} --methods {params.methods:q}"
         " --out results/noise/{wildcards.task} > {log} 2>&1"
         " && python -m clipbench.diagnostics.clip_plan --warn {output.detail}"
 
@@ -71,5 +71,5 @@ rule noise:
     conda:
         "../../environment.yml"
     shell:
-        "clipbench noise --spec {params.spec:q} --runtime {RUNTIME:q} {params.data} --checkpoint-from {params.runs}"
+        "clipbench noise --spec {params.spec:q} {params.data} --checkpoint-from {params.runs}"
         " --init {input.init} --methods {params.methods:q} --out results/noise/{wildcards.task} > {log} 2>&1"

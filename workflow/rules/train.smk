@@ -38,7 +38,7 @@ rule train:
     conda:
         "../../environment.yml"
     shell:
-        "{params.launcher} train --spec {params.spec:q} --runtime {RUNTIME:q} {params.data} {params.noise} {params.tuned}"
+        "{params.launcher} train --spec {params.spec:q} {params.data} {params.noise} {params.tuned}"
         " --out {params.out} > {log} 2>&1"
         " || clipbench record-failure --out {params.out} --task {wildcards.task} --method {wildcards.method}"
         " --seed {wildcards.seed} --exit-code $? --log {log} 2>&1 | tee -a {log}"

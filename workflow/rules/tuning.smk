@@ -33,7 +33,7 @@ rule tune_trial:
     conda:
         "../../environment.yml"
     shell:
-        "clipbench train --spec {params.spec:q} --runtime {TRIAL_RUNTIME:q} {params.data} {params.noise} --out {params.out} > {log} 2>&1"
+        "clipbench train --spec {params.spec:q} {params.data} {params.noise} --out {params.out} > {log} 2>&1"
 
 
 rule tune_select:

@@ -64,9 +64,20 @@ def task_noise(noise_dir: str | Path | None, task: str, summary: pd.DataFrame, o
                for m in plan if m not in measured]
     for s_ in shares:
         s_["predicted"] = plan.get(s_["method"])
-    return {**data, "clip_levels": levels, "points": points, "clip_shares": shares,
+    return {**data, "clip_levels": levels, "points": points, "clip_shares": shares, "where": _where(data),
             "figures": [_figure(path.parent / f, out, f"figures/noise/{task}/{Path(f).name}")
                         for f in data.get("figures") or []]}
+
+
+def _where(data: dict) -> str | None:
+    """Which run the end of training was measured at, when not the preferred one, or why none."""
+    if data.get("final_absent"):
+        return f"No point at the end of training: {data['final_absent']}."
+    ref = data.get("reference") or {}
+    if ref.get("skipped"):
+        passed = "; ".join(f"{s['run']} {s['why']}" for s in ref["skipped"])
+        return f"The end of training is measured at {ref['run']}, the first run that finished ({passed})."
+    return None
 
 
 def heavytail(heavy_dir: str | Path | None, out: Path) -> dict | None:
