@@ -17,6 +17,7 @@ import torch
 
 from tests._tinytask import restore_torch_globals, torch_globals
 from tests.conftest import tiny_spec
+from clipbench.data.prepare import load_manifest
 from clipbench.engine import checkpoint
 from clipbench.engine.train import train
 
@@ -123,6 +124,52 @@ def test_repeated_sigkills_with_workers(tiny_imagenet, tmp_path, method_cfg):
     spec = tiny_spec(method=method, epochs=4, **method_cfg)
     spec["engine"].update({"checkpoint_every_steps": 1, "num_workers": 2, "dvclive": True})
     _kill_and_resume(tiny_imagenet, tmp_path, spec, [2, 3, 2], seed=7)
+
+
+def test_sigterm_to_the_process_group_with_workers_checkpoints_and_the_rerun_resumes(tiny_imagenet, tmp_path):
+    """SLURM signals every process of the job step, loader workers too: they keep serving
+    batches (KeepOnGroupSigterm) until the main process checkpoints at its next step boundary
+    and exits 143; the rerun resumes bit for bit. Without it the workers die at once and the
+    run ends at the loader's "DataLoader worker ... is killed by signal: Terminated"."""
+    spec = tiny_spec(epochs=2)
+    spec["engine"].update({"checkpoint_every_steps": 1, "dvclive": False, "num_workers": 2})
+    manifest_dir = tmp_path / "data"
+    manifest_dir.mkdir()
+    (manifest_dir / "manifest.json").write_text(json.dumps(tiny_imagenet))
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    # The same manifest file as the run's, so that metrics.json's `data` (which manifest) agrees.
+    train(copy.deepcopy(spec), load_manifest(manifest_dir / "manifest.json"), ref)
+    ckpt = run / "checkpoint.pt"
+    # Its own process group (session), as a SLURM job step is: killpg reaches the workers too.
+    proc = subprocess.Popen(_command(spec, manifest_dir, run), env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    workers = _children(proc.pid)
+    assert len(workers) >= 2, "the loader workers had not started"
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    step = checkpoint.load(ckpt)["step"]
+    assert f"stopped by SIGTERM after step {step}: checkpoint written to {ckpt}" in err
+    assert "Traceback" not in err and "killed by signal" not in err and not (run / "metrics.json").exists()
+    deadline = time.monotonic() + 30  # the workers leave with their parent
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists() and
+                Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"], "a loader worker outlived the run"
+    _run(_command(spec, manifest_dir, run))
+    _compare(ref, run)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = task / "children"
+        if children.exists():
+            out += [int(c) for c in children.read_text().split()]
+    return out
 
 
 def test_sigterm_checkpoints_at_the_next_step_and_the_rerun_resumes(tiny_imagenet, tmp_path):

@@ -144,6 +144,8 @@ def test_workflow_on_slurm_matches_local(cluster, local, tmp_path):
     assert len(train_calls) == len(METHODS), sbatch
     for line in train_calls:
         assert "--gpus=1" in line and "-p gpu" in line and "--mem 2000" in line and "-t 10" in line, line
+        # SIGTERM 120 s before the time limit: a known grace period to checkpoint (the profile).
+        assert "--signal=TERM@120" in line, line
     assert all("--gpus" not in line and "-p cpu" in line for line in sbatch if "rule_train" not in line), sbatch
     jobs = _train_jobs(before)
     assert len(jobs) == len(METHODS) and all(j["JobState"] == "COMPLETED" for j in jobs), jobs

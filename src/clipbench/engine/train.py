@@ -308,7 +308,7 @@ def setup(spec: dict, manifest, out_dir: Path, eng: dict, device: torch.device, 
         bn_loader = DataLoader(SeededSamples(task.train_set),
                                batch_sampler=LeadingBatches(len(task.train_set), batch_size, seed, bn_batches),
                                generator=torch.Generator().manual_seed(seed),
-                               **{**options, "persistent_workers": False})
+                               **keep_workers_on_sigterm({**options, "persistent_workers": False}))
     return Setup(
         spec=spec, name=name, seed=seed, out_dir=out_dir, task=task,
         raw_model=raw_model, model=model, eval_model=raw_model if d.enabled else model,
@@ -334,7 +334,48 @@ def loader_options(eng: dict, task: str, device: torch.device) -> dict:
             "persistent_workers": workers > 0}
 
 
+class KeepOnGroupSigterm:
+    """A DataLoader ``worker_init_fn`` (wrapping ``init_fn``, if any): the worker outlives a
+    SIGTERM sent to the whole process group, as SLURM signals a job step, so that the main
+    process can still fetch batches up to its next step boundary and checkpoint there.
+
+    Without it the worker dies at once (torch's worker handler) and the run ends at the
+    loader's "worker killed" error. A SIGTERM from the worker's parent (DataLoader's own
+    shutdown of a stuck worker, multiprocessing's at exit) still ends it, as torch's does:
+    SIGTERM is blocked and a thread takes it with ``sigwaitinfo``, which says who sent it.
+    Workers exit when their parent does (torch's watchdog), so none is left behind.
+    """
+
+    def __init__(self, init_fn: Callable[[int], None] | None = None):
+        self.init_fn = init_fn
+
+    def __call__(self, worker_id: int) -> None:
+        import os
+
+        parent = os.getppid()
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # threads started later inherit it
+
+        def take() -> None:
+            while True:
+                info = signal.sigwaitinfo({signal.SIGTERM})
+                if info.si_pid == parent:
+                    os._exit(0)  # what torch's worker handler does for its parent's SIGTERM
+
+        threading.Thread(target=take, name="sigterm", daemon=True).start()
+        if self.init_fn is not None:
+            self.init_fn(worker_id)
+
+
+def keep_workers_on_sigterm(kw: dict) -> dict:
+    """DataLoader options ``kw`` whose workers (if any) outlive a process-group SIGTERM
+    (:class:`KeepOnGroupSigterm`, then the ``worker_init_fn`` already there)."""
+    if not kw.get("num_workers"):
+        return kw
+    return {**kw, "worker_init_fn": KeepOnGroupSigterm(kw.get("worker_init_fn"))}
+
+
 def _loaders(task, sampler, eval_batch_size: int, seed: int, kw: dict):
+    kw = keep_workers_on_sigterm(kw)
     # A generator of its own, so that starting an iterator never draws from the global RNG.
     train_loader = DataLoader(SeededSamples(task.train_set), batch_sampler=sampler,
                               generator=torch.Generator().manual_seed(seed), **kw)
