@@ -26,6 +26,7 @@ onstart:
 
 onsuccess:
     say_what_failed()
+    prune_checkpoints()
 
 
 rule all:

@@ -87,3 +87,25 @@ def forget(run_dir) -> list[str]:
             shutil.rmtree(run_dir / name)
             removed.append(name + "/")
     return removed
+
+
+def prune_checkpoints(runs, keep: set) -> int:
+    """Delete the ``checkpoint.pt`` of every run folder in ``runs`` but those in ``keep`` and
+    the failed ones (their retry resumes from it); the bytes freed."""
+    import json
+    from pathlib import Path
+
+    freed = 0
+    for run in map(Path, runs):
+        ckpt = run / CHECKPOINT
+        if run in keep or not ckpt.is_file():
+            continue
+        try:
+            status = json.loads((run / METRICS_JSON).read_text()).get("status")
+        except (OSError, ValueError):
+            continue  # no results yet: the checkpoint is all there is of the run
+        if status == "failed":
+            continue
+        freed += ckpt.stat().st_size
+        ckpt.unlink()
+    return freed

@@ -23,7 +23,7 @@ CONFIG = {"run": {"methods": ["sgd", "adam", "crashy"]},
               "crashy": {"optimizer": "tests.reliability._faulty:CrashAtStep", "lr": 0.01}}}}}
 # Each neutral key with a value other than the one the workflow ran with.
 NEUTRAL = {"threads": 2, "num_workers": 1, "gpus": 1, "fail_on_divergence": True, "checkpoint_every_steps": 5,
-           "dvclive": True, "loaders": {"classification": {"num_workers": 2}}}
+           "dvclive": True, "loaders": {"classification": {"num_workers": 2}}, "keep_checkpoints": "final"}
 
 
 def _metrics(repo, method) -> dict:
@@ -41,6 +41,7 @@ def workflow(tmp_path_factory):
              "failed": _metrics(repo, "crashy") if first.returncode == 0 else None,
              "noise": json.loads((repo / "results/noise/classification/noise.json").read_text())
              if first.returncode == 0 else None}
+    state["checkpoints_after_failure"] = sorted(p.parent.parent.name for p in (repo / RUNS).glob("*/seed0/checkpoint.pt"))
     state["plan_after_failure"] = snakemake(repo, "-n", env=env)
     (repo / FLAG).unlink()
     state["retry"] = snakemake(repo, timeout=900, env=env)
@@ -78,6 +79,10 @@ def test_the_failed_run_is_retried_and_then_left_alone(workflow):
     assert _metrics(repo, "crashy")["timing"]["resumed_at_steps"], "the retry did not resume from its checkpoint"
     assert "Nothing to be done" in output(state["plan_after_retry"]), output(state["plan_after_retry"])[-3000:]
     assert "Not in the numbers" in (repo / "report/index.html").read_text()  # SGD still diverged
+    # engine.keep_checkpoints: needed (the demo config's): only what a later step needs is kept,
+    # the failed run's until its retry finished, then only the run the noise was measured at.
+    assert state["checkpoints_after_failure"] == ["adam", "crashy"]
+    assert sorted(p.parent.parent.name for p in (repo / RUNS).glob("*/seed0/checkpoint.pt")) == ["adam"]
 
 
 def _stamps(repo) -> dict:
@@ -104,3 +109,20 @@ def test_settings_that_change_no_number_retrain_nothing(workflow):
     again = snakemake(repo, env=env)
     assert again.returncode == 0, output(again)[-3000:]
     assert _stamps(repo) == before
+
+
+def test_pruning_keeps_the_checkpoints_a_later_step_needs(tmp_path):
+    from clipbench import files, runfiles
+
+    runs = {}
+    for name, status in (("ok", "ok"), ("reference", "ok"), ("failed", "failed"), ("diverged", "diverged"),
+                         ("running", None)):
+        run = runs[name] = tmp_path / name
+        run.mkdir()
+        (run / "checkpoint.pt").write_bytes(b"x" * 100)
+        if status:
+            files.write_json(run / "metrics.json", {"status": status})
+    freed = runfiles.prune_checkpoints(list(runs.values()), keep={runs["reference"]})
+    left = sorted(p.parent.name for p in tmp_path.glob("*/checkpoint.pt"))
+    # Kept: the one asked for, a failed run's (its retry resumes from it), a run still without results.
+    assert left == ["failed", "reference", "running"] and freed == 200

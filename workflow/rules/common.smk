@@ -2,6 +2,7 @@ import json
 import os
 import re
 import sys
+from pathlib import Path
 
 import clipbench.config as cb_config
 import clipbench.runfiles as cb_runfiles
@@ -260,6 +261,27 @@ def say_what_failed():
         print(f"\n{len(failed)} training run(s) FAILED; the report was made from the others and lists them:\n"
               + "\n".join(failed) + "\nRun `snakemake` again to retry them (each resumes from its last checkpoint).",
               file=sys.stderr)
+
+
+def prune_checkpoints():
+    """engine.keep_checkpoints: needed. Once every rule is done, only the checkpoints a later
+    step needs stay: the run each task's end-of-training noise was measured at (noise.json's
+    reference), and failed runs'."""
+    if ENGINE["keep_checkpoints"] != "needed":
+        return
+    keep = set()
+    for t in TRAINED:
+        try:
+            ref = json.loads(open(f"results/noise/{t}/noise.json").read()).get("reference") or {}
+        except (OSError, ValueError):
+            continue
+        if ref.get("run"):
+            keep.add(Path("results/runs") / ref["run"])
+    runs = {Path(p).parent for p in all_runs(cb_runfiles.METRICS_JSON)}
+    freed = cb_runfiles.prune_checkpoints(sorted(runs), keep)
+    if freed:
+        print(f"engine.keep_checkpoints: needed: deleted the checkpoints no later step needs ({freed / 1e6:.0f} MB; "
+              f"kept: {', '.join(map(str, sorted(keep))) or 'none'})", file=sys.stderr)
 
 
 def train_resource(key):
