@@ -26,13 +26,13 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from clipbench import files
 from clipbench.data import DatasetLayoutError, sources, synthetic
+from clipbench.data.download import fetch_files
 from clipbench.data.filelist import file_sha256
 from clipbench.data.images import image_size, open_rgb
-from clipbench.data.download import fetch_files
+from clipbench.progress import tqdm
 
 NAME = "div2k"
 SUBDIRS = (

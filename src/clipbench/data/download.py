@@ -27,11 +27,10 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from tqdm import tqdm
-
 from clipbench import files
 from clipbench.data import sources
 from clipbench.data.extract import safe_extract
+from clipbench.progress import tqdm
 
 CHUNK = 1 << 20
 ARCHIVES = "archives"  # default archive folder under a dataset's destination

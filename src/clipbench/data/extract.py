@@ -30,9 +30,8 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from tqdm import tqdm
-
 from clipbench import files
+from clipbench.progress import tqdm
 
 
 class ArchiveError(RuntimeError):

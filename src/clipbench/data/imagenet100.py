@@ -27,8 +27,6 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from tqdm import tqdm
-
 from clipbench import files
 from clipbench.data import MANIFEST, sources, synthetic
 from clipbench.data.download import mismatches
@@ -40,6 +38,7 @@ from clipbench.data.extract import (
     corrupt_message,
     extract_tar,
 )
+from clipbench.progress import tqdm
 
 CLASS_LISTS = {
     "first100": "imagenet100_first100.txt",  # the thesis and the authors' code

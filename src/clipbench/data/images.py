@@ -106,7 +106,7 @@ def check_images(paths, *, decode: bool = True, workers: int | None = None, prog
     """Check every image of ``paths`` (in ``workers`` processes, default all cores); a
     :class:`CorruptImageError` naming each bad one (the first ``SHOWN``) and what to do.
     Returns how many were checked."""
-    from tqdm import tqdm
+    from clipbench.progress import tqdm
 
     paths = [str(p) for p in paths if str(p).lower().endswith(IMAGE_SUFFIXES)]
     chunks = [(paths[i:i + 256], decode) for i in range(0, len(paths), 256)]

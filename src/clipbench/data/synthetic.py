@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
+
+from clipbench.progress import tqdm
 
 
 def build(out: Path, make) -> dict:

@@ -25,10 +25,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from clipbench.engine import checkpoint, env
 from clipbench.engine.distributed import EpochBatchSampler, SeededSamples
+from clipbench.progress import tqdm
 from clipbench.tasks import build_task
 
 # Above this many parameters the noise vectors are kept as CountSketches of this width

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
+from clipbench.progress import tqdm
 from clipbench.runfiles import CLIP_METRICS
 
 

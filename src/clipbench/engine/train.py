@@ -47,7 +47,6 @@ from typing import Callable
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from clipbench import files
 from clipbench.engine import checkpoint, distributed, env, telemetry
@@ -55,9 +54,9 @@ from clipbench.engine.checkpoint import Progress
 from clipbench.engine.distributed import Dist, EpochBatchSampler, LeadingBatches, SeededSamples, epoch_seed
 from clipbench.engine.schedule import build_scheduler
 from clipbench.optim import build_optimizer
+from clipbench.progress import tqdm
 from clipbench.runfiles import CLIP_METRICS, HISTORY_FIELDS, TASK_SPLITS, TELEMETRY_METRICS
 from clipbench.tasks import build_task
-
 
 
 def make_optimizer(method: str, params, opt_cfg: dict, stats_every: int = 20):

@@ -25,8 +25,8 @@ from torchvision import datasets, tv_tensors
 from torchvision.transforms import v2 as T
 
 from clipbench.data import filelist
-from clipbench.data.images import CorruptImageError, open_rgb
 from clipbench.data.imagenet100 import MEAN, STD
+from clipbench.data.images import CorruptImageError, open_rgb
 from clipbench.data.voc2012 import check_sbd_root, check_voc_root, trainaug_files
 from clipbench.metrics import IGNORE_INDEX, VOC_CLASSES, SegmentationMeter
 from clipbench.models import fcn
@@ -189,10 +189,9 @@ def load_pretrained(model: nn.Module, cfg: dict) -> dict:
 def background_baseline(cfg: dict, manifest: dict) -> dict:
     """Predicting background everywhere, scored on the validation masks as the runs' metric is
     (the same eval transform, void ignored, one confusion matrix over all pixels)."""
-    from tqdm import tqdm
-
     from clipbench.config import with_task_defaults
     from clipbench.metrics import confusion_matrix
+    from clipbench.progress import tqdm
 
     cfg = with_task_defaults("segmentation", cfg)
     voc = check_voc_root(manifest["root"])

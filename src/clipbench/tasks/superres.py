@@ -15,12 +15,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
-from tqdm import tqdm
 
 from clipbench.data import filelist
 from clipbench.data.div2k import check_cache, check_div2k_root, find_pairs, map_cached, read_rgb
 from clipbench.metrics import SuperResolutionMeter, div2k_shave
 from clipbench.models.sr import bicubic_upsample, build_sr_model
+from clipbench.progress import tqdm
 from clipbench.tasks import Task, TaskInfo
 
 INFO = TaskInfo(
