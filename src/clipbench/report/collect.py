@@ -87,16 +87,24 @@ def dvc_views(summary: pd.DataFrame, history: pd.DataFrame, metrics_json: str | 
               metrics_dir: str | Path | None = None) -> None:
     """What ``dvc metrics show`` and ``dvc plots show`` read.
 
-    ``metrics_json``: {task: {method: {"val_<metric>": mean over seeds}}} of the final values.
-    ``metrics_dir/<task>/<method>.json``: the same, one small file per (task, method), so
-    ``dvc metrics show`` prints one row per task and method with one column per metric.
-    ``plots_dir/<task>_<split>_<metric>.csv``: one row per epoch, one column per method
-    (mean over seeds), so DVC draws one line per method.
+    ``metrics_json``: {task: {method: {"val_<main metric>": mean over seeds}}}, the metric each
+    task is judged by, so ``dvc exp show`` has one numeric column per task and method
+    (``classification.sgd.val_top1``) and not every metric of every method.
+    ``metrics_dir/<task>/<method>.json``: every final val metric, one small file per (task,
+    method), so ``dvc metrics show`` prints one row per task and method, one column per metric.
+    ``plots_dir/<task>_<split>_<metric>.csv``: columns ``epoch, method, value`` (mean over
+    seeds), one row per epoch and method. The long form names no method in a column header, so
+    ``dvc.yaml`` plots ``x: epoch, y: value`` with the template ``.dvc/plots/by_method.json``
+    (one line per method, coloured by the ``method`` column) and types no method name.
     """
     metrics: dict = {}
     for (task, method, split, metric), g in _final_val(summary).groupby(["task", "method", "split", "metric"]):
         metrics.setdefault(task, {}).setdefault(method, {})[f"{split}_{metric}"] = float(g["value"].mean())
-    files.write_json(metrics_json, metrics)
+    from clipbench.report.names import main_metric
+
+    main = {task: {method: {k: v for k, v in values.items() if k == f"val_{main_metric(task)}"} or values
+                   for method, values in by_method.items()} for task, by_method in metrics.items()}
+    files.write_json(metrics_json, main)
     if metrics_dir is not None:
         for task, by_method in metrics.items():
             for method, values in by_method.items():
@@ -106,6 +114,6 @@ def dvc_views(summary: pd.DataFrame, history: pd.DataFrame, metrics_json: str | 
     epochs = history[history["split"].isin(["train", "val"]) & ~history["metric"].astype(str).str.startswith("iou_")]
     epochs = epochs[pd.to_numeric(epochs["value"], errors="coerce").abs() < float("inf")]  # NaN fails it too
     for (task, split, metric), g in epochs.groupby(["task", "split", "metric"]):
-        wide = g.pivot_table(index="epoch", columns="method", values="value", aggfunc="mean").reset_index()
-        wide.columns.name = None
-        files.write_text(plots_dir / f"{task}_{split}_{metric}.csv", wide.to_csv(index=False))
+        long = (g.assign(value=pd.to_numeric(g["value"])).groupby(["epoch", "method"], as_index=False)["value"].mean()
+                .sort_values(["method", "epoch"]))
+        files.write_text(plots_dir / f"{task}_{split}_{metric}.csv", long[["epoch", "method", "value"]].to_csv(index=False))
