@@ -61,8 +61,13 @@ def save(path: str | Path, state: dict) -> None:
     # atomic_path reports as "disk full while writing <path>".
     buf = io.BytesIO()
     torch.save(state, buf)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        f.write(buf.getbuffer())
+    with atomic_path(path) as tmp:
+        _write(tmp, buf.getbuffer())
+
+
+def _write(path: Path, data) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
 
 
 def load(path: str | Path) -> dict | None:
