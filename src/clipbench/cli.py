@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from pathlib import Path
 
 from clipbench import config as cfgmod
+from clipbench.errors import ClipbenchError
 from clipbench.tasks import registry
 from clipbench.tuning import TuningError
 
@@ -255,7 +257,20 @@ def cmd_report(args) -> int:
     return 0
 
 
+BENCHMARKS = {
+    "optim": "step time of the clipped optimizers against torch.optim.SGD, telemetry on and off",
+    "data": "is the input pipeline fast enough to keep a GPU busy (pre-resize, decode, augment)",
+    "train": "is the optimizer visible in a full training step, per method",
+    "cost": "what the thesis replication costs: time and memory per task, from a few timed steps",
+    "workflow": "where a finished workflow's wall time went, per rule (from results/benchmarks/)",
+}
+
+
 def cmd_bench(args, rest: list[str]) -> int:
+    if args.what is None:
+        print("usage: clipbench bench WHAT [options of that benchmark]\n\nbenchmarks (clipbench bench WHAT --help "
+              "for their options):\n" + "\n".join(f"  {k:9s} {v}" for k, v in BENCHMARKS.items()))
+        return 0 if {"-h", "--help"} & set(rest) else 2
     if args.what == "optim":
         from clipbench.bench.optim import main as bench_main
     elif args.what == "data":
@@ -273,6 +288,9 @@ def cmd_bench(args, rest: list[str]) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="clipbench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--debug", action="store_true",
+                   help="show the traceback of an error that is the user's to fix (bad data, a missing file, a "
+                   "config that cannot run), not only its message; also CLIPBENCH_DEBUG=1")
     sub = p.add_subparsers(dest="command", required=True)
     _data_commands(sub)
     _run_commands(sub)
@@ -282,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _data_commands(sub) -> None:
     s = sub.add_parser("prepare", help="make a dataset ready (generate, download, check) and write its manifest")
-    s.add_argument("dataset")
+    s.add_argument("dataset", help="imagenet100, voc2012 or div2k (a key of the config's datasets)")
     s.add_argument("--configfile", action="append", default=[], help="config file(s), merged in order")
     s.add_argument("--json", help="the dataset's settings as JSON (what the Snakemake rule passes)")
     s.add_argument("--out", required=True, type=Path, help="folder for the prepared data and manifest.json")
@@ -290,22 +308,22 @@ def _data_commands(sub) -> None:
 
     s = sub.add_parser("fetch-weights", help="download pretrained weights (pinned, verified) into data/weights")
     s.add_argument("name", help="e.g. vgg16_imagenet (see clipbench.data.sources)")
-    s.add_argument("--out", type=Path, default=Path("data/weights"))
+    s.add_argument("--out", type=Path, default=Path("data/weights"), help="folder to put the weights file in")
     s.add_argument("--json", help="the config's weights section as JSON (mirrors; what the Snakemake rule passes)")
     s.set_defaults(func=cmd_fetch_weights)
 
     s = sub.add_parser("track-data", help="version the raw archives with DVC (`dvc add data`)")
-    s.add_argument("path", nargs="?", default="data")
+    s.add_argument("path", nargs="?", default="data", help="the folder of raw archives to track (default: data)")
     s.set_defaults(func=cmd_track_data)
 
 
 def _run_commands(sub) -> None:
     s = sub.add_parser("train", help="run (or resume) one training run")
     s.add_argument("--spec", help="the run's resolved settings as JSON (what the Snakemake rule passes)")
-    s.add_argument("--configfile", action="append", default=[])
-    s.add_argument("--task", choices=registry.names())
+    s.add_argument("--configfile", action="append", default=[], help="config file(s), merged in order")
+    s.add_argument("--task", choices=registry.names(), help="the run's task (with --configfile)")
     s.add_argument("--method", help=f"one of {', '.join(cfgmod.methods())}, or a method of your own in the config")
-    s.add_argument("--seed", type=int)
+    s.add_argument("--seed", type=int, help="the run's seed (with --configfile)")
     s.add_argument("--data", type=Path, help="the dataset's manifest.json from `clipbench prepare`")
     s.add_argument("--noise", type=Path, help="the task's init.json from `clipbench noise`, for {quantile: q} clip levels")
     s.add_argument("--out", required=True, type=Path, help="the run folder")
@@ -349,23 +367,23 @@ def _run_commands(sub) -> None:
 
     s = sub.add_parser("tune-select", help="pick the best tuning trial of a (task, method) by its held-out metric")
     s.add_argument("metrics", nargs="+", type=Path, help="the trials' metrics.json files")
-    s.add_argument("--task", required=True)
-    s.add_argument("--method", required=True)
+    s.add_argument("--task", required=True, help="the trials' task")
+    s.add_argument("--method", required=True, help="the trials' method")
     s.add_argument("--tolerance", type=float, default=0.05, help="the sensitivity width's tolerance (relative)")
     s.add_argument("--out", required=True, type=Path, help="where to write chosen.json")
     s.set_defaults(func=cmd_tune_select)
 
     s = sub.add_parser("baseline", help="score a training-free baseline on a task's validation set (superres: bicubic)")
-    s.add_argument("task", choices=registry.with_baseline())
+    s.add_argument("task", choices=registry.with_baseline(), help="a task with a training-free baseline")
     s.add_argument("--task-json", help="the task's settings as JSON (what the Snakemake rule passes)")
-    s.add_argument("--configfile", action="append", default=[])
+    s.add_argument("--configfile", action="append", default=[], help="config file(s), merged in order")
     s.add_argument("--data", required=True, type=Path, help="the dataset's manifest.json")
     s.add_argument("--out", required=True, type=Path, help="where to write the JSON result")
     s.set_defaults(func=cmd_baseline)
 
     s = sub.add_parser("heavytail", help="the convex check: clipped vs unclipped methods under Gaussian and heavy-tailed noise")
     s.add_argument("--json", help="the task's settings as JSON (what the Snakemake rule passes)")
-    s.add_argument("--configfile", action="append", default=[])
+    s.add_argument("--configfile", action="append", default=[], help="config file(s), merged in order")
     s.add_argument("--out", type=Path, default=Path("results/heavytail"), help="folder for quantiles.csv, summary.json, quantiles.png")
     s.set_defaults(func=cmd_heavytail)
 
@@ -373,8 +391,8 @@ def _run_commands(sub) -> None:
 def _result_commands(sub) -> None:
     s = sub.add_parser("collect", help="gather every run's metrics into one tidy table")
     s.add_argument("metrics", nargs="*", type=Path, help="runs' metrics.json files (default: every run under --runs)")
-    s.add_argument("--runs", type=Path, default=Path("results/runs"))
-    s.add_argument("--out", type=Path, default=Path("results/summary.csv"))
+    s.add_argument("--runs", type=Path, default=Path("results/runs"), help="the run folders' root (without METRICS)")
+    s.add_argument("--out", type=Path, default=Path("results/summary.csv"), help="the tidy table to write")
     s.add_argument("--dvc-metrics", type=Path, help="also write the final metrics as JSON for `dvc metrics show`")
     s.add_argument("--dvc-plots", type=Path, help="also write per-epoch curves as CSVs for `dvc plots show`")
     s.add_argument("--dvc-metrics-dir", type=Path,
@@ -382,8 +400,9 @@ def _result_commands(sub) -> None:
     s.set_defaults(func=cmd_collect)
 
     s = sub.add_parser("report", help="figures, tables and the HTML/LaTeX report")
-    s.add_argument("--summary", type=Path, default=Path("results/summary.csv"))
-    s.add_argument("--out", type=Path, default=Path("report"))
+    s.add_argument("--summary", type=Path, default=Path("results/summary.csv"), help="from `clipbench collect`")
+    s.add_argument("--out", type=Path, default=Path("report"), help="folder for index.html, report.tex (+ PDF), "
+                   "claims.json and figures/")
     s.add_argument("--baselines", type=Path, default=Path("results/baselines"),
                    help="folder of <task>.json baselines from `clipbench baseline` (shown when present)")
     s.add_argument("--config-json", help="the resolved workflow config as JSON (provenance: its hash and text)")
@@ -406,7 +425,7 @@ def _result_commands(sub) -> None:
     s.set_defaults(func=cmd_readme)
 
     s = sub.add_parser("bench", add_help=False, help="benchmarks and the cost estimate (`clipbench bench cost --help`, ...)")
-    s.add_argument("what", choices=["optim", "data", "train", "cost", "workflow"])
+    s.add_argument("what", nargs="?", choices=list(BENCHMARKS), help="the benchmark; its options: clipbench bench WHAT --help")
     s.set_defaults(func=None)
 
 
@@ -418,11 +437,17 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_bench(args, rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.debug:
+        os.environ["CLIPBENCH_DEBUG"] = "1"
     try:
         return args.func(args)
-    except (cfgmod.ConfigError, TuningError) as exc:
-        print(f"clipbench: {exc}", file=sys.stderr)
-        return 2
+    except (ClipbenchError, FileNotFoundError) as exc:
+        if os.environ.get("CLIPBENCH_DEBUG", "") not in ("", "0"):
+            raise
+        # The message names the file or key and says what to do; a traceback would bury it.
+        print(f"clipbench {args.command}: {exc}\n(the traceback: clipbench --debug {args.command} ..., or "
+              "CLIPBENCH_DEBUG=1)", file=sys.stderr)
+        return 2 if isinstance(exc, (cfgmod.ConfigError, TuningError)) else 1
 
 
 if __name__ == "__main__":

@@ -16,11 +16,11 @@ from typing import Any
 import jsonschema
 import yaml
 
+from clipbench.errors import ClipbenchError
 from clipbench.tasks import registry
 
 
-
-class ConfigError(ValueError):
+class ConfigError(ClipbenchError, ValueError):
     """A configuration that cannot run; the message names the offending key."""
 
 

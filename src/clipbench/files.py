@@ -10,11 +10,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from clipbench.errors import ClipbenchError
 
 _FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 
-class DiskFullError(OSError):
+class DiskFullError(ClipbenchError, OSError):
     """Writing failed because the disk, a quota or the file size limit is full (``errno``
     kept). Its message names the file, the file system and its free bytes, and what to do."""
 

@@ -19,13 +19,14 @@ import math
 import random
 from typing import Any
 
+from clipbench.errors import ClipbenchError
 from clipbench.tasks import registry
 
 TUNING_DIR = "results/tuning"
 CHOSEN_JSON = "chosen.json"
 
 
-class TuningError(ValueError):
+class TuningError(ClipbenchError, ValueError):
     """A tuning section that cannot run; the message names the key."""
 
 

@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--configfile", nargs="+", default=["config/config.yaml", "config/thesis.yaml"],
                    help="config files, merged in order (default: the thesis' replication)")
     p.add_argument("--tasks", nargs="+", help="a subset of run.tasks")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to time the steps")
     p.add_argument("--smoke", action="store_true", help="batch 2, two steps (the default on a CPU)")
     p.add_argument("--steps", type=int, help="timed training steps (default 20; smoke 2)")
     p.add_argument("--samples", type=int, help="timed loader samples (default 32; smoke 4)")
@@ -326,6 +326,10 @@ def main(argv: list[str] | None = None) -> int:
     smoke = args.smoke or device.type == "cpu"
     steps, samples = args.steps or (2 if smoke else 20), args.samples or (4 if smoke else 32)
     tasks = args.tasks or config["run"]["tasks"]
+    unknown = [t for t in tasks if t not in config["run"]["tasks"]]
+    if unknown:
+        p.error(f"--tasks: {', '.join(unknown)} not in run.tasks of {' + '.join(args.configfile)} "
+                f"({', '.join(config['run']['tasks'])})")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {os.cpu_count()} core(s)"
     print(f"cost of {' + '.join(args.configfile)} on {name}: {len(config['run']['methods'])} methods x "
           f"{len(config['run']['seeds'])} seeds per task\n")

@@ -2,8 +2,10 @@
 and layout checks; shared transport (sources, download, extract) and synthetic generators;
 ``prepare`` looks a dataset up by name and writes its manifest."""
 
+from clipbench.errors import ClipbenchError
+
 MANIFEST = "manifest.json"  # written by clipbench.data.prepare alone
 
 
-class DatasetLayoutError(RuntimeError):
+class DatasetLayoutError(ClipbenchError, RuntimeError):
     """A dataset folder does not have the expected layout."""

@@ -32,6 +32,7 @@ from clipbench.data import DatasetLayoutError, sources, synthetic
 from clipbench.data.download import fetch_files
 from clipbench.data.filelist import file_sha256
 from clipbench.data.images import image_size, open_rgb
+from clipbench.errors import ClipbenchError
 from clipbench.progress import tqdm
 
 NAME = "div2k"
@@ -47,7 +48,7 @@ CACHE = "cache"  # the decoded cache, under the prepared folder
 INDEX = "index.json"  # in the cache: each copy's size and sha256, and its PNG's sha256
 
 
-class CacheError(RuntimeError):
+class CacheError(ClipbenchError, RuntimeError):
     """A decoded-cache file is missing, damaged or decoded from other PNG bytes."""
 
 

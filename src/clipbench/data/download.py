@@ -30,6 +30,7 @@ from pathlib import Path
 from clipbench import files
 from clipbench.data import sources
 from clipbench.data.extract import safe_extract
+from clipbench.errors import ClipbenchError
 from clipbench.progress import tqdm
 
 CHUNK = 1 << 20
@@ -43,7 +44,7 @@ VERIFY_ONCE_BYTES = 256 << 20
 CHECKSUM_KEYS = ("md5", "sha256", "sha256_prefix", "size")
 
 
-class DownloadError(RuntimeError):
+class DownloadError(ClipbenchError, RuntimeError):
     """Every mirror failed, or the target cannot be written."""
 
 

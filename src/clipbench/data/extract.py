@@ -31,10 +31,11 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from clipbench import files
+from clipbench.errors import ClipbenchError
 from clipbench.progress import tqdm
 
 
-class ArchiveError(RuntimeError):
+class ArchiveError(ClipbenchError, RuntimeError):
     """An archive cannot be extracted."""
 
 

@@ -24,17 +24,18 @@ import sys
 from pathlib import Path
 
 from clipbench import files
+from clipbench.errors import ClipbenchError
 
 FILES = "files.tsv"  # beside the manifest, written before it
 DIGEST_OF = "sha256 of the sorted lines 'path<TAB>size<TAB>sha256\\n' of the files the loader reads"
 SHOWN = 5  # names shown per kind of difference
 
 
-class DataDriftError(RuntimeError):
+class DataDriftError(ClipbenchError, RuntimeError):
     """The data on disk are not those the manifest lists; the message names the difference."""
 
 
-class DataLinkError(RuntimeError):
+class DataLinkError(ClipbenchError, RuntimeError):
     """A data file is a link to a file outside the dataset's root."""
 
 

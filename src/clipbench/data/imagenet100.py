@@ -38,6 +38,7 @@ from clipbench.data.extract import (
     corrupt_message,
     extract_tar,
 )
+from clipbench.errors import ClipbenchError
 from clipbench.progress import tqdm
 
 CLASS_LISTS = {
@@ -54,7 +55,7 @@ BUILT = ".built-from-archives.json"
 _VAL_NAME = re.compile(r"ILSVRC2012_val_(\d+)\.JPEG$")
 
 
-class ImageNetError(RuntimeError):
+class ImageNetError(ClipbenchError, RuntimeError):
     """ImageNet-100 cannot be built or read; the message says what to do."""
 
 

@@ -12,11 +12,13 @@ from pathlib import Path
 
 from PIL import Image
 
+from clipbench.errors import ClipbenchError
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 SHOWN = 10  # bad files named in one error
 
 
-class CorruptImageError(ValueError):
+class CorruptImageError(ClipbenchError, ValueError):
     """An image file is truncated, not an image, or declares more pixels than the limit."""
 
 

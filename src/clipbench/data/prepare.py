@@ -17,7 +17,7 @@ import hashlib
 from pathlib import Path
 
 from clipbench import files
-from clipbench.data import MANIFEST, div2k, filelist, images, imagenet100, voc2012
+from clipbench.data import MANIFEST, div2k, filelist, imagenet100, images, voc2012
 from clipbench.data.download import redirect_policy
 
 DATASETS = {"imagenet100": imagenet100, "voc2012": voc2012, "div2k": div2k}
