@@ -82,3 +82,18 @@ def _snakemake_env(cwd, path, *args):
     import sys
     return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=600, env={**os.environ, "PATH": path})
+
+
+def test_local_gpus_from_the_environment_or_nvidia_smi(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,2,3")
+    assert slurm.local_gpus() == 3
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert slurm.local_gpus() == 0
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H200 (UUID: GPU-1)'\necho 'GPU 1: NVIDIA H200 (UUID: GPU-2)'\n")
+    smi.chmod(smi.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    assert slurm.local_gpus() == 2
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert slurm.local_gpus() == 0

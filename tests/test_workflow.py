@@ -29,9 +29,9 @@ def _checkout(dst: Path) -> Path:
     return dst
 
 
-def _snakemake(cwd: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+def _snakemake(cwd: Path, *args: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +91,19 @@ def test_default_config_plans_every_run(checkout):
     assert prepare and all("cpus_per_task" not in r and "mem_mb=4000" in r for r in prepare), prepare
     cfg = yaml.safe_load((checkout / "config/config.yaml").read_text())["run"]
     assert _planned(proc)["train"] == len(registry.training(cfg["tasks"])) * len(cfg["methods"]) * len(cfg["seeds"])
+
+
+@pytest.mark.parametrize("env, args, limit", [
+    ({"CUDA_VISIBLE_DEVICES": "0,1"}, [], "GPU jobs at once: 2 (the GPUs of this machine"),
+    ({"CUDA_VISIBLE_DEVICES": "0,1"}, ["--resources", "gpu=5"], None),  # the user's limit stands
+    ({"CUDA_VISIBLE_DEVICES": ""}, [], None),  # no GPU: nothing to share
+])
+def test_a_workstation_runs_as_many_gpu_jobs_as_it_has_gpus(checkout, env, args, limit):
+    proc = _snakemake(checkout, "-n", "--configfile", "config/thesis.yaml", *args, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    said = [ln for ln in proc.stderr.splitlines() if ln.startswith("GPU jobs at once")]
+    assert said == ([limit + "; --resources gpu=N to change it)"] if limit else []), said
+    assert "gpu=1" in proc.stdout  # the training jobs declare their GPU
 
 
 @pytest.mark.parametrize("override, key", [

@@ -165,3 +165,23 @@ def check_jobs(jobs, all_nodes: list[Node] | None = None) -> list[str]:
         if msg:
             out.append(msg)
     return out
+
+
+def local_gpus() -> int:
+    """The GPUs a local job can use: CUDA_VISIBLE_DEVICES when set, else those ``nvidia-smi -L``
+    lists (0 without either). Without importing torch: the workflow asks this at every start."""
+    import os
+    import shutil
+    import subprocess
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return 0
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(line.startswith("GPU ") for line in out.splitlines())

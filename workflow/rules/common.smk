@@ -207,6 +207,19 @@ def train_threads(wildcards):
     workers = ENGINE["num_workers"] if workers is None else workers
     return max(ENGINE["threads"], workers + 1)
 
+# --- GPUs of a local run -------------------------------------------------------------------
+# Training and tuning jobs declare `gpu` (engine.gpus or resources.tasks.<task>.gpus). Snakemake
+# counts a resource against a limit only when one is given, so on a workstation every job the
+# cores allow would share one GPU. Unless the user gives one (--resources gpu=N; the SLURM profile
+# gives the cluster's), the limit is the GPUs this machine has.
+if "gpu" not in workflow.global_resources:
+    _gpus = cb_slurm.local_gpus()
+    if _gpus:
+        workflow.global_resources["gpu"] = _gpus
+        print(f"GPU jobs at once: {_gpus} (the GPUs of this machine; --resources gpu=N to change it)",
+              file=sys.stderr)
+
+
 # --- Scheduler resources of the training jobs (workflow/profiles/slurm) ---------------------
 # From `resources` and engine.gpus/threads, never from the run spec: asking a cluster for more
 # memory or time must not rerun a finished run nor invalidate its checkpoint.
