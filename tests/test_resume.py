@@ -96,7 +96,8 @@ def _kill_and_resume(tiny_imagenet, tmp_path, spec, kills: list[int], seed: int)
     (manifest_dir / "manifest.json").write_text(json.dumps(tiny_imagenet))  # root is absolute
     ref, run = tmp_path / "ref", tmp_path / "run"
     # The uninterrupted reference runs in this process: one interpreter start less.
-    train(copy.deepcopy(spec), tiny_imagenet, ref)
+    # From the manifest file the killed run reads, so that metrics.json's "data" (which manifest) agrees.
+    train(copy.deepcopy(spec), load_manifest(manifest_dir / "manifest.json"), ref)
     for k in kills:
         killed = _run_and_kill(_command(spec, manifest_dir, run), run / "checkpoint.pt", k, rng)
         assert killed, f"the run ended before its checkpoint write #{k}; make it longer"
@@ -182,7 +183,8 @@ def test_sigterm_checkpoints_at_the_next_step_and_the_rerun_resumes(tiny_imagene
     manifest_dir.mkdir()
     (manifest_dir / "manifest.json").write_text(json.dumps(tiny_imagenet))
     ref, run = tmp_path / "ref", tmp_path / "run"
-    train(copy.deepcopy(spec), tiny_imagenet, ref)
+    # From the manifest file the killed run reads, so that metrics.json's "data" (which manifest) agrees.
+    train(copy.deepcopy(spec), load_manifest(manifest_dir / "manifest.json"), ref)
     ckpt = run / "checkpoint.pt"
     proc = subprocess.Popen(_command(spec, manifest_dir, run), env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
