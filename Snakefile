@@ -11,6 +11,11 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+# `snakemake --report report.zip`: the figures and tables marked with report() in the rules,
+# one category per task, captions in workflow/report/.
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/weights.smk"

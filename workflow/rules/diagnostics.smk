@@ -1,9 +1,9 @@
 # Why clipping helps or not: the convex check where theory says it must.
 rule heavytail:
     output:
-        quantiles="results/heavytail/quantiles.csv",
+        quantiles=report("results/heavytail/quantiles.csv", category="heavytail", caption="../report/heavytail_table.rst"),
         summary="results/heavytail/summary.json",
-        figure="results/heavytail/quantiles.png",
+        figure=report("results/heavytail/quantiles.png", category="heavytail", caption="../report/heavytail.rst"),
     params:
         cfg=lambda wc: task_json("heavytail"),
     resources:
@@ -28,8 +28,10 @@ rule noise_init:
         manifest_for,
     output:
         init="results/noise/{task}/init.json",
-        figure="results/noise/{task}/noise_init.png",
-        plan="results/noise/{task}/clip_plan.json",
+        figure=report("results/noise/{task}/noise_init.png", category="{task}", subcategory="gradient noise",
+                      caption="../report/noise_init.rst"),
+        plan=report("results/noise/{task}/clip_plan.json", category="{task}", subcategory="gradient noise",
+                    caption="../report/clip_plan.rst"),
         detail="results/noise/{task}/clip_plan_detail.json",
     params:
         spec=lambda wc: noise_spec_json(wc.task),
@@ -55,7 +57,8 @@ rule noise:
         unpack(noise_final_inputs),
     output:
         noise="results/noise/{task}/noise.json",
-        figure="results/noise/{task}/noise_final.png",
+        figure=report("results/noise/{task}/noise_final.png", category="{task}", subcategory="gradient noise",
+                      caption="../report/noise_final.rst"),
     params:
         spec=lambda wc: noise_spec_json(wc.task),
         methods=lambda wc: json.dumps(config["tasks"][wc.task]["methods"], sort_keys=True),

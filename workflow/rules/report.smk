@@ -3,9 +3,10 @@ rule collect:
         metrics=all_runs("metrics.json"),
         histories=all_runs("history.csv"),
     output:
-        summary="results/summary.csv",
+        summary=report("results/summary.csv", category="overview", caption="../report/summary.rst"),
         metrics="results/metrics.json",
-        metrics_dir=directory("results/metrics"),
+        metrics_dir=report(directory("results/metrics"), patterns=["{task}/{method}.json"], category="{task}",
+                           subcategory="final metrics", caption="../report/metrics.rst", labels={"method": "{method}"}),
         plots=directory("results/plots"),
     resources:
         **job_resources("collect"),
@@ -26,7 +27,7 @@ rule baseline:
     input:
         manifest=manifest_for,
     output:
-        "results/baselines/{task}.json",
+        report("results/baselines/{task}.json", category="{task}", subcategory="baseline", caption="../report/baseline.rst"),
     params:
         cfg=lambda wc: json.dumps({k: v for k, v in config["tasks"][wc.task].items() if k != "methods"}, sort_keys=True),
     wildcard_constraints:
@@ -44,6 +45,10 @@ rule baseline:
         " --out {output} > {log} 2>&1"
 
 
+# The report page's learning-curve figures, report/figures/<task>_<metric>.png (trained tasks only).
+CURVE_FIGURE = "{task,%s}_{metric,[a-z0-9_]+}.png" % "|".join(registry.training(registry.names()))
+
+
 # The report states what made it: the resolved config (its hash and text) and the prepared
 # datasets' manifests (their digests); a change to either reruns it.
 rule report:
@@ -56,10 +61,12 @@ rule report:
         heavytail=heavytail_inputs,
         tuning=all_chosen(),
     output:
-        html="report/index.html",
+        html=report("report/index.html", category="overview", caption="../report/page.rst"),
         tex="report/report.tex",
         claims="report/claims.json",
-        figures=directory("report/figures"),
+        # In Snakemake's report (snakemake --report report.zip): each trained task's curves under its name.
+        figures=report(directory("report/figures"), patterns=[CURVE_FIGURE], category="{task}", subcategory="learning curves",
+                       caption="../report/curves.rst", labels={"metric": "{metric}"}),
     params:
         # Without the settings that change no number (threads, scheduler requests): changing
         # one neither reruns the report nor changes the config hash it states.
