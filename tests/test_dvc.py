@@ -78,8 +78,13 @@ def test_track_data_versions_the_archives(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DVC_STAGE", raising=False)
     monkeypatch.delenv("DVC_ROOT", raising=False)
+    _dvc(tmp_path, "config", "cache.type", "hardlink,symlink")  # reflinks cannot be told from a copy
     assert "versioned data" in track("data")
     assert "path: data" in (tmp_path / "data.dvc").read_text()
+    # Stored once: the workspace's archive is a link to the cache, not a second copy.
+    archive = tmp_path / "data" / "div2k" / "DIV2K_valid_HR.zip"
+    assert archive.is_symlink() or archive.stat().st_nlink == 2
+    assert archive.read_bytes() == b"zip"
 
 
 STAGE_OUTS = ("prepared/datasets.txt", "results/summary.csv", "results/metrics.json", "results/plots/x.csv",

@@ -86,3 +86,28 @@ def test_dvc_metrics_show_is_one_row_per_task_and_method(repo, tmp_path):
                                                      for m in ("sgd", "clipped_sgd", "sstm", "clipped_sstm", "adam")}
     values = shown["results/metrics/classification/clipped_sgd.json"]["data"]
     assert values == {"val_top1": pytest.approx(0.565), "val_loss": pytest.approx(1.435)}
+
+
+@pytest.mark.skipif(DVC is None, reason="dvc is not installed")
+def test_dvc_plots_show_draws_a_line_per_method_without_warnings(repo, tmp_path):
+    """dvc.yaml's plots and template as they are, on the collected curves: no 'could not find
+    provided field' warning, and every method of the data in each plot, by its `method` column."""
+    fx = make_runs(tmp_path / "fx")
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    for cmd in (["git", "init", "-q"], [DVC, "init", "-q"]):
+        subprocess.run(cmd, cwd=work, check=True, env=env)
+    collect.dvc_views(fx["summary"], collect.load_histories(fx["runs"]), work / "results/metrics.json",
+                      work / "results/plots")
+    spec = yaml.safe_load((repo / "dvc.yaml").read_text())
+    (work / "dvc.yaml").write_text(yaml.safe_dump({"plots": spec["plots"]}))
+    (work / ".dvc/plots").mkdir()
+    shutil.copy(repo / ".dvc/plots/by_method.json", work / ".dvc/plots/by_method.json")
+    proc = subprocess.run([DVC, "plots", "show", "--json"], cwd=work, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "WARNING" not in proc.stderr and "could not find" not in proc.stderr + proc.stdout, proc.stderr
+    plots = json.loads(proc.stdout)["data"]
+    curve = plots["results/plots/classification_val_top1.csv"][0]["content"]
+    assert curve["encoding"]["color"]["field"] == "method"
+    assert {v["method"] for v in curve["data"]["values"]} == {"sgd", "clipped_sgd", "sstm", "clipped_sstm", "adam"}

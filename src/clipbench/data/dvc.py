@@ -23,4 +23,10 @@ def track(path: str | Path = "data") -> str:
     proc = subprocess.run([dvc, "add", str(path)], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"`dvc add {path}` failed:\n{proc.stdout}{proc.stderr}")
+    # `dvc add` copies each new file into the cache and leaves the workspace's own copy; a
+    # relink replaces that copy with a link of cache.type (.dvc/config: reflink, hard link,
+    # symlink), so the archives are stored once.
+    proc = subprocess.run([dvc, "checkout", "--relink", f"{path}.dvc"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"`dvc checkout --relink {path}.dvc` failed:\n{proc.stdout}{proc.stderr}")
     return f"versioned {path} in {path}.dvc; commit it (git add {path}.dvc) and `dvc push` to share the archives"
