@@ -46,8 +46,10 @@ def test_dvc_views(runs, tmp_path):
     collect.dvc_views(df, collect.load_histories(runs), tmp_path / "metrics.json", tmp_path / "plots")
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["classification"]["sgd"]["val_top1"] == pytest.approx(0.62)
-    wide = pd.read_csv(tmp_path / "plots" / "classification_val_top1.csv")
-    assert list(wide.columns) == ["epoch", "clipped_sstm", "sgd"] and list(wide.epoch) == [1, 2]
+    # Long: one row per epoch and method, so dvc.yaml's plot spec names no method.
+    long = pd.read_csv(tmp_path / "plots" / "classification_val_top1.csv")
+    assert list(long.columns) == ["epoch", "method", "value"]
+    assert sorted(set(long.method)) == ["clipped_sstm", "sgd"] and sorted(set(long.epoch)) == [1, 2]
 
 
 def test_report_shows_runs_thesis_values_and_divergence(runs, tmp_path):
