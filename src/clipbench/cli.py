@@ -393,7 +393,8 @@ def _result_commands(sub) -> None:
     s.add_argument("metrics", nargs="*", type=Path, help="runs' metrics.json files (default: every run under --runs)")
     s.add_argument("--runs", type=Path, default=Path("results/runs"), help="the run folders' root (without METRICS)")
     s.add_argument("--out", type=Path, default=Path("results/summary.csv"), help="the tidy table to write")
-    s.add_argument("--dvc-metrics", type=Path, help="also write the final metrics as JSON for `dvc metrics show`")
+    s.add_argument("--dvc-metrics", type=Path, help="also write each task's main val metric per method (mean over "
+                   "seeds) as JSON: the numeric columns of `dvc exp show` and `dvc metrics diff`")
     s.add_argument("--dvc-plots", type=Path, help="also write per-epoch curves as CSVs for `dvc plots show`")
     s.add_argument("--dvc-metrics-dir", type=Path,
                    help="also write <dir>/<task>/<method>.json (final val means), one row each in `dvc metrics show`")

@@ -46,7 +46,9 @@ def audit(summary: pd.DataFrame, history: pd.DataFrame, config: dict | None = No
         if r["status"] == "failed":
             failed.append({**key, "why": _failure(r.get("run_dir"))})
         elif r["status"] == "diverged":
-            diverged.append(key)
+            rows = summary[(summary["task"] == r["task"]) & (summary["method"] == r["method"])
+                           & (summary["seed"] == r["seed"]) & (summary["split"] == "val")]
+            diverged.append({**key, "has_values": bool(rows["value"].notna().any())})
     have = {(r["task"], r["method"], int(r["seed"])) for _, r in runs.iterrows()}
     missing = [{"task": t, "method": m, "seed": s} for t, m, s in sorted(expected_runs(config) - have)]
 
@@ -119,7 +121,9 @@ def _lines(failed, diverged, missing, nonfinite, curve_points) -> list[str]:
     out += [f"Non-finite value, left out of means, intervals and verdicts: {_run(v)}: {v['split']} {v['metric']} = "
             f"{v['value']}." for v in nonfinite]
     out += [f"Diverged (non-finite loss, gradient or parameters; its last finite evaluation is what the tables "
-            f"use, and the status column says so): {_run(d)}." for d in diverged]
+            f"use, and the status column says so): {_run(d)}." for d in diverged if d["has_values"]]
+    out += [f"Diverged before its first evaluation, so it has no value, left out of every number: {_run(d)}."
+            for d in diverged if not d["has_values"]]
     if curve_points:
         out.append(f"{curve_points} non-finite point(s) of the per-epoch curves are left out of the figures and "
                    "the time-to-target.")

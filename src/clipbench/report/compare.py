@@ -94,17 +94,21 @@ def paired_table(summary: pd.DataFrame, task: str, section: dict | None = None, 
         return {"metric": metric, "best": None, "rows": [], "n_seeds": 0}
     best = (max if hib else min)(means, key=means.get)
     methods = ordered_methods(means)
-    twin_of = twins(config, task, means)
+    # Every twin pair of the task, also one whose side has no value (every seed diverged before
+    # its first evaluation, or failed): "too few to tell" says so where the question is asked.
+    twin_of = twins(config, task, summary.loc[summary["task"] == task, "method"].dropna().unique())
     pairs = list(twin_of.items())
     # Against the best: each method once (a twin pair that includes the best already says it).
     pairs += [(m, best) for m in methods if m != best and (m, best) not in pairs and (best, m) not in pairs]
     rows = []
+    none = pd.Series(dtype=float)
     for a, b in pairs:
-        diffs, seeds = paired_diffs(series[a], series[b])
+        diffs, seeds = paired_diffs(series.get(a, none), series.get(b, none))
         la, lb = method_label(a), method_label(b)
         relation = "twin" if twin_of.get(a) == b else "best"
         mixed = confounds(config, task, a, b) if relation == "twin" else []
-        claim = claims.compare("paired", task, [a, b], metric, diffs, claims.metric_margin(section, metric, means[b]),
+        reference = means.get(b, means.get(a, means[best]))
+        claim = claims.compare("paired", task, [a, b], metric, diffs, claims.metric_margin(section, metric, reference),
                                "higher" if hib else "lower", _what(metric), la, lb, _unit(metric),
                                relation=relation, seeds=[int(s) for s in seeds], confounded=mixed)
         if mixed:
