@@ -37,3 +37,34 @@ def test_a_terminal_gets_tqdm_s_own_bar():
     for _ in tqdm(range(3), desc="train", file=term, mininterval=0):
         pass
     assert "\r" in term.getvalue()
+
+
+def test_a_bar_collected_after_an_error_leaves_the_traceback_last():
+    import gc
+
+    log = io.StringIO()
+
+    def crash():
+        bar = tqdm(total=4, desc="train", file=log, leave=False)
+        bar.update(1)
+        log.write("RuntimeError: CUDA out of memory\n")  # what the interpreter prints on the way out
+        raise RuntimeError
+
+    try:
+        crash()
+    except RuntimeError:
+        pass
+    gc.collect()
+    assert log.getvalue().splitlines()[-1] == "RuntimeError: CUDA out of memory"
+
+
+def test_a_failure_record_quotes_the_exception_not_the_last_line(tmp_path):
+    from clipbench import runfiles
+
+    log = tmp_path / "train.log"
+    log.write_text("Traceback (most recent call last):\n  File \"x\", line 1\ntorch.OutOfMemoryError: CUDA out of "
+                   "memory.\ntrain:  25%|##5       | 1/4 [00:03<00:09,  3.11s/step]\n")
+    m = runfiles.record_failure(tmp_path / "run", "classification", "sgd", 0, 1, log)
+    assert m["failure"]["error"] == "torch.OutOfMemoryError: CUDA out of memory."
+    killed = runfiles.record_failure(tmp_path / "run2", "classification", "sgd", 0, 137, None)
+    assert killed["failure"]["error"].startswith("killed by SIGKILL")

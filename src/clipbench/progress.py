@@ -39,8 +39,15 @@ class tqdm(_tqdm):  # noqa: N801 - a drop-in for tqdm.tqdm
         self._written_n = self.n
         return True
 
-    def close(self):
+    def close(self, final: bool = True):
         if self._plain and not self.disable:
-            self.display()  # the final count, whether or not tqdm would leave its bar
+            if final:
+                self.display()  # the final count, whether or not tqdm would leave its bar
             self.sp = None  # tqdm then skips its own closing writes (a bar, a "\r")
         super().close()
+
+    def __del__(self):
+        # Collected, not closed: after an exception, whose traceback must stay the log's last words.
+        if getattr(self, "_plain", False) and not getattr(self, "disable", True):
+            self.close(final=False)
+        super().__del__()

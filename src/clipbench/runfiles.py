@@ -34,9 +34,13 @@ def failure_id(run_dir) -> str:
 
 
 def _last_error(log_text: str) -> str:
-    """The line a person would read first: a traceback's last line, else the last line."""
+    """The line a person would read first: the last exception line ("RuntimeError: …"), else
+    the last line."""
+    import re
+
     lines = [li.strip() for li in log_text.splitlines() if li.strip() and not li.startswith((" ", "\t"))]
-    return lines[-1] if lines else ""
+    raised = [li for li in lines if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit|Warning)\b:?", li)]
+    return (raised or lines or [""])[-1]
 
 
 def record_failure(run_dir, task: str, method: str, seed: int, exit_code: int, log=None) -> dict:

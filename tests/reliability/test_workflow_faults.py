@@ -61,6 +61,8 @@ def _run(repo, method):
 def _metrics(repo, method) -> dict:
     m = json.loads((_run(repo, method) / "metrics.json").read_text())
     m.pop("timing")  # wall times and where it resumed
+    # Which data were read, not where this checkout keeps its manifest or when prepare ran.
+    m["data"] = {k: m["data"][k] for k in ("dataset", "read_sha256", "files")}
     return m
 
 
