@@ -283,14 +283,18 @@ def prune_checkpoints():
     if ENGINE["keep_checkpoints"] != "needed":
         return
     keep = set()
+    runs = {Path(p).parent for p in all_runs(cb_runfiles.METRICS_JSON)}
     for t in TRAINED:
         try:
             ref = json.loads(open(f"results/noise/{t}/noise.json").read()).get("reference") or {}
         except (OSError, ValueError):
+            if config["noise"]["enabled"]:
+                # Its noise is still to be measured (this run asked for other targets), at
+                # whichever of its runs finished: every one of them is still needed.
+                keep |= {r for r in runs if Path("results/runs") / t in r.parents}
             continue
         if ref.get("run"):
             keep.add(Path("results/runs") / ref["run"])
-    runs = {Path(p).parent for p in all_runs(cb_runfiles.METRICS_JSON)}
     freed = cb_runfiles.prune_checkpoints(sorted(runs), keep)
     if freed:
         print(f"engine.keep_checkpoints: needed: deleted the checkpoints no later step needs ({freed / 1e6:.0f} MB; "
