@@ -89,15 +89,21 @@ def _compare(ref: Path, run: Path) -> None:
         assert torch.equal(pa[k], pb[k]), k
 
 
-def _kill_and_resume(tiny_imagenet, tmp_path, spec, kills: list[int], seed: int):
-    rng = random.Random(seed)
+def _reference(tiny_imagenet, tmp_path, spec) -> tuple[Path, Path, Path]:
+    """The manifest folder, and the uninterrupted reference run (in this process: one interpreter
+    start less) trained from that manifest file, so that metrics.json's "data" agrees with the
+    killed run's; and the folder of the run to kill."""
     manifest_dir = tmp_path / "data"
     manifest_dir.mkdir()
     (manifest_dir / "manifest.json").write_text(json.dumps(tiny_imagenet))  # root is absolute
     ref, run = tmp_path / "ref", tmp_path / "run"
-    # The uninterrupted reference runs in this process: one interpreter start less.
-    # From the manifest file the killed run reads, so that metrics.json's "data" (which manifest) agrees.
     train(copy.deepcopy(spec), load_manifest(manifest_dir / "manifest.json"), ref)
+    return manifest_dir, ref, run
+
+
+def _kill_and_resume(tiny_imagenet, tmp_path, spec, kills: list[int], seed: int):
+    rng = random.Random(seed)
+    manifest_dir, ref, run = _reference(tiny_imagenet, tmp_path, spec)
     for k in kills:
         killed = _run_and_kill(_command(spec, manifest_dir, run), run / "checkpoint.pt", k, rng)
         assert killed, f"the run ended before its checkpoint write #{k}; make it longer"
@@ -134,12 +140,7 @@ def test_sigterm_to_the_process_group_with_workers_checkpoints_and_the_rerun_res
     run ends at the loader's "DataLoader worker ... is killed by signal: Terminated"."""
     spec = tiny_spec(epochs=2)
     spec["engine"].update({"checkpoint_every_steps": 1, "dvclive": False, "num_workers": 2})
-    manifest_dir = tmp_path / "data"
-    manifest_dir.mkdir()
-    (manifest_dir / "manifest.json").write_text(json.dumps(tiny_imagenet))
-    ref, run = tmp_path / "ref", tmp_path / "run"
-    # The same manifest file as the run's, so that metrics.json's `data` (which manifest) agrees.
-    train(copy.deepcopy(spec), load_manifest(manifest_dir / "manifest.json"), ref)
+    manifest_dir, ref, run = _reference(tiny_imagenet, tmp_path, spec)
     ckpt = run / "checkpoint.pt"
     # Its own process group (session), as a SLURM job step is: killpg reaches the workers too.
     proc = subprocess.Popen(_command(spec, manifest_dir, run), env=_env(), stdout=subprocess.DEVNULL,
@@ -179,12 +180,7 @@ def test_sigterm_checkpoints_at_the_next_step_and_the_rerun_resumes(tiny_imagene
     every step here only so the test knows when training has begun.)"""
     spec = tiny_spec(epochs=2)
     spec["engine"].update({"checkpoint_every_steps": 1, "dvclive": False})
-    manifest_dir = tmp_path / "data"
-    manifest_dir.mkdir()
-    (manifest_dir / "manifest.json").write_text(json.dumps(tiny_imagenet))
-    ref, run = tmp_path / "ref", tmp_path / "run"
-    # From the manifest file the killed run reads, so that metrics.json's "data" (which manifest) agrees.
-    train(copy.deepcopy(spec), load_manifest(manifest_dir / "manifest.json"), ref)
+    manifest_dir, ref, run = _reference(tiny_imagenet, tmp_path, spec)
     ckpt = run / "checkpoint.pt"
     proc = subprocess.Popen(_command(spec, manifest_dir, run), env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)

@@ -128,8 +128,6 @@ def cmd_rerun(args) -> int:
 
 def _with_runtime(spec: dict, runtime_json: str | None) -> dict:
     """The spec with the neutral engine settings of the workflow's environment, then --runtime's."""
-    import os
-
     env = os.environ.get(cfgmod.RUNTIME_ENV)
     try:
         if env:

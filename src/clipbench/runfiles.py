@@ -1,5 +1,15 @@
 """What a run folder holds, in names both its writer (the engine) and its readers (the
 report, DVC's views) use; importable without torch."""
+import json
+import re
+import shutil
+import signal
+import time
+import uuid
+from pathlib import Path
+
+from clipbench import files
+
 
 METRICS_JSON = "metrics.json"
 HISTORY_CSV = "history.csv"
@@ -24,8 +34,6 @@ def failure_id(run_dir) -> str:
     """The id of the run's last recorded failure, "" if none. The train rule has it as a param:
     a new failure changes it, so the next `snakemake` tries the run again (resuming from its
     checkpoint), while the run that then finishes keeps it and is not redone."""
-    import json
-    from pathlib import Path
 
     try:
         return str(json.loads((Path(run_dir) / FAILURE_JSON).read_text())["id"])
@@ -36,7 +44,6 @@ def failure_id(run_dir) -> str:
 def _last_error(log_text: str) -> str:
     """The line a person would read first: the last exception line ("RuntimeError: …"), else
     the last line."""
-    import re
 
     lines = [li.strip() for li in log_text.splitlines() if li.strip() and not li.startswith((" ", "\t"))]
     raised = [li for li in lines if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit|Warning)\b:?", li)]
@@ -46,12 +53,6 @@ def _last_error(log_text: str) -> str:
 def record_failure(run_dir, task: str, method: str, seed: int, exit_code: int, log=None) -> dict:
     """Record that the run's training job ended with ``exit_code``: ``failure.json`` and a
     ``metrics.json`` of status "failed" (its ``history.csv`` kept, or written empty)."""
-    import signal
-    import time
-    import uuid
-    from pathlib import Path
-
-    from clipbench import files
 
     run_dir = Path(run_dir)
     text = ""
@@ -78,8 +79,6 @@ def record_failure(run_dir, task: str, method: str, seed: int, exit_code: int, l
 
 def forget(run_dir) -> list[str]:
     """Delete a run's results and checkpoint, so that its next job trains from step 0."""
-    import shutil
-    from pathlib import Path
 
     run_dir, removed = Path(run_dir), []
     for name in RUN_FILES:
@@ -96,8 +95,6 @@ def forget(run_dir) -> list[str]:
 def prune_checkpoints(runs, keep: set) -> int:
     """Delete the ``checkpoint.pt`` of every run folder in ``runs`` but those in ``keep`` and
     the failed ones (their retry resumes from it); the bytes freed."""
-    import json
-    from pathlib import Path
 
     freed = 0
     for run in map(Path, runs):
