@@ -63,3 +63,20 @@ def test_an_unknown_task_for_the_cost_estimate_is_named(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["bench", "cost", "--tasks", "foo"])
     assert exit_.value.code == 2 and "--tasks: foo not in run.tasks" in capsys.readouterr().err
+
+
+def test_a_failed_run_is_recorded_from_its_spec_file(tmp_path, capsys):
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"task": "classification", "method": "sgd", "seed": 2}))
+    log = tmp_path / "seed2.log"
+    log.write_text("Traceback (most recent call last):\nRuntimeError: CUDA out of memory\n")
+    run = tmp_path / "run"
+    assert cli.main(["record-failure", "--spec", str(spec), "--out", str(run), "--exit-code", "1",
+                     "--log", str(log)]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert (metrics["task"], metrics["method"], metrics["seed"], metrics["status"]) == ("classification", "sgd", 2, "failed")
+    said = "classification/sgd/seed2 FAILED (exit code 1): RuntimeError: CUDA out of memory"
+    assert said in capsys.readouterr().err and said in log.read_text()
+    # A divergence the user asked to stop on is not recorded: its exit code stops the workflow.
+    assert cli.main(["record-failure", "--spec", str(spec), "--out", str(tmp_path / "r3"), "--exit-code", "3"]) == 3
+    assert not (tmp_path / "r3").exists()

@@ -4,7 +4,7 @@
     clipbench fetch-weights    NAME [--out data/weights] [--json CFG]
     clipbench track-data       [data]
     clipbench train            (--configfile F ... --task T --method M --seed S | --spec JSON) --data MANIFEST --out DIR [--tuned CHOSEN.json]
-    clipbench record-failure   --out DIR --task T --method M --seed S --exit-code N [--log LOG]
+    clipbench record-failure   --spec SPEC --out DIR --exit-code N [--log LOG]
     clipbench rerun            RUN_DIR ...   (delete runs' results and checkpoints: trained from step 0 next)
     clipbench baseline TASK    --task-json CFG --data MANIFEST --out JSON   (tasks with a baseline)
     clipbench noise            --spec JSON --data MANIFEST [--checkpoint CKPT --init INIT --methods JSON] --out DIR
@@ -31,12 +31,22 @@ from clipbench.tuning import TuningError
 
 
 def _json_arg(text: str, what: str) -> dict:
+    """A JSON object given inline, or the path of a file holding one (what the workflow passes:
+    results/specs/..., so its shell lines stay short and any job can be replayed by hand)."""
+    source = what
+    if not text.lstrip().startswith("{"):
+        source = f"{what} {text}"
+        try:
+            text = Path(text).read_text()
+        except OSError as exc:
+            raise SystemExit(f"clipbench: {what}: cannot read {text!r} ({exc.strerror or exc}); "
+                             "give a JSON object or the path of a .json file holding one")
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise SystemExit(f"clipbench: {what} is not valid JSON: {exc}")
+        raise SystemExit(f"clipbench: {source} is not valid JSON: {exc}")
     if not isinstance(value, dict):
-        raise SystemExit(f"clipbench: {what} must be a JSON object")
+        raise SystemExit(f"clipbench: {source} must be a JSON object")
     return value
 
 
@@ -104,10 +114,16 @@ def cmd_record_failure(args) -> int:
 
     if args.exit_code == 3:
         return 3  # a divergence with engine.fail_on_divergence: the user asked the workflow to stop
-    m = runfiles.record_failure(args.out, args.task, args.method, args.seed, args.exit_code, args.log)
-    print(f"{args.task}/{args.method}/seed{args.seed} FAILED (exit code {args.exit_code}): {m['failure']['error']}\n"
-          f"  recorded in {args.out}; the workflow goes on and the report lists it; the next `snakemake` "
-          f"tries it again (resuming from its checkpoint)", file=sys.stderr)
+    spec = _json_arg(str(args.spec), "--spec")
+    task, method, seed = spec["task"], spec["method"], int(spec["seed"])
+    m = runfiles.record_failure(args.out, task, method, seed, args.exit_code, args.log)
+    message = (f"{task}/{method}/seed{seed} FAILED (exit code {args.exit_code}): {m['failure']['error']}\n"
+               f"  recorded in {args.out}; the workflow goes on and the report lists it; the next `snakemake` "
+               f"tries it again (resuming from its checkpoint)\n")
+    sys.stderr.write(message)  # the terminal (a cluster job's own log)
+    if args.log:
+        with open(args.log, "a") as log:
+            log.write(message)
     return 0
 
 
@@ -300,14 +316,14 @@ def _data_commands(sub) -> None:
     s = sub.add_parser("prepare", help="make a dataset ready (generate, download, check) and write its manifest")
     s.add_argument("dataset", help="imagenet100, voc2012 or div2k (a key of the config's datasets)")
     s.add_argument("--configfile", action="append", default=[], help="config file(s), merged in order")
-    s.add_argument("--json", help="the dataset's settings as JSON (what the Snakemake rule passes)")
+    s.add_argument("--json", help="the dataset's settings as JSON, or a .json file holding it (what the Snakemake rule passes)")
     s.add_argument("--out", required=True, type=Path, help="folder for the prepared data and manifest.json")
     s.set_defaults(func=cmd_prepare)
 
     s = sub.add_parser("fetch-weights", help="download pretrained weights (pinned, verified) into data/weights")
     s.add_argument("name", help="e.g. vgg16_imagenet (see clipbench.data.sources)")
     s.add_argument("--out", type=Path, default=Path("data/weights"), help="folder to put the weights file in")
-    s.add_argument("--json", help="the config's weights section as JSON (mirrors; what the Snakemake rule passes)")
+    s.add_argument("--json", help="the config's weights section as JSON or a .json file (mirrors; what the Snakemake rule passes)")
     s.set_defaults(func=cmd_fetch_weights)
 
     s = sub.add_parser("track-data", help="version the raw archives with DVC (`dvc add data`)")
@@ -317,7 +333,7 @@ def _data_commands(sub) -> None:
 
 def _run_commands(sub) -> None:
     s = sub.add_parser("train", help="run (or resume) one training run")
-    s.add_argument("--spec", help="the run's resolved settings as JSON (what the Snakemake rule passes)")
+    s.add_argument("--spec", help="the run's resolved settings as JSON, or a .json file holding it (what the Snakemake rule passes)")
     s.add_argument("--configfile", action="append", default=[], help="config file(s), merged in order")
     s.add_argument("--task", choices=registry.names(), help="the run's task (with --configfile)")
     s.add_argument("--method", help=f"one of {', '.join(cfgmod.methods())}, or a method of your own in the config")
@@ -334,9 +350,8 @@ def _run_commands(sub) -> None:
     s = sub.add_parser("record-failure", help="record that a run's training job failed (what the train rule "
                        "runs when `clipbench train` exits non-zero), so that the workflow goes on without it")
     s.add_argument("--out", required=True, type=Path, help="the run folder")
-    s.add_argument("--task", required=True, help="the run's task")
-    s.add_argument("--method", required=True, help="the run's method")
-    s.add_argument("--seed", required=True, type=int, help="the run's seed")
+    s.add_argument("--spec", required=True, help="the run's spec (the file `clipbench train --spec` read): "
+                   "its task, method and seed")
     s.add_argument("--exit-code", required=True, type=int, help="the exit code of `clipbench train`")
     s.add_argument("--log", type=Path, help="the job's log (its last error line is recorded)")
     s.set_defaults(func=cmd_record_failure)
@@ -347,14 +362,14 @@ def _run_commands(sub) -> None:
     s.set_defaults(func=cmd_rerun)
 
     s = sub.add_parser("noise", help="gradient-noise diagnostics of a task at initialisation or at a run's checkpoint")
-    s.add_argument("--spec", required=True, help="a run's resolved settings as JSON (its seed and batch size are used)")
+    s.add_argument("--spec", required=True, help="a run's resolved settings as JSON or a .json file (its seed and batch size are used)")
     s.add_argument("--data", type=Path, help="the dataset's manifest.json")
     s.add_argument("--checkpoint", type=Path, help="measure at this checkpoint.pt (default: at initialisation)")
     s.add_argument("--checkpoint-from", nargs="+", type=Path, metavar="RUN_DIR",
                    help="measure at the checkpoint of the first of these runs that finished (not diverged, "
                    "not failed); none did: noise.json says why, with the point at initialisation only")
     s.add_argument("--init", type=Path, help="the init.json of the same task (with --checkpoint)")
-    s.add_argument("--methods", help="the task's methods' settings as JSON: their resolved clip levels are recorded; "
+    s.add_argument("--methods", help="the task's methods' settings as JSON or a .json file: their resolved clip levels are recorded; "
                    "at initialisation the clip statistics are also kept at the clipped methods' batch multipliers "
                    "and clip_plan.json predicts each clipped method's share of clipped steps")
     s.add_argument("--out", required=True, type=Path, help="results/noise/<task>")
@@ -373,14 +388,14 @@ def _run_commands(sub) -> None:
 
     s = sub.add_parser("baseline", help="score a training-free baseline on a task's validation set (superres: bicubic)")
     s.add_argument("task", choices=registry.with_baseline(), help="a task with a training-free baseline")
-    s.add_argument("--task-json", help="the task's settings as JSON (what the Snakemake rule passes)")
+    s.add_argument("--task-json", help="the task's settings as JSON, or a .json file holding it (what the Snakemake rule passes)")
     s.add_argument("--configfile", action="append", default=[], help="config file(s), merged in order")
     s.add_argument("--data", required=True, type=Path, help="the dataset's manifest.json")
     s.add_argument("--out", required=True, type=Path, help="where to write the JSON result")
     s.set_defaults(func=cmd_baseline)
 
     s = sub.add_parser("heavytail", help="the convex check: clipped vs unclipped methods under Gaussian and heavy-tailed noise")
-    s.add_argument("--json", help="the task's settings as JSON (what the Snakemake rule passes)")
+    s.add_argument("--json", help="the task's settings as JSON, or a .json file holding it (what the Snakemake rule passes)")
     s.add_argument("--configfile", action="append", default=[], help="config file(s), merged in order")
     s.add_argument("--out", type=Path, default=Path("results/heavytail"), help="folder for quantiles.csv, summary.json, quantiles.png")
     s.set_defaults(func=cmd_heavytail)
@@ -404,7 +419,7 @@ def _result_commands(sub) -> None:
                    "claims.json and figures/")
     s.add_argument("--baselines", type=Path, default=Path("results/baselines"),
                    help="folder of <task>.json baselines from `clipbench baseline` (shown when present)")
-    s.add_argument("--config-json", help="the resolved workflow config as JSON (provenance: its hash and text)")
+    s.add_argument("--config-json", help="the resolved workflow config as JSON or a .json file (provenance: its hash and text)")
     s.add_argument("--configfile", action="append", default=[], help="or the config file(s), merged in order")
     s.add_argument("--manifests", nargs="*", type=Path, default=[], help="prepared datasets' manifest.json (their digests)")
     s.add_argument("--noise", type=Path, default=Path("results/noise"),

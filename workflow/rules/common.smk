@@ -10,6 +10,7 @@ import clipbench.tuning as cb_tuning
 from clipbench.tasks import registry
 import clipbench.data.weights as cb_weights
 import clipbench.slurm as cb_slurm
+import clipbench.spec as cb_spec
 
 # One validation, clipbench's: its messages name the offending key, and it fills in the
 # schema's defaults in place, as snakemake.utils.validate(set_default=True) would.
@@ -62,9 +63,13 @@ def all_manifests():
     return [f"prepared/{ds}/manifest.json" for ds in datasets]
 
 
-def run_spec_json(wildcards):
+# Each job reads its resolved settings from a file, results/specs/<kind>/<name>.<digest>.json
+# (clipbench.spec): the plan's shell lines stay short, and as the digest is in the path, a
+# changed setting is a changed param that reruns exactly the jobs it touches.
+def run_spec_file(wildcards):
     spec = cb_config.run_spec(config, wildcards.task, wildcards.method, int(wildcards.seed))
-    return json.dumps(cb_config.without_neutral(spec), sort_keys=True)
+    return cb_spec.write("train", cb_config.without_neutral(spec),
+                         f"{wildcards.task}-{wildcards.method}-seed{wildcards.seed}")
 
 
 # The engine settings that change no number reach the jobs in the environment, never in params:
@@ -74,9 +79,9 @@ def run_spec_json(wildcards):
 os.environ[cb_config.RUNTIME_ENV] = json.dumps(cb_config.runtime(config), sort_keys=True)
 
 
-def task_json(task):
+def task_file(task):
     """One task's settings without its methods, as the CLI's --json/--task-json takes them."""
-    return json.dumps({k: v for k, v in config["tasks"][task].items() if k != "methods"}, sort_keys=True)
+    return cb_spec.write("task", {k: v for k, v in config["tasks"][task].items() if k != "methods"}, task)
 
 
 def noise_reference_run(task):
@@ -85,18 +90,22 @@ def noise_reference_run(task):
     return run_dir(task, method, SEEDS[0])
 
 
-def noise_spec_json(task):
+def noise_spec_file(task):
     method = noise_reference_run(task).split("/")[-2]
     spec = cb_config.run_spec(config, task, method, SEEDS[0])
-    return json.dumps({**cb_config.without_neutral(spec), "noise": config["noise"]}, sort_keys=True)
+    return cb_spec.write("noise", {**cb_config.without_neutral(spec), "noise": config["noise"]}, task)
 
 
-def plan_methods_json(task):
+def plan_methods_file(task):
     """The task's clipped methods, with only the settings the clip plan and the measurement's
     batch multipliers depend on (a learning rate's change must not remeasure the noise)."""
     import clipbench.diagnostics.clip_plan as cb_plan
 
-    return json.dumps(cb_plan.clipped_methods(config["tasks"][task]["methods"]), sort_keys=True)
+    return cb_spec.write("methods", cb_plan.clipped_methods(config["tasks"][task]["methods"]), f"{task}-clipped")
+
+
+def methods_file(task):
+    return cb_spec.write("methods", config["tasks"][task]["methods"], task)
 
 
 def clip_plan_for(wildcards):
@@ -135,8 +144,8 @@ def all_noise():
     return [f"results/noise/{t}/noise.json" for t in TRAINED] if config["noise"]["enabled"] else []
 
 
-def dataset_json(wildcards):
-    return json.dumps(config["datasets"].get(wildcards.dataset, {}), sort_keys=True)
+def dataset_file(wildcards):
+    return cb_spec.write("dataset", config["datasets"].get(wildcards.dataset, {}), wildcards.dataset)
 
 
 def uses_archives():
@@ -195,8 +204,8 @@ def weights_name(wildcards):
     return cb_weights.name_of(wildcards.weights_file)
 
 
-def weights_json(wildcards):
-    return json.dumps(config.get("weights", {}), sort_keys=True)
+def weights_config_file(wildcards):
+    return cb_spec.write("weights", config.get("weights", {}), "weights")
 
 
 def train_threads(wildcards):
@@ -330,10 +339,15 @@ def trial_count(task):
     return int(cb_tuning.task_tuning(config, task)["trials"])
 
 
-def trial_spec_json(wildcards):
+def trial_spec_file(wildcards):
     spec = cb_config.without_neutral(cb_tuning.trial_spec(config, wildcards.task, wildcards.method, int(wildcards.trial)))
     spec["engine"]["fail_on_divergence"] = False  # a diverged trial is a result (the worst), not a failed job
-    return json.dumps(spec, sort_keys=True)
+    return cb_spec.write("trial", spec, f"{wildcards.task}-{wildcards.method}-trial{wildcards.trial}")
+
+
+def config_file():
+    """The resolved workflow config the report records (its hash and text), less neutral keys."""
+    return cb_spec.write("config", cb_config.without_neutral(config), "config")
 
 
 def tuned_input(wildcards):

@@ -4,7 +4,7 @@ rule prepare:
     output:
         "prepared/{dataset}/manifest.json",
     params:
-        cfg=dataset_json,
+        cfg=dataset_file,
     resources:
         **job_resources("prepare"),
     log:
@@ -14,7 +14,7 @@ rule prepare:
     conda:
         "../../environment.yml"
     shell:
-        "clipbench prepare {wildcards.dataset} --json {params.cfg:q}"
+        "clipbench prepare {wildcards.dataset} --json {params.cfg}"
         " --out prepared/{wildcards.dataset} > {log} 2>&1"
 
 

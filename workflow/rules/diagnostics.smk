@@ -5,7 +5,7 @@ rule heavytail:
         summary="results/heavytail/summary.json",
         figure=report("results/heavytail/quantiles.png", category="heavytail", caption="../report/heavytail.rst"),
     params:
-        cfg=lambda wc: task_json("heavytail"),
+        cfg=lambda wc: task_file("heavytail"),
     resources:
         **job_resources("heavytail"),
     log:
@@ -15,7 +15,7 @@ rule heavytail:
     conda:
         "../../environment.yml"
     shell:
-        "clipbench heavytail --json {params.cfg:q} --out results/heavytail > {log} 2>&1"
+        "clipbench heavytail --json {params.cfg} --out results/heavytail > {log} 2>&1"
 
 
 # The gradient noise of each trained task: at initialisation (what {quantile: q} clip levels
@@ -34,8 +34,8 @@ rule noise_init:
                     caption="../report/clip_plan.rst"),
         detail="results/noise/{task}/clip_plan_detail.json",
     params:
-        spec=lambda wc: noise_spec_json(wc.task),
-        methods=lambda wc: plan_methods_json(wc.task),
+        spec=lambda wc: noise_spec_file(wc.task),
+        methods=lambda wc: plan_methods_file(wc.task),
         data=lambda wc, input: f"--data {input[0]}" if input else "",
     threads: ENGINE["threads"]
     resources:
@@ -47,7 +47,7 @@ rule noise_init:
     conda:
         "../../environment.yml"
     shell:
-        "clipbench noise --spec {params.spec:q} {params.data} --methods {params.methods:q}"
+        "clipbench noise --spec {params.spec} {params.data} --methods {params.methods}"
         " --out results/noise/{wildcards.task} > {log} 2>&1"
         " && python -m clipbench.diagnostics.clip_plan --warn {output.detail}"
 
@@ -60,8 +60,8 @@ rule noise:
         figure=report("results/noise/{task}/noise_final.png", category="{task}", subcategory="gradient noise",
                       caption="../report/noise_final.rst"),
     params:
-        spec=lambda wc: noise_spec_json(wc.task),
-        methods=lambda wc: json.dumps(config["tasks"][wc.task]["methods"], sort_keys=True),
+        spec=lambda wc: noise_spec_file(wc.task),
+        methods=lambda wc: methods_file(wc.task),
         data=lambda wc, input: f"--data {input.manifest}" if "manifest" in input.keys() else "",
         runs=lambda wc: " ".join(noise_candidates(wc.task)),
     threads: ENGINE["threads"]
@@ -74,5 +74,5 @@ rule noise:
     conda:
         "../../environment.yml"
     shell:
-        "clipbench noise --spec {params.spec:q} {params.data} --checkpoint-from {params.runs}"
-        " --init {input.init} --methods {params.methods:q} --out results/noise/{wildcards.task} > {log} 2>&1"
+        "clipbench noise --spec {params.spec} {params.data} --checkpoint-from {params.runs}"
+        " --init {input.init} --methods {params.methods} --out results/noise/{wildcards.task} > {log} 2>&1"

@@ -29,7 +29,7 @@ rule baseline:
     output:
         report("results/baselines/{task}.json", category="{task}", subcategory="baseline", caption="../report/baseline.rst"),
     params:
-        cfg=lambda wc: json.dumps({k: v for k, v in config["tasks"][wc.task].items() if k != "methods"}, sort_keys=True),
+        cfg=lambda wc: task_file(wc.task),
     wildcard_constraints:
         task="|".join(registry.with_baseline()),
     resources:
@@ -41,7 +41,7 @@ rule baseline:
     conda:
         "../../environment.yml"
     shell:
-        "clipbench baseline {wildcards.task} --task-json {params.cfg:q} --data {input.manifest}"
+        "clipbench baseline {wildcards.task} --task-json {params.cfg} --data {input.manifest}"
         " --out {output} > {log} 2>&1"
 
 
@@ -70,7 +70,7 @@ rule report:
     params:
         # Without the settings that change no number (threads, scheduler requests): changing
         # one neither reruns the report nor changes the config hash it states.
-        config=lambda wc: json.dumps(cb_config.without_neutral(config), sort_keys=True),
+        config=lambda wc: config_file(),
     resources:
         **job_resources("report"),
     log:
@@ -81,6 +81,6 @@ rule report:
         "../../environment.yml"
     shell:
         "clipbench report --summary {input.summary} --baselines results/baselines --noise results/noise"
-        " --heavytail results/heavytail --config-json {params.config:q} --manifests {input.manifests}"
+        " --heavytail results/heavytail --config-json {params.config} --manifests {input.manifests}"
         + (" --tuning results/tuning" if TUNED else "")
         + " --out report > {log} 2>&1"

@@ -15,7 +15,7 @@ rule train:
         metrics="results/runs/{task}/{method}/seed{seed}/metrics.json",
         history="results/runs/{task}/{method}/seed{seed}/history.csv",
     params:
-        spec=run_spec_json,
+        spec=run_spec_file,
         out=lambda wc: run_dir(wc.task, wc.method, wc.seed),
         data=lambda wc, input: f"--data {input.manifest}" if input.manifest else "",
         noise=lambda wc, input: f"--noise {input.noise}" if input.noise else "",
@@ -38,7 +38,6 @@ rule train:
     conda:
         "../../environment.yml"
     shell:
-        "{params.launcher} train --spec {params.spec:q} {params.data} {params.noise} {params.tuned}"
+        "{params.launcher} train --spec {params.spec} {params.data} {params.noise} {params.tuned}"
         " --out {params.out} > {log} 2>&1"
-        " || clipbench record-failure --out {params.out} --task {wildcards.task} --method {wildcards.method}"
-        " --seed {wildcards.seed} --exit-code $? --log {log} 2>&1 | tee -a {log}"
+        " || clipbench record-failure --spec {params.spec} --out {params.out} --exit-code $? --log {log}"

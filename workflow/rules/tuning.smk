@@ -12,7 +12,7 @@ rule tune_trial:
         metrics="results/tuning/{task}/{method}/trial{trial}/metrics.json",
         history="results/tuning/{task}/{method}/trial{trial}/history.csv",
     params:
-        spec=trial_spec_json,
+        spec=trial_spec_file,
         out=lambda wc: cb_tuning.trial_dir(wc.task, wc.method, wc.trial),
         data=lambda wc, input: f"--data {input.manifest}" if input.manifest else "",
         noise=lambda wc, input: f"--noise {input.noise}" if input.noise else "",
@@ -33,7 +33,7 @@ rule tune_trial:
     conda:
         "../../environment.yml"
     shell:
-        "clipbench train --spec {params.spec:q} {params.data} {params.noise} --out {params.out} > {log} 2>&1"
+        "clipbench train --spec {params.spec} {params.data} {params.noise} --out {params.out} > {log} 2>&1"
 
 
 rule tune_select:

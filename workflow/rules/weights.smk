@@ -6,7 +6,7 @@ rule weights:
         f"{WEIGHTS_DIR}/{{weights_file}}",
     params:
         name=weights_name,
-        cfg=weights_json,
+        cfg=weights_config_file,
         out=lambda wc, output: os.path.dirname(output[0]),
     resources:
         **job_resources("weights"),
@@ -17,4 +17,4 @@ rule weights:
     conda:
         "../../environment.yml"
     shell:
-        "clipbench fetch-weights {params.name} --out {params.out} --json {params.cfg:q} > {log} 2>&1"
+        "clipbench fetch-weights {params.name} --out {params.out} --json {params.cfg} > {log} 2>&1"
