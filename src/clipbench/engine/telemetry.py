@@ -1,14 +1,12 @@
-"""What a run reports beyond its metrics: step losses, clipping, memory, DVCLive."""
+"""What a run reports beyond its metrics: step losses, clipping, memory (its live views: tracking.py)."""
 from __future__ import annotations
 
 import math
 import resource
 import sys
-from pathlib import Path
 
 import torch
 
-from clipbench.progress import tqdm
 from clipbench.runfiles import CLIP_METRICS
 
 
@@ -138,48 +136,3 @@ def load_meter_state(meter, state: dict) -> None:
         meter.load_state_dict(state)
     else:
         vars(meter).update(state)
-
-
-def dvclive_enabled(eng: dict) -> bool:
-    want = eng.get("dvclive")
-    if want is False:
-        return False
-    try:
-        import dvclive  # noqa: F401
-    except ImportError:
-        if want:
-            raise RuntimeError("engine.dvclive is true but dvclive is not installed (pip install dvclive)")
-        return False
-    return True
-
-
-def write_dvclive(run_dir: Path, history: list[dict], params: dict) -> None:
-    """Rewrite ``run_dir/dvclive`` from the history (the history, not DVCLive, is the record).
-
-    Rebuilding it whole keeps it consistent with the checkpoint after a crash and resume.
-    ``save_dvc_exp=False, dvcyaml=None``: it needs no Git or DVC repository. DVCLive looks
-    for the DVC repository around the current directory, and *creates one* (``dvc init``
-    and ``git add``) inside a Git repository that has none; a training run must not change
-    the user's repository, so it is told there is none.
-    """
-    try:
-        from unittest import mock
-
-        import dvclive.live
-        from dvclive import Live
-
-        with mock.patch.object(dvclive.live, "get_dvc_repo", return_value=None):
-            live = Live(dir=str(run_dir / "dvclive"), save_dvc_exp=False, dvcyaml=None)
-        live.log_params(params)
-        by_step: dict[int, list[dict]] = {}
-        for row in history:
-            by_step.setdefault(int(row["step"]), []).append(row)
-        for step in sorted(by_step):
-            live.step = step
-            for row in by_step[step]:
-                value = row["value"]
-                if isinstance(value, (int, float)) and math.isfinite(value):
-                    live.log_metric(f"{row['split']}/{row['metric']}", value, plot=True)
-        live.end()
-    except Exception as exc:  # a side channel: it must never cost a training run
-        tqdm.write(f"dvclive: not written ({type(exc).__name__}: {exc})")

@@ -49,7 +49,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from clipbench import files
-from clipbench.engine import checkpoint, distributed, env, telemetry
+from clipbench.engine import checkpoint, distributed, env, telemetry, tracking
 from clipbench.engine.checkpoint import Progress
 from clipbench.engine.distributed import Dist, EpochBatchSampler, LeadingBatches, SeededSamples, epoch_seed
 from clipbench.engine.schedule import build_scheduler
@@ -232,7 +232,7 @@ class Setup:
     log: Callable[[str], None]
     loss_stride: int  # every loss_stride-th step's loss goes into the history
     checkpoint_every: int  # optimizer steps between mid-epoch checkpoints; 0: epoch ends only
-    dvclive: bool
+    tracker: tracking.Tracker  # DVCLive / TensorBoard (main process only)
     digest: str  # the spec hash a checkpoint must carry to be resumed
     bn_batches: int = 0  # training batches that recompute BatchNorm's statistics at the output
     bn_loader: DataLoader | None = None  # those batches (None: nothing to recompute)
@@ -318,7 +318,9 @@ def setup(spec: dict, manifest, out_dir: Path, eng: dict, device: torch.device, 
         device=device, amp=amp, channels_last=channels_last, dist=d, log=log,
         loss_stride=telemetry.loss_stride(total_steps, int(eng.get("max_loss_points", 500))),
         checkpoint_every=int(eng.get("checkpoint_every_steps", 0)),
-        dvclive=d.main and telemetry.dvclive_enabled(eng), digest=checkpoint.spec_hash(spec),
+        tracker=tracking.Tracker.for_run(eng, out_dir, {"task": spec["task"], "method": spec["method"], "seed": seed,
+                                                   "optimizer": method_cfg}, main=d.main),
+        digest=checkpoint.spec_hash(spec),
         bn_batches=bn_batches, bn_loader=bn_loader,
     )
 
@@ -446,7 +448,7 @@ def _stopping(s: Setup) -> bool:
 
 def fit(s: Setup) -> dict:
     """Resume or start, train epoch after epoch to the end or a divergence, write the results."""
-    with stop_on_sigterm(s.stop):
+    with stop_on_sigterm(s.stop), s.tracker:
         return _fit(s)
 
 
@@ -468,6 +470,7 @@ def _fit(s: Setup) -> dict:
         s.log(f"[{s.name}] resuming from epoch {progress.epoch + 1}, step {progress.step} "
               f"(batch {progress.batch_in_epoch} of the epoch)")
 
+    s.tracker.start(resumed=progress.step > 0)
     first_epoch, end = progress.epoch, EpochEnd()
     while end.status == "ok" and progress.epoch < s.epochs:
         t0 = time.perf_counter()
@@ -633,14 +636,13 @@ def save(s: Setup, progress: Progress, t0: float) -> None:
 
 
 def write_history(s: Setup, rows: list[dict]) -> None:
-    """``history.csv`` and, when enabled, the DVCLive view of it, both rewritten whole."""
+    """``history.csv``, rewritten whole; the live views (DVCLive, TensorBoard) get the rows they lack."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     files.write_text(s.out_dir / "history.csv", buf.getvalue())
-    if s.dvclive:
-        telemetry.write_dvclive(s.out_dir, rows, {"task": s.spec["task"], "method": s.spec["method"], "seed": s.seed})
+    s.tracker.log(rows)
 
 
 # -- results ---------------------------------------------------------------------------------------
