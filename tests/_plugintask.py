@@ -2,6 +2,10 @@
 docs/adding-a-task.md describes, with nothing in src/ or workflow/ edited.
 
 ``INFO`` carries the task's metadata and its config schema block; ``build`` makes the Task.
+tests/test_adding_a_task.py registers it and takes it through train, baseline, collect and report.
+
+tests/_tensortask.py is a different thing: a task the engine tests patch in for ``build_task``,
+bypassing the registry and the config, so they test the training loop alone.
 """
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import torch.nn as nn
 
 from clipbench.metrics import ClassificationMeter
 from clipbench.tasks import Task, TaskInfo
-from tests._tinytask import NoisyTensors
+from tests._tensortask import NoisyTensors
 
 SCHEMA = {
     "type": "object",

@@ -1,7 +1,10 @@
 """A small, fully known set of finished runs for the report's tests: 3 seeds of five methods on
 classification and segmentation, with designed effects (clipped-SGD clearly above SGD on
 classification; clipped-SSTM at the background baseline and never clipping on segmentation),
-baselines, two manifests, a gradient-noise output and a convex check."""
+baselines, two manifests, a gradient-noise output and a convex check (``make_runs``).
+
+``fake_run``: one finished run (history.csv and metrics.json, two epochs, numbers given), for
+tests of collect and report that need runs of a shape of their own rather than the designed set."""
 from __future__ import annotations
 
 import json
@@ -150,3 +153,18 @@ def _heavytail(root: Path) -> Path:
 
 def load(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def fake_run(root, task, method, seed, status="ok", values=(0.5, 0.6)):
+    run = root / task / method / f"seed{seed}"
+    metric = {"classification": "top1", "segmentation": "miou"}[task]
+    rows = [{"step": 10 * e, "epoch": e, "split": split, "metric": metric, "value": v + 0.01 * e}
+            for e, v in enumerate(values, start=1) for split in ("train", "val")]
+    files.write_text(run / "history.csv", pd.DataFrame(rows).to_csv(index=False))
+    final = {split: {metric: rows[-1]["value"]} for split in ("train", "val")} if status == "ok" else {}
+    files.write_json(run / "metrics.json", {"task": task, "method": method, "seed": seed, "status": status,
+                                         "final": final, "epochs": 2, "steps": 20, "wall_time_s": 1.0,
+                                         "images_per_s": 10.0,
+                                         "telemetry": {"clip_fraction": 0.125, "clip_scale_mean": 0.75}
+                                         if method.startswith("clipped") else {}})
+    return run

@@ -1,7 +1,13 @@
-"""A BN-free tiny task on tensors, and a test-local optimizer that reports clip telemetry.
+"""A tiny classification Task on in-memory tensors (``tensor_task``: BN-free, no data set), and what
+the engine tests drive it with: its run spec (``tensor_task_spec``, written out, not validated),
+``use_tensor_task`` to patch it in for ``clipbench.engine.train.build_task`` (``monkeypatch``), a
+test-local optimizer that reports clip telemetry (``ReportingSGD``), ``NoisyTensors`` and a
+spawn target for one DDP process (``ddp_worker``).
+So the engine tests run the real loop in well under a second.
 
-Used by the engine tests (``from tests._tinytask import ...``) through ``monkeypatch`` of ``clipbench.engine.train.build_task``,
-so they run the real loop in well under a second.
+tests/_plugintask.py is a different thing: a task registered from outside the package, the way
+docs/adding-a-task.md describes, through the registry and the config schema (it reuses
+``NoisyTensors``); tests/test_adding_a_task.py runs it through the CLI.
 """
 from __future__ import annotations
 
@@ -30,7 +36,7 @@ class NoisyTensors(Dataset):
         return self.x[i] + self.noise * torch.randn_like(self.x[i]), self.y[i]
 
 
-def tiny_task(n_train=32, n_val=16, dim=6, classes=3, nan_at_step=None, dropout=0.1):
+def tensor_task(n_train=32, n_val=16, dim=6, classes=3, nan_at_step=None, dropout=0.1):
     g = torch.Generator().manual_seed(123)
     x = torch.randn(n_train + n_val, dim, generator=g)
     y = torch.randint(0, classes, (n_train + n_val,), generator=g)
@@ -51,7 +57,7 @@ def tiny_task(n_train=32, n_val=16, dim=6, classes=3, nan_at_step=None, dropout=
                 new_meter=ClassificationMeter, main_metric="top1")
 
 
-def tiny_spec(method="sgd", epochs=2, batch_size=8, seed=0, engine=None, **method_cfg):
+def tensor_task_spec(method="sgd", epochs=2, batch_size=8, seed=0, engine=None, **method_cfg):
     return {
         "task": "classification", "method": method, "seed": seed,
         "task_config": {"epochs": epochs, "batch_size": batch_size, "eval_batch_size": 16},
@@ -60,10 +66,10 @@ def tiny_spec(method="sgd", epochs=2, batch_size=8, seed=0, engine=None, **metho
     }
 
 
-def use_tiny_task(monkeypatch, **kw):
+def use_tensor_task(monkeypatch, **kw):
     import clipbench.engine.train as T
 
-    monkeypatch.setattr(T, "build_task", lambda spec, manifest: tiny_task(**kw))
+    monkeypatch.setattr(T, "build_task", lambda spec, manifest: tensor_task(**kw))
 
 
 class ReportingSGD(torch.optim.SGD):
@@ -90,17 +96,5 @@ def ddp_worker(rank, world, port, spec, out_dir):
                        "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank)})
     import clipbench.engine.train as T
 
-    T.build_task = lambda spec, manifest: tiny_task(dropout=0.0)
+    T.build_task = lambda spec, manifest: tensor_task(dropout=0.0)
     T.train(copy.deepcopy(spec), None, out_dir)
-
-
-def torch_globals():
-    """What ``train()`` sets process-wide (threads, deterministic mode), to restore after a test."""
-    return torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), \
-        torch.is_deterministic_algorithms_warn_only_enabled()
-
-
-def restore_torch_globals(saved):
-    threads, det, warn_only = saved
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(det, warn_only=warn_only)

@@ -1,12 +1,13 @@
-import copy
+"""Fixtures shared by several test modules (pytest finds them here; never import this module).
+Plain helpers live in the tests/_<what>.py modules."""
 from pathlib import Path
 
 import pytest
 import yaml
 
-from clipbench import config as cfgmod
-
-REPO = Path(__file__).resolve().parents[1]
+from tests._checkout import REPO, scratch_checkout
+from tests._httpservers import serve_folder
+from tests._tinydata import VOC_SYN
 
 
 @pytest.fixture
@@ -17,6 +18,12 @@ def repo() -> Path:
 @pytest.fixture
 def default_config() -> dict:
     return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def checkout(tmp_path_factory) -> Path:
+    """A scratch checkout of the repo, one per test module (tests/_checkout.py)."""
+    return scratch_checkout(tmp_path_factory.mktemp("checkout"))
 
 
 @pytest.fixture
@@ -30,16 +37,21 @@ def tiny_imagenet(tmp_path_factory) -> dict:
     return load_manifest(out / "manifest.json")
 
 
-def tiny_spec(method: str = "sgd", seed: int = 0, epochs: int = 2, **method_cfg) -> dict:
-    """A run spec for a fast classification run on ``tiny_imagenet``."""
-    cfg = {
-        "run": {"tasks": ["classification"], "methods": [method], "seeds": [seed]},
-        "engine": {"device": "cpu", "threads": 1},
-        "tasks": {"classification": {
-            "dataset": "imagenet100", "model": "resnet18", "image_size": 16, "epochs": epochs,
-            "batch_size": 8, "eval_batch_size": 16,
-            "methods": {method: method_cfg or {"lr": 0.01, "momentum": 0.9}},
-        }},
-    }
-    cfgmod.validate(cfg)
-    return cfgmod.run_spec(copy.deepcopy(cfg), "classification", method, seed)
+@pytest.fixture(scope="module")
+def tiny_voc(tmp_path_factory) -> dict:
+    """A prepared, tiny synthetic VOC 2012 (``VOC_SYN``), one per test module, and its manifest."""
+    from clipbench.data.prepare import load_manifest, prepare
+
+    out = tmp_path_factory.mktemp("voc2012")
+    prepare("voc2012", {"source": "synthetic", "synthetic": VOC_SYN}, out)
+    return load_manifest(out / "manifest.json")
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """A running file server over ``tmp_path / "www"`` (tests/_httpservers.py, ``serve_folder``);
+    put files there before requesting them."""
+    root = tmp_path / "www"
+    root.mkdir()
+    with serve_folder(root) as state:
+        yield state

@@ -1,5 +1,5 @@
 """A new task goes through train, collect and report with nothing in src/ or workflow/ edited:
-one module (tests/_toytask.py), its config block, and its schema block (in its INFO)."""
+one module (tests/_plugintask.py), its config block, and its schema block (in its INFO)."""
 import json
 import subprocess
 from pathlib import Path
@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def toy():
-    from tests._toytask import INFO
+    from tests._plugintask import INFO
 
     registry.register(INFO)
     yield INFO
@@ -51,7 +51,7 @@ def test_unregistered_task_is_refused(default_config):
 
 
 def test_new_task_trains_collects_and_reports(toy, tmp_path, capsys):
-    from tests._tinytask import restore_torch_globals, torch_globals
+    from tests._torchstate import restore_torch_globals, torch_globals
 
     configfile = _config(tmp_path)
     runs = tmp_path / "results" / "runs"

@@ -13,7 +13,7 @@ from clipbench.engine import checkpoint
 from clipbench.engine import train as T
 from clipbench.optim import build_optimizer
 from clipbench.report import collect, render
-from tests._tinytask import restore_torch_globals, torch_globals
+from tests._torchstate import restore_torch_globals, torch_globals
 
 PATH = "tests.test_custom_optimizer:SignMomentum"
 

@@ -22,7 +22,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tests._tinytask import tiny_spec, tiny_task, use_tiny_task, restore_torch_globals, torch_globals
+from tests._tensortask import tensor_task, tensor_task_spec, use_tensor_task
+from tests._torchstate import restore_torch_globals, torch_globals
 from clipbench.engine import checkpoint, train as T
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs gloo")
@@ -62,8 +63,8 @@ CASES = _cases()
 
 def _spec(method: str, cfg: dict, ddp: bool) -> dict:
     # clip_stats_every 1: coordinate clipping reports its clamped share at every step
-    return tiny_spec(method=method, epochs=2, batch_size=8,
-                     engine={"ddp": ddp, "checkpoint_every_steps": 1, "clip_stats_every": 1}, **cfg)
+    return tensor_task_spec(method=method, epochs=2, batch_size=8,
+                            engine={"ddp": ddp, "checkpoint_every_steps": 1, "clip_stats_every": 1}, **cfg)
 
 
 def _free_port() -> int:
@@ -80,7 +81,7 @@ def matrix_worker(rank: int, world: int, port: int, specs: dict, root: str) -> N
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
                        "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank)})
     dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=120))
-    T.build_task = lambda spec, manifest: tiny_task(dropout=0.0)
+    T.build_task = lambda spec, manifest: tensor_task(dropout=0.0)
     built = []
     setup = T.setup
     T.setup = lambda *a, **k: built.append(setup(*a, **k)) or built[-1]
@@ -106,7 +107,7 @@ def runs(tmp_path_factory):
     mp.spawn(matrix_worker, args=(2, _free_port(), specs, str(root / "ddp")), nprocs=2, join=True)
     t_two = time.perf_counter() - t0
     mp_patch = pytest.MonkeyPatch()
-    use_tiny_task(mp_patch, dropout=0.0)
+    use_tensor_task(mp_patch, dropout=0.0)
     out = {}
     try:
         for name, (m, cfg) in CASES.items():

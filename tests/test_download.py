@@ -11,7 +11,6 @@ from clipbench.data.download import (
     mismatches,
     verify,
 )
-from tests._httpserver import http_server  # noqa: F401  (pytest fixture)
 
 FAST = dict(retries=2, backoff=0.01, timeout=5, progress=False)
 

@@ -8,9 +8,8 @@ import sys
 import pytest
 
 from clipbench.data.voc2012 import fetch_voc2012
+from tests._checkout import scratch_checkout
 from tests._fakedata import digests, make_voc_tar
-from tests._httpserver import http_server  # noqa: F401  (pytest fixture)
-from tests.test_workflow import _checkout
 
 VOC_TAR = "VOCtrainval_11-May-2012.tar"
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
@@ -29,7 +28,7 @@ def _dvc(cwd, *args):
 
 @pytest.mark.slow
 def test_fresh_clone_pulls_archives_and_skips_download(tmp_path, http_server):
-    repo = _checkout(tmp_path / "repo")
+    repo = scratch_checkout(tmp_path / "repo")
     _run(repo, "git", "init", "-q")
     _run(repo, "git", "add", "-A")
     _run(repo, "git", "commit", "-qm", "init")
@@ -99,7 +98,7 @@ def _status(repo) -> dict:
 def test_editing_a_rule_or_the_package_changes_the_stages(tmp_path):
     """Each stage depends on what it runs: the Snakefile, the rules, the schema, the config and
     the package; an edit to any of them shows in `dvc status` (no `dvc repro` needed to see it)."""
-    repo = _checkout(tmp_path / "repo")
+    repo = scratch_checkout(tmp_path / "repo")
     for out in STAGE_OUTS:  # stand-ins for what the stages make, so `dvc commit` can record them
         (repo / out).parent.mkdir(parents=True, exist_ok=True)
         (repo / out).write_text("made\n")

@@ -12,7 +12,7 @@ import zipfile
 import pytest
 import yaml
 
-from tests.test_workflow import _checkout
+from tests._checkout import scratch_checkout
 
 DVC = shutil.which("dvc")
 ENV = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
@@ -39,7 +39,7 @@ def _clean(repo):
 @pytest.mark.slow
 @pytest.mark.skipif(DVC is None, reason="dvc is not installed")
 def test_experiments_compare_and_the_snakemake_report_holds_the_figures(tmp_path):
-    repo = _checkout(tmp_path / "repo")
+    repo = scratch_checkout(tmp_path / "repo")
     (repo / "tiny.yaml").write_text(yaml.safe_dump(TINY))
     (repo / "params.yaml").write_text("configfile: tiny.yaml\n")  # which config DVC runs: a param
     _run(repo, "git", "init", "-q")

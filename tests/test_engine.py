@@ -10,7 +10,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from tests._tinytask import ReportingSGD, tiny_spec, tiny_task, use_tiny_task, restore_torch_globals, torch_globals
+from tests._tensortask import ReportingSGD, tensor_task_spec, use_tensor_task
+from tests._torchstate import restore_torch_globals, torch_globals
 from clipbench import config as cfgmod
 from clipbench.engine import checkpoint, train as T
 from clipbench.engine.distributed import Dist, EpochBatchSampler
@@ -44,14 +45,14 @@ def assert_same_params(a, b):
 
 
 def test_same_seed_same_metrics(monkeypatch, tmp_path):
-    use_tiny_task(monkeypatch)
-    a = T.train(tiny_spec(), None, tmp_path / "a")
-    b = T.train(tiny_spec(), None, tmp_path / "b")
+    use_tensor_task(monkeypatch)
+    a = T.train(tensor_task_spec(), None, tmp_path / "a")
+    b = T.train(tensor_task_spec(), None, tmp_path / "b")
     assert a["status"] == "ok" and a["steps"] == 8
     assert without_timing(a) == without_timing(b)
     assert (tmp_path / "a" / "history.csv").read_text() == (tmp_path / "b" / "history.csv").read_text()
     assert set(a["timing"]) >= {"wall_time_s", "images_per_s", "peak_rss_mb"}
-    c = T.train(tiny_spec(seed=1), None, tmp_path / "c")
+    c = T.train(tensor_task_spec(seed=1), None, tmp_path / "c")
     assert c["final"] != a["final"]
 
 
@@ -62,9 +63,9 @@ class Killed(Exception):
 @pytest.mark.parametrize("accumulate,kill_after", [(1, 3), (1, 4), (2, 3)])
 def test_resume_mid_epoch_is_bit_for_bit(monkeypatch, tmp_path, accumulate, kill_after):
     """Stop right after a mid-epoch (or epoch-end) checkpoint, as a crash would, and resume."""
-    use_tiny_task(monkeypatch)
-    spec = tiny_spec(epochs=3, engine={"checkpoint_every_steps": 1},
-                     lr=0.1, momentum=0.9, batch_multiplier=accumulate)
+    use_tensor_task(monkeypatch)
+    spec = tensor_task_spec(epochs=3, engine={"checkpoint_every_steps": 1},
+                            lr=0.1, momentum=0.9, batch_multiplier=accumulate)
     ref = T.train(copy.deepcopy(spec), None, tmp_path / "ref")
 
     real_save, saves = checkpoint.save, []
@@ -88,30 +89,30 @@ def test_resume_mid_epoch_is_bit_for_bit(monkeypatch, tmp_path, accumulate, kill
 
 
 def test_checkpoint_of_other_settings_is_not_resumed(monkeypatch, tmp_path, capsys):
-    use_tiny_task(monkeypatch)
-    T.train(tiny_spec(epochs=1), None, tmp_path / "run")
+    use_tensor_task(monkeypatch)
+    T.train(tensor_task_spec(epochs=1), None, tmp_path / "run")
     (tmp_path / "run" / "metrics.json").unlink()
-    other = T.train(tiny_spec(epochs=2, lr=0.05), None, tmp_path / "run")
+    other = T.train(tensor_task_spec(epochs=2, lr=0.05), None, tmp_path / "run")
     assert "other settings" in capsys.readouterr().out
-    fresh = T.train(tiny_spec(epochs=2, lr=0.05), None, tmp_path / "fresh")
+    fresh = T.train(tensor_task_spec(epochs=2, lr=0.05), None, tmp_path / "fresh")
     assert without_timing(other) == without_timing(fresh)
     assert other["timing"]["resumed_at_steps"] == []
 
 
 def test_settings_that_do_not_change_numbers_keep_the_checkpoint(monkeypatch, tmp_path):
-    a = tiny_spec(engine={"num_workers": 0, "fail_on_divergence": False})
-    b = tiny_spec(engine={"num_workers": 2, "fail_on_divergence": True, "checkpoint_every_steps": 5})
+    a = tensor_task_spec(engine={"num_workers": 0, "fail_on_divergence": False})
+    b = tensor_task_spec(engine={"num_workers": 2, "fail_on_divergence": True, "checkpoint_every_steps": 5})
     assert checkpoint.spec_hash(a) == checkpoint.spec_hash(b)
-    assert checkpoint.spec_hash(a) != checkpoint.spec_hash(tiny_spec(lr=0.2))
+    assert checkpoint.spec_hash(a) != checkpoint.spec_hash(tensor_task_spec(lr=0.2))
 
 
 def test_complete_checkpoint_writes_the_results_without_training(monkeypatch, tmp_path, capsys):
     """Killed between the last checkpoint and metrics.json, or its results deleted (a forced
     Snakemake rerun): the results come from the checkpoint, not from training it all again."""
-    use_tiny_task(monkeypatch)
-    first = T.train(tiny_spec(), None, tmp_path / "run")
+    use_tensor_task(monkeypatch)
+    first = T.train(tensor_task_spec(), None, tmp_path / "run")
     history = (tmp_path / "run" / "history.csv").read_text()
-    again = T.train(tiny_spec(), None, tmp_path / "run")  # metrics.json there: nothing to do
+    again = T.train(tensor_task_spec(), None, tmp_path / "run")  # metrics.json there: nothing to do
     assert again == json.loads(json.dumps(first))
     for name in ("metrics.json", "history.csv"):
         (tmp_path / "run" / name).unlink()
@@ -120,7 +121,7 @@ def test_complete_checkpoint_writes_the_results_without_training(monkeypatch, tm
         raise AssertionError("a complete run was trained again")
 
     monkeypatch.setattr(T, "train_one_epoch", no_training)
-    finished = T.train(tiny_spec(), None, tmp_path / "run")
+    finished = T.train(tensor_task_spec(), None, tmp_path / "run")
     assert "without training" in capsys.readouterr().out
     assert without_timing(finished) == without_timing(json.loads(json.dumps(first)))
     assert (tmp_path / "run" / "history.csv").read_text() == history
@@ -130,19 +131,19 @@ def test_complete_checkpoint_writes_the_results_without_training(monkeypatch, tm
 def test_rerun_command_trains_from_step_0(monkeypatch, tmp_path, capsys):
     from clipbench import cli
 
-    use_tiny_task(monkeypatch)
-    first = T.train(tiny_spec(), None, tmp_path / "run")
+    use_tensor_task(monkeypatch)
+    first = T.train(tensor_task_spec(), None, tmp_path / "run")
     assert cli.main(["rerun", str(tmp_path / "run")]) == 0
     assert not any((tmp_path / "run" / n).exists() for n in ("metrics.json", "history.csv", "checkpoint.pt"))
-    again = T.train(tiny_spec(), None, tmp_path / "run")
+    again = T.train(tensor_task_spec(), None, tmp_path / "run")
     assert again["timing"]["resumed_at_steps"] == [] and without_timing(again) == without_timing(first)
     with pytest.raises(SystemExit, match="not a run folder"):
         cli.main(["rerun", str(tmp_path)])
 
 
 def test_checkpoint_loads_weights_only(monkeypatch, tmp_path):
-    use_tiny_task(monkeypatch)
-    T.train(tiny_spec(engine={"checkpoint_every_steps": 3}, epochs=1), None, tmp_path / "run")
+    use_tensor_task(monkeypatch)
+    T.train(tensor_task_spec(engine={"checkpoint_every_steps": 3}, epochs=1), None, tmp_path / "run")
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert {"model", "optimizer", "scheduler", "scaler", "rng", "meter", "clip", "spec_hash", "history"} <= set(state)
     assert state["completed"] is True
@@ -190,8 +191,8 @@ def test_bn_in_train_mode_normalises_each_micro_batch():
 
 
 def test_batch_multiplier_steps(monkeypatch, tmp_path):
-    use_tiny_task(monkeypatch)
-    r = T.train(tiny_spec(lr=0.1, batch_multiplier=2), None, tmp_path / "run")
+    use_tensor_task(monkeypatch)
+    r = T.train(tensor_task_spec(lr=0.1, batch_multiplier=2), None, tmp_path / "run")
     assert r["steps"] == 2 * 2 and r["batch_multiplier"] == 2
 
 
@@ -215,9 +216,9 @@ def test_sampler_resumes_and_shards_like_one_process():
 
 
 def test_workers_do_not_change_the_numbers(monkeypatch, tmp_path):
-    use_tiny_task(monkeypatch)
-    a = T.train(tiny_spec(engine={"num_workers": 0}), None, tmp_path / "a")
-    b = T.train(tiny_spec(engine={"num_workers": 2}), None, tmp_path / "b")
+    use_tensor_task(monkeypatch)
+    a = T.train(tensor_task_spec(engine={"num_workers": 0}), None, tmp_path / "a")
+    b = T.train(tensor_task_spec(engine={"num_workers": 2}), None, tmp_path / "b")
     assert a["final"] == b["final"]
     assert_same_params(final_params(tmp_path / "a"), final_params(tmp_path / "b"))
 
@@ -225,8 +226,8 @@ def test_workers_do_not_change_the_numbers(monkeypatch, tmp_path):
 # -- divergence ------------------------------------------------------------------------------------
 
 def test_nan_loss_ends_the_run_as_diverged(monkeypatch, tmp_path):
-    use_tiny_task(monkeypatch, nan_at_step=6)
-    r = T.train(tiny_spec(epochs=3), None, tmp_path / "run")
+    use_tensor_task(monkeypatch, nan_at_step=6)
+    r = T.train(tensor_task_spec(epochs=3), None, tmp_path / "run")
     assert r["status"] == "diverged" and r["diverged_at_step"] == 6 and r["steps"] == 6
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["status"] == "diverged"
@@ -237,24 +238,24 @@ def test_nan_loss_ends_the_run_as_diverged(monkeypatch, tmp_path):
 
 
 def test_nonfinite_gradient_norm_ends_the_run(monkeypatch, tmp_path):
-    use_tiny_task(monkeypatch)
+    use_tensor_task(monkeypatch)
     monkeypatch.setattr(T, "build_optimizer", lambda name, params, cfg: ReportingSGD(params, lr=0.1, inf_norm_at=5))
-    r = T.train(tiny_spec(epochs=3), None, tmp_path / "run")
+    r = T.train(tensor_task_spec(epochs=3), None, tmp_path / "run")
     assert r["status"] == "diverged" and r["diverged_at_step"] == 5
 
 
 def test_diverged_run_without_a_finite_epoch(monkeypatch, tmp_path):
-    use_tiny_task(monkeypatch, nan_at_step=1)
-    r = T.train(tiny_spec(), None, tmp_path / "run")
+    use_tensor_task(monkeypatch, nan_at_step=1)
+    r = T.train(tensor_task_spec(), None, tmp_path / "run")
     assert r["status"] == "diverged" and r["final"] == {} and r["diverged_at_step"] == 1
 
 
 def test_cli_fails_on_divergence_only_when_asked(monkeypatch, tmp_path):
     from clipbench import cli
 
-    use_tiny_task(monkeypatch, nan_at_step=2)
+    use_tensor_task(monkeypatch, nan_at_step=2)
     for fail, rc in ((False, 0), (True, 3)):
-        spec = tiny_spec(engine={"fail_on_divergence": fail})
+        spec = tensor_task_spec(engine={"fail_on_divergence": fail})
         assert cli.main(["train", "--spec", json.dumps(spec), "--out", str(tmp_path / f"run{fail}")]) == rc
         assert json.loads((tmp_path / f"run{fail}" / "metrics.json").read_text())["status"] == "diverged"
 
@@ -262,9 +263,9 @@ def test_cli_fails_on_divergence_only_when_asked(monkeypatch, tmp_path):
 # -- telemetry -------------------------------------------------------------------------------------
 
 def test_clip_telemetry_lr_and_thinned_losses(monkeypatch, tmp_path):
-    use_tiny_task(monkeypatch, n_train=64)
+    use_tensor_task(monkeypatch, n_train=64)
     monkeypatch.setattr(T, "build_optimizer", lambda name, params, cfg: ReportingSGD(params, lr=0.1))
-    r = T.train(tiny_spec(epochs=3, engine={"max_loss_points": 5}), None, tmp_path / "run")
+    r = T.train(tensor_task_spec(epochs=3, engine={"max_loss_points": 5}), None, tmp_path / "run")
     assert r["steps"] == 24
     assert r["telemetry"]["clip_fraction"] == 0.5 and r["telemetry"]["clip_scale_mean"] == pytest.approx(0.625)
     assert r["telemetry"]["lr"] == 0.1
@@ -278,9 +279,9 @@ def test_clip_telemetry_lr_and_thinned_losses(monkeypatch, tmp_path):
 
 def test_dvclive_logs_without_a_repository(monkeypatch, tmp_path):
     pytest.importorskip("dvclive")
-    use_tiny_task(monkeypatch)
+    use_tensor_task(monkeypatch)
     monkeypatch.chdir(tmp_path)
-    T.train(tiny_spec(engine={"dvclive": True}), None, tmp_path / "run")
+    T.train(tensor_task_spec(engine={"dvclive": True}), None, tmp_path / "run")
     live = tmp_path / "run" / "dvclive"
     assert json.loads((live / "metrics.json").read_text())["val"]["top1"] >= 0
     assert (live / "plots" / "metrics" / "train_step" / "loss.tsv").exists()
@@ -310,9 +311,9 @@ def test_schedules():
 
 
 def test_schedule_resumes(monkeypatch, tmp_path):
-    use_tiny_task(monkeypatch)
-    spec = tiny_spec(epochs=3, engine={"checkpoint_every_steps": 1},
-                     lr=0.1, schedule={"name": "cosine", "eta_min": 0.0})
+    use_tensor_task(monkeypatch)
+    spec = tensor_task_spec(epochs=3, engine={"checkpoint_every_steps": 1},
+                            lr=0.1, schedule={"name": "cosine", "eta_min": 0.0})
     ref = T.train(copy.deepcopy(spec), None, tmp_path / "ref")
     assert ref["telemetry"]["lr"] == pytest.approx(0.0, abs=1e-12)
     real_save = checkpoint.save
@@ -365,8 +366,8 @@ def test_engine_config_keys_validate(default_config):
 
 
 def test_amp_needs_cuda_and_is_recorded(monkeypatch, tmp_path, capsys):
-    use_tiny_task(monkeypatch)
-    r = T.train(tiny_spec(engine={"amp": "fp16", "channels_last": True}), None, tmp_path / "run")
+    use_tensor_task(monkeypatch)
+    r = T.train(tensor_task_spec(engine={"amp": "fp16", "channels_last": True}), None, tmp_path / "run")
     assert r["status"] == "ok" and r["amp"] == "none"
     assert "needs CUDA" in capsys.readouterr().out
 

@@ -1,4 +1,3 @@
-import io
 import os
 import stat
 import tarfile
@@ -10,52 +9,14 @@ from clipbench.data.extract import (
     ArchiveError,
     CorruptArchiveError,
     UnsafeArchiveError,
-    marker_path,
     safe_extract,
 )
-
-
-def is_extracted(archive, dest) -> bool:
-    # The marker safe_extract writes last: its presence means the archive is fully extracted.
-    return marker_path(archive, dest).is_file()
-
-
-def _add_file(tf, name, data=b"x"):
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    tf.addfile(info, io.BytesIO(data))
-
-
-def _add_special(tf, name, kind, linkname=""):
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.linkname = linkname
-    tf.addfile(info)
-
-
-def _make_tar(path, files, mode="w"):
-    with tarfile.open(path, mode) as tf:
-        for name, data in files.items():
-            _add_file(tf, name, data)
-    return path
-
-
-def _make_zip(path, files):
-    with zipfile.ZipFile(path, "w") as zf:
-        for name, data in files.items():
-            zf.writestr(name, data)
-    return path
-
-
-def _tree(root):
-    return sorted(
-        str(p.relative_to(root)) for p in root.rglob("*")
-    )
+from tests._archives import add_file, add_special, is_extracted, listing, make_tar, make_zip
 
 
 @pytest.mark.parametrize("suffix,mode", [(".tar", "w"), (".tar.gz", "w:gz"), (".tgz", "w:gz")])
 def test_tar_extracts_and_is_idempotent(tmp_path, suffix, mode):
-    archive = _make_tar(tmp_path / f"a{suffix}", {"top/a.txt": b"A", "top/sub/b.txt": b"B"}, mode)
+    archive = make_tar(tmp_path / f"a{suffix}", {"top/a.txt": b"A", "top/sub/b.txt": b"B"}, mode)
     dest = tmp_path / "out"
     assert safe_extract(archive, dest) == dest
     assert (dest / "top/a.txt").read_bytes() == b"A"
@@ -73,7 +34,7 @@ def test_tar_extracts_and_is_idempotent(tmp_path, suffix, mode):
 def test_zip_extracts_and_merges_with_existing_folders(tmp_path):
     dest = tmp_path / "out"
     (dest / "DIV2K_train_LR_bicubic" / "X2").mkdir(parents=True)
-    archive = _make_zip(tmp_path / "lr.zip", {
+    archive = make_zip(tmp_path / "lr.zip", {
         "DIV2K_train_LR_bicubic/X4/0001x4.png": b"png",
         "DIV2K_train_LR_bicubic/X4/0002x4.png": b"png2",
     })
@@ -89,14 +50,14 @@ def test_merge_follows_a_user_symlinked_folder(tmp_path):
     dest = tmp_path / "out"
     dest.mkdir()
     (dest / "top").symlink_to(elsewhere)
-    archive = _make_tar(tmp_path / "a.tar", {"top/a.txt": b"A"})
+    archive = make_tar(tmp_path / "a.tar", {"top/a.txt": b"A"})
     safe_extract(archive, dest)
     assert (dest / "top").is_symlink()
     assert (elsewhere / "a.txt").read_bytes() == b"A"
 
 
 def test_interrupted_extraction_leaves_nothing_that_looks_complete(tmp_path):
-    archive = _make_tar(tmp_path / "a.tar", {"top/a.txt": b"A"})
+    archive = make_tar(tmp_path / "a.tar", {"top/a.txt": b"A"})
     dest = tmp_path / "out"
     # What a crash mid-way leaves: a staging folder and no marker.
     stale = dest / ".partial-a.tar" / "top"
@@ -104,7 +65,7 @@ def test_interrupted_extraction_leaves_nothing_that_looks_complete(tmp_path):
     (stale / "junk").write_bytes(b"half")
     assert not is_extracted(archive, dest)
     safe_extract(archive, dest)
-    assert _tree(dest) == [".extracted-a.tar", "top", "top/a.txt"]
+    assert listing(dest) == [".extracted-a.tar", "top", "top/a.txt"]
 
 
 # ------------------------------------------------------------------ unsafe archives
@@ -128,8 +89,8 @@ def _assert_refused(archive, tmp_path, *words):
 def test_tar_with_dotdot_is_refused(tmp_path):
     archive = tmp_path / "a.tar"
     with tarfile.open(archive, "w") as tf:
-        _add_file(tf, "ok.txt")
-        _add_file(tf, "../../evil.txt")
+        add_file(tf, "ok.txt")
+        add_file(tf, "../../evil.txt")
     _assert_refused(archive, tmp_path, "../../evil.txt", "..")
 
 
@@ -137,44 +98,44 @@ def test_tar_with_absolute_path_is_refused(tmp_path):
     archive = tmp_path / "a.tar"
     target = tmp_path / "evil.txt"
     with tarfile.open(archive, "w") as tf:
-        _add_file(tf, str(target))
+        add_file(tf, str(target))
     _assert_refused(archive, tmp_path, "absolute")
 
 
 def test_tar_with_symlink_pointing_out_is_refused(tmp_path):
     archive = tmp_path / "a.tar"
     with tarfile.open(archive, "w") as tf:
-        _add_special(tf, "link", tarfile.SYMTYPE, "../../evil.txt")
-        _add_file(tf, "link", b"written through the link")
+        add_special(tf, "link", tarfile.SYMTYPE, "../../evil.txt")
+        add_file(tf, "link", b"written through the link")
     _assert_refused(archive, tmp_path, "link", "outside")
 
 
 def test_tar_with_absolute_symlink_is_refused(tmp_path):
     archive = tmp_path / "a.tar"
     with tarfile.open(archive, "w") as tf:
-        _add_special(tf, "etc", tarfile.SYMTYPE, "/etc")
+        add_special(tf, "etc", tarfile.SYMTYPE, "/etc")
     _assert_refused(archive, tmp_path, "absolute")
 
 
 def test_tar_with_hardlink_pointing_out_is_refused(tmp_path):
     archive = tmp_path / "a.tar"
     with tarfile.open(archive, "w") as tf:
-        _add_special(tf, "h", tarfile.LNKTYPE, "../evil.txt")
+        add_special(tf, "h", tarfile.LNKTYPE, "../evil.txt")
     _assert_refused(archive, tmp_path, "outside")
 
 
 def test_tar_with_device_file_is_refused(tmp_path):
     archive = tmp_path / "a.tar"
     with tarfile.open(archive, "w") as tf:
-        _add_special(tf, "dev/null", tarfile.CHRTYPE)
+        add_special(tf, "dev/null", tarfile.CHRTYPE)
     _assert_refused(archive, tmp_path, "device")
 
 
 def test_tar_with_symlink_inside_target_is_allowed(tmp_path):
     archive = tmp_path / "a.tar"
     with tarfile.open(archive, "w") as tf:
-        _add_file(tf, "d/real.txt", b"R")
-        _add_special(tf, "d/alias.txt", tarfile.SYMTYPE, "real.txt")
+        add_file(tf, "d/real.txt", b"R")
+        add_special(tf, "d/alias.txt", tarfile.SYMTYPE, "real.txt")
     dest = tmp_path / "out"
     safe_extract(archive, dest)
     assert (dest / "d/alias.txt").is_symlink()
@@ -182,9 +143,9 @@ def test_tar_with_symlink_inside_target_is_allowed(tmp_path):
 
 
 def test_zip_with_dotdot_and_absolute_paths_are_refused(tmp_path):
-    _assert_refused(_make_zip(tmp_path / "a.zip", {"ok": b"1", "../evil.txt": b"2"}),
+    _assert_refused(make_zip(tmp_path / "a.zip", {"ok": b"1", "../evil.txt": b"2"}),
                     tmp_path, "..")
-    _assert_refused(_make_zip(tmp_path / "b.zip", {"/abs/evil.txt": b"2"}), tmp_path,
+    _assert_refused(make_zip(tmp_path / "b.zip", {"/abs/evil.txt": b"2"}), tmp_path,
                     "absolute")
 
 
@@ -207,7 +168,7 @@ def _truncate(path, keep):
 
 @pytest.mark.parametrize("fraction", [0.5, None])
 def test_truncated_tar_is_a_clear_error(tmp_path, fraction):
-    archive = _make_tar(tmp_path / "a.tar", {"a.bin": os.urandom(20_000), "b.bin": b"b" * 3000})
+    archive = make_tar(tmp_path / "a.tar", {"a.bin": os.urandom(20_000), "b.bin": b"b" * 3000})
     size = archive.stat().st_size
     # None: cut exactly after the first member, where tarfile alone would stop quietly.
     keep = int(size * fraction) if fraction else 512 + 20_480
@@ -222,14 +183,14 @@ def test_truncated_tar_is_a_clear_error(tmp_path, fraction):
 
 
 def test_truncated_tgz_is_a_clear_error(tmp_path):
-    archive = _make_tar(tmp_path / "a.tar.gz", {"a.bin": os.urandom(50_000)}, "w:gz")
+    archive = make_tar(tmp_path / "a.tar.gz", {"a.bin": os.urandom(50_000)}, "w:gz")
     _truncate(archive, archive.stat().st_size // 2)
     with pytest.raises(CorruptArchiveError, match="truncated or corrupt"):
         safe_extract(archive, tmp_path / "out")
 
 
 def test_truncated_zip_is_a_clear_error(tmp_path):
-    archive = _make_zip(tmp_path / "a.zip", {"a.bin": os.urandom(20_000)})
+    archive = make_zip(tmp_path / "a.zip", {"a.bin": os.urandom(20_000)})
     _truncate(archive, archive.stat().st_size // 2)
     with pytest.raises(CorruptArchiveError, match="Delete it and download it again"):
         safe_extract(archive, tmp_path / "out")

@@ -10,7 +10,7 @@ from scipy.stats import levy_stable
 
 from clipbench import cli, files
 from clipbench.diagnostics import noise as nz
-from tests.conftest import tiny_spec
+from tests._specs import classification_spec
 
 BATCHES, COORDS = 8, 4096
 
@@ -185,7 +185,7 @@ def test_levels_from_quantiles():
 
 
 def test_noise_command_at_init_and_after_training(tiny_imagenet, tmp_path):
-    spec = {**tiny_spec("sgd", epochs=1), "noise": {"batches": 4, "coords": 64}}
+    spec = {**classification_spec("sgd", epochs=1), "noise": {"batches": 4, "coords": 64}}
     data = tmp_path / "manifest.json"
     files.write_json(data, tiny_imagenet)
     out = tmp_path / "noise"
@@ -215,7 +215,7 @@ def test_noise_command_at_init_and_after_training(tiny_imagenet, tmp_path):
 
     # A run whose level is a quantile resolves it from init.json and records it.
     run = tmp_path / "run"
-    cspec = tiny_spec("clipped_sgd", epochs=1, lr=0.01, clipping="norm", clip_level={"quantile": 0.5})
+    cspec = classification_spec("clipped_sgd", epochs=1, lr=0.01, clipping="norm", clip_level={"quantile": 0.5})
     assert cli.main(["train", "--spec", json.dumps(cspec), "--data", str(data), "--noise", str(out / "init.json"),
                      "--out", str(run)]) == 0
     m = files.read_json(run / "metrics.json")

@@ -5,7 +5,7 @@ import zipfile
 
 import pytest
 
-from tests.test_workflow import REPO
+from tests._checkout import REPO
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import torch
 
 from clipbench.engine import distributed
 from clipbench.engine.train import setup
-from tests.conftest import tiny_spec
+from tests._specs import classification_spec
 
 METHODS = {
     "sgd": {"lr": 0.01, "momentum": 0.9},
@@ -17,7 +17,7 @@ METHODS = {
 
 
 def _start(method, seed, manifest, tmp_path):
-    spec = tiny_spec(method, seed=seed, **METHODS[method])
+    spec = classification_spec(method, seed=seed, **METHODS[method])
     s = setup(spec, manifest, tmp_path / f"{method}{seed}", spec["engine"], torch.device("cpu"), distributed.Dist())
     s.sampler.set_epoch(0)
     order = [i for batch in s.sampler for _, i in batch]  # sample indices as the loader asks for them

@@ -30,7 +30,6 @@ from tests._fakedata import (
     make_tree,
     make_voc_tar,
 )
-from tests._httpserver import http_server  # noqa: F401  (pytest fixture)
 
 FAST = dict(progress=False, retries=1, backoff=0.01, timeout=5)
 VOC_TAR = "VOCtrainval_11-May-2012.tar"

@@ -3,31 +3,16 @@ import json
 import pandas as pd
 import pytest
 
-from clipbench import files
 from clipbench.report import collect, render
-
-
-def _fake_run(root, task, method, seed, status="ok", values=(0.5, 0.6)):
-    run = root / task / method / f"seed{seed}"
-    metric = {"classification": "top1", "segmentation": "miou"}[task]
-    rows = [{"step": 10 * e, "epoch": e, "split": split, "metric": metric, "value": v + 0.01 * e}
-            for e, v in enumerate(values, start=1) for split in ("train", "val")]
-    files.write_text(run / "history.csv", pd.DataFrame(rows).to_csv(index=False))
-    final = {split: {metric: rows[-1]["value"]} for split in ("train", "val")} if status == "ok" else {}
-    files.write_json(run / "metrics.json", {"task": task, "method": method, "seed": seed, "status": status,
-                                         "final": final, "epochs": 2, "steps": 20, "wall_time_s": 1.0,
-                                         "images_per_s": 10.0,
-                                         "telemetry": {"clip_fraction": 0.125, "clip_scale_mean": 0.75}
-                                         if method.startswith("clipped") else {}})
-    return run
+from tests._reportfixture import fake_run
 
 
 @pytest.fixture
 def runs(tmp_path):
     root = tmp_path / "runs"
-    made = [_fake_run(root, "classification", m, s) for m in ("sgd", "clipped_sstm") for s in (0, 1)]
-    made.append(_fake_run(root, "segmentation", "adam", 0))
-    made.append(_fake_run(root, "segmentation", "clipped_sgd", 0, status="diverged"))
+    made = [fake_run(root, "classification", m, s) for m in ("sgd", "clipped_sstm") for s in (0, 1)]
+    made.append(fake_run(root, "segmentation", "adam", 0))
+    made.append(fake_run(root, "segmentation", "clipped_sgd", 0, status="diverged"))
     return made
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests._tinytask import restore_torch_globals, torch_globals
-from tests.conftest import tiny_spec
+from tests._specs import classification_spec
+from tests._torchstate import restore_torch_globals, torch_globals
 from clipbench.data.prepare import load_manifest
 from clipbench.engine import checkpoint
 from clipbench.engine.train import train
@@ -113,7 +113,7 @@ def _kill_and_resume(tiny_imagenet, tmp_path, spec, kills: list[int], seed: int)
 
 
 def test_sigkill_and_rerun_is_bit_for_bit(tiny_imagenet, tmp_path):
-    spec = tiny_spec(epochs=2)
+    spec = classification_spec(epochs=2)
     spec["engine"].update({"checkpoint_every_steps": 1, "dvclive": False})
     seed = random.randrange(10**6)
     kill_at = random.Random(seed).randint(1, 6)  # of 8 checkpoint writes (one per step)
@@ -128,7 +128,7 @@ def test_sigkill_and_rerun_is_bit_for_bit(tiny_imagenet, tmp_path):
 ])
 def test_repeated_sigkills_with_workers(tiny_imagenet, tmp_path, method_cfg):
     method = "adam" if "momentum" not in method_cfg else "sgd"
-    spec = tiny_spec(method=method, epochs=4, **method_cfg)
+    spec = classification_spec(method=method, epochs=4, **method_cfg)
     spec["engine"].update({"checkpoint_every_steps": 1, "num_workers": 2, "dvclive": True})
     _kill_and_resume(tiny_imagenet, tmp_path, spec, [2, 3, 2], seed=7)
 
@@ -138,7 +138,7 @@ def test_sigterm_to_the_process_group_with_workers_checkpoints_and_the_rerun_res
     batches (KeepOnGroupSigterm) until the main process checkpoints at its next step boundary
     and exits 143; the rerun resumes bit for bit. Without it the workers die at once and the
     run ends at the loader's "DataLoader worker ... is killed by signal: Terminated"."""
-    spec = tiny_spec(epochs=2)
+    spec = classification_spec(epochs=2)
     spec["engine"].update({"checkpoint_every_steps": 1, "dvclive": False, "num_workers": 2})
     manifest_dir, ref, run = _reference(tiny_imagenet, tmp_path, spec)
     ckpt = run / "checkpoint.pt"
@@ -178,7 +178,7 @@ def test_sigterm_checkpoints_at_the_next_step_and_the_rerun_resumes(tiny_imagene
     """scancel, preemption and time limits send SIGTERM first: the run checkpoints at the next
     step boundary and exits 143 with a message; the rerun resumes bit for bit. (Checkpoints
     every step here only so the test knows when training has begun.)"""
-    spec = tiny_spec(epochs=2)
+    spec = classification_spec(epochs=2)
     spec["engine"].update({"checkpoint_every_steps": 1, "dvclive": False})
     manifest_dir, ref, run = _reference(tiny_imagenet, tmp_path, spec)
     ckpt = run / "checkpoint.pt"

@@ -14,7 +14,7 @@ from clipbench.data import DatasetLayoutError
 from clipbench.data.prepare import load_manifest, prepare
 from clipbench.data.synthetic import make_voc2012
 from clipbench.tasks import build_task
-from tests.test_tasks import _seg_spec
+from tests._specs import segmentation_spec
 
 SIZE = 32
 # The synthetic tree names its images 2012_000001.. in order: train first, then val.
@@ -70,7 +70,7 @@ def sbd_manifest(tmp_path_factory):
 
 
 def test_trainaug_is_voc_train_plus_sbd_minus_voc_val(sbd_manifest):
-    task = build_task(_seg_spec(), sbd_manifest)
+    task = build_task(segmentation_spec(), sbd_manifest)
     train = task.train_set
     expected = sorted((set(VOC_TRAIN) | set(SBD_TRAIN) | set(SBD_VAL)) - set(VOC_VAL))
     assert train.ids == expected == ["2008_000010", "2008_000011"] + VOC_TRAIN
@@ -94,14 +94,14 @@ def test_trainaug_is_voc_train_plus_sbd_minus_voc_val(sbd_manifest):
 def test_task_info_records_the_train_set(sbd_manifest, tmp_path):
     from clipbench.engine.train import train
 
-    train(_seg_spec(batch_size=5), sbd_manifest, tmp_path / "run")  # .mat and .png samples batched together
+    train(segmentation_spec(batch_size=5), sbd_manifest, tmp_path / "run")  # .mat and .png samples batched together
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["status"] == "ok"
     assert m["task_info"]["train_set"] == "voc_train+sbd (trainaug)" and m["task_info"]["train_images"] == 5
 
 
 def test_without_sbd_the_train_set_is_voc_train(sbd_manifest):
-    task = build_task(_seg_spec(), {**sbd_manifest, "sbd": False})
+    task = build_task(segmentation_spec(), {**sbd_manifest, "sbd": False})
     assert task.extra["train_set"] == "voc_train" and task.extra["train_images"] == 3
     assert "sbd_images" not in task.extra
 
@@ -111,7 +111,7 @@ def test_bad_sbd_mask_names_the_file(sbd_manifest, tmp_path):
 
     root = tmp_path / "copy"
     shutil.copytree(sbd_manifest["root"], root)
-    task = build_task(_seg_spec(), {**sbd_manifest, "root": str(root)})
+    task = build_task(segmentation_spec(), {**sbd_manifest, "root": str(root)})
     bad = Path(task.train_set.masks[0])
     assert bad.suffix == ".mat"
     write_sbd_mat(bad, _mask(30))
@@ -142,7 +142,7 @@ def test_missing_sbd_is_a_clear_error(tmp_path):
     # A manifest that promises SBD which has since gone away fails too, rather than quietly
     # training on the smaller set.
     with pytest.raises(DatasetLayoutError, match=str(where)):
-        build_task(_seg_spec(), {**manifest, "sbd": True})
+        build_task(segmentation_spec(), {**manifest, "sbd": True})
     (where / "img").mkdir(parents=True)
     with pytest.raises(DatasetLayoutError, match=rf"{where} is not an SBD folder: missing .*cls"):
-        build_task(_seg_spec(), {**manifest, "sbd": True})
+        build_task(segmentation_spec(), {**manifest, "sbd": True})

@@ -20,11 +20,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests import test_slurm_ddp as ddp
-from tests.test_workflow import _checkout
+from tests import _ddp_config as ddp
+from tests._checkout import REPO, run_snakemake, scratch_checkout
+from tests._polling import wait_for
 
-REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "slurm-local.sh"
+SNAKEMAKE_TIMEOUT = 900  # s, for one snakemake invocation through the cluster
 METHODS = ["sgd", "adam"]
 # One task, two methods, a few seconds of training each; a checkpoint every 4 of its 32 steps,
 # so a cancelled job has one to resume from.
@@ -65,13 +66,8 @@ def _script(*args: str) -> list[str]:
     return ([] if os.geteuid() == 0 else ["sudo", "-n", "--preserve-env=SLURM_LOCAL_DIR,SLURM_LOCAL_GPUS"]) + [str(SCRIPT), *args]
 
 
-def _snakemake(cwd: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
-
-
 def _workdir(root: Path) -> Path:
-    repo = _checkout(root)
+    repo = scratch_checkout(root)
     (repo / "small.yaml").write_text(yaml.safe_dump(CONFIG))
     return repo
 
@@ -112,7 +108,8 @@ def cluster(tmp_path_factory):
 def local(tmp_path_factory) -> Path:
     """The training runs of the same small config, run locally: the reference for every SLURM run."""
     repo = _workdir(tmp_path_factory.mktemp("local"))
-    proc = _snakemake(repo, *_runs(repo), "--cores", "2", "--configfile", "small.yaml")
+    proc = run_snakemake(repo, *_runs(repo), "--cores", "2", "--configfile", "small.yaml",
+                         timeout=SNAKEMAKE_TIMEOUT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return repo
 
@@ -121,7 +118,7 @@ def test_workflow_on_slurm_matches_local(cluster, local, tmp_path):
     repo = _workdir(tmp_path)
     before = {j["JobId"] for j in _jobs()}
     t0 = time.monotonic()
-    proc = _snakemake(repo, *SLURM_ARGS, "--configfile", "small.yaml")
+    proc = run_snakemake(repo, *SLURM_ARGS, "--configfile", "small.yaml", timeout=SNAKEMAKE_TIMEOUT)
     wall = time.monotonic() - t0
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-6000:]
@@ -154,16 +151,6 @@ def test_workflow_on_slurm_matches_local(cluster, local, tmp_path):
     assert list((repo / ".snakemake/slurm_logs/rule_train").rglob("*.log"))
 
 
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 def test_cancelled_job_resumes_from_its_checkpoint(cluster, local, tmp_path):
     repo = _workdir(tmp_path)
     run = repo / "results/runs/classification/sgd/seed0"
@@ -179,7 +166,7 @@ def test_cancelled_job_resumes_from_its_checkpoint(cluster, local, tmp_path):
             assert first.poll() is None, f"snakemake ended early:\n{log.read_text()[-4000:]}"
             return (run / "checkpoint.pt").exists()
 
-        _wait_for(checkpoint_written, 600, f"{run}/checkpoint.pt")
+        wait_for(checkpoint_written, 600, f"{run}/checkpoint.pt", interval=0.1)
         job = next(j for j in _train_jobs(before) if j["Comment"].endswith("_sgd_0") and j["JobState"] == "RUNNING")
         subprocess.run(["scancel", job["JobId"]], check=True)
         first.wait(timeout=600)
@@ -193,7 +180,8 @@ def test_cancelled_job_resumes_from_its_checkpoint(cluster, local, tmp_path):
     assert not (run / "metrics.json").exists(), "the run ended before it was cancelled; make it longer"
     assert (run / "checkpoint.pt").exists()
 
-    again = _snakemake(repo, *_runs(repo), *SLURM_ARGS, "--rerun-incomplete", "--configfile", "small.yaml")
+    again = run_snakemake(repo, *_runs(repo), *SLURM_ARGS, "--rerun-incomplete", "--configfile", "small.yaml",
+                          timeout=SNAKEMAKE_TIMEOUT)
     assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
     resubmitted = [j for j in _train_jobs(before) if j["JobId"] != job["JobId"] and j["Comment"].endswith("_sgd_0")]
     assert resubmitted and resubmitted[-1]["JobState"] == "COMPLETED", resubmitted
@@ -212,8 +200,9 @@ def test_two_gpu_job_runs_torchrun_in_its_allocation(cluster, tmp_path):
     the result equals a one-process local run within tests/test_ddp.py's tolerance."""
     runs, logs = {}, {}
     for gpus, args in ((2, SLURM_ARGS), (1, ["--cores", "2"])):
-        repo = ddp._workdir(tmp_path / f"gpus{gpus}", ddp._config(gpus=gpus))
-        proc = _snakemake(repo, f"{ddp.RUN}/metrics.json", *args, "--configfile", "small.yaml")
+        repo = ddp.checkout(tmp_path / f"gpus{gpus}", ddp.config(gpus=gpus))
+        proc = run_snakemake(repo, f"{ddp.RUN}/metrics.json", *args, "--configfile", "small.yaml",
+                             timeout=SNAKEMAKE_TIMEOUT)
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
         runs[gpus], logs[gpus] = repo, proc.stdout + proc.stderr
     train = [line.split("sbatch call: ", 1)[1].split(" --wrap=")[0]
@@ -235,7 +224,7 @@ def test_request_no_node_holds_stops_before_submission(cluster, tmp_path):
     cfg["resources"]["jobs"] = {"prepare": {"cpus_per_task": cpus + 6}}
     (repo / "small.yaml").write_text(yaml.safe_dump(cfg))
     before = {j["JobId"] for j in _jobs()}
-    proc = _snakemake(repo, *SLURM_ARGS, "--configfile", "small.yaml", timeout=300)
+    proc = run_snakemake(repo, *SLURM_ARGS, "--configfile", "small.yaml", timeout=300)
     log = proc.stdout + proc.stderr
     message = [line for line in log.splitlines() if line.startswith("rule prepare asks for")]
     print("\n".join(message))

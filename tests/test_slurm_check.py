@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from clipbench import slurm
-from tests.test_workflow import _checkout
+from tests._checkout import run_snakemake
 
 SINFO = """cpu*|n1|2|7900|(null)|1-00:00:00
 cpu*|n2|4|3900|(null)|1-00:00:00
@@ -49,11 +49,6 @@ def test_requests_that_fit_pass():
     assert slurm.check_jobs(ok, nodes) == []
 
 
-@pytest.fixture(scope="module")
-def checkout(tmp_path_factory):
-    return _checkout(tmp_path_factory.mktemp("checkout"))
-
-
 def test_workflow_stops_before_submitting_what_no_node_holds(checkout, tmp_path):
     """Through the real SLURM executor plugin, with an `sinfo` that describes a 2-CPU node and an
     `sbatch` that records any call: nothing is submitted, and the message names rule and node."""
@@ -67,21 +62,15 @@ def test_workflow_stops_before_submitting_what_no_node_holds(checkout, tmp_path)
     cfg = tmp_path / "big.yaml"
     cfg.write_text(yaml.safe_dump({"resources": {"jobs": {"prepare": {"cpus_per_task": 64}}}}))
     env_path = f"{bin_}:{os.environ['PATH']}"
-    proc = _snakemake_env(checkout, env_path, "--executor", "slurm", "--jobs", "2", "--slurm-no-account",
-                          "--default-resources", "slurm_partition=cpu", "--configfile", str(cfg))
+    proc = run_snakemake(checkout, "--executor", "slurm", "--jobs", "2", "--slurm-no-account",
+                         "--default-resources", "slurm_partition=cpu", "--configfile", str(cfg),
+                         env={"PATH": env_path})
     log = proc.stdout + proc.stderr
     assert proc.returncode != 0, log[-3000:]
     assert "no job was submitted" in log
     assert re.search(r"rule prepare asks for 64 CPUs, 4000 MB, 0 GPUs, 60 min on partition 'cpu'", log), log[-3000:]
     assert "the largest node, n2, has 4 CPUs" in log
     assert not calls.exists()
-
-
-def _snakemake_env(cwd, path, *args):
-    import subprocess
-    import sys
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "PATH": path})
 
 
 def test_local_gpus_from_the_environment_or_nvidia_smi(tmp_path, monkeypatch):

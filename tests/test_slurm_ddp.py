@@ -5,7 +5,6 @@ talk over gloo, so this runs anywhere.
 """
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 from pathlib import Path
@@ -14,54 +13,21 @@ import pytest
 import torch
 import yaml
 
-from tests.test_workflow import _checkout, _snakemake
-
-RUN = "results/runs/superres/sgd/seed0"
-CLIPPED_RUN = "results/runs/superres/clipped_sgd/seed0"
-# Super-resolution with ESPCN: no batch norm, so per-process batches take exactly the steps of
-# the global batch; 2 validation images, one per process.
-CONFIG = {
-    "run": {"tasks": ["superres"], "methods": ["sgd"], "seeds": [0]},
-    "engine": {"device": "cpu", "threads": 1, "gpus": 2, "dvclive": False},
-    "datasets": {"div2k": {"source": "synthetic", "synthetic": {
-        "train_images": 4, "valid_images": 2, "hr_size": 64, "scale": 4, "seed": 0}}},
-    "tasks": {"superres": {
-        "model": "espcn", "scale": 4, "patch_size": 8, "repeat": 4, "val_crop": None,
-        "epochs": 2, "batch_size": 4, "eval_batch_size": 1,
-        "methods": {"sgd": {"lr": 0.05, "momentum": 0.9}}}},
-}
-
-
-# ESPCN's gradient norm here is about 1e-3: a level of 2e-4 clips every step (scale ~0.2).
-CLIPPED_SGD = {"lr": 0.5, "momentum": 0.9, "clipping": "norm", "clip_level": 2e-4}
-
-
-def _config(clipped: bool = False, **engine) -> dict:
-    """The small config; ``clipped``: clipped-SGD (active norm clipping) runs beside SGD."""
-    cfg = copy.deepcopy(CONFIG)
-    cfg["engine"].update(engine)
-    if clipped:
-        cfg["run"]["methods"].append("clipped_sgd")
-        cfg["tasks"]["superres"]["methods"]["clipped_sgd"] = dict(CLIPPED_SGD)
-    return cfg
-
-
-def _workdir(root: Path, cfg: dict) -> Path:
-    repo = _checkout(root)
-    (repo / "small.yaml").write_text(yaml.safe_dump(cfg))
-    return repo
+from tests import _ddp_config as ddp
+from tests._checkout import run_snakemake
+from tests._ddp_config import CLIPPED_RUN, RUN
 
 
 def _shell_command(repo: Path, *extra: str) -> str:
-    proc = _snakemake(repo, "-n", "-p", "--cores", "2", "--forceall", f"{RUN}/metrics.json",
-                      "--configfile", "small.yaml", *extra)
+    proc = run_snakemake(repo, "-n", "-p", "--cores", "2", "--forceall", f"{RUN}/metrics.json",
+                         "--configfile", "small.yaml", *extra)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     line = next(line for line in proc.stdout.splitlines() if " train --spec " in line)
     return line.removeprefix("Shell command: ")
 
 
 def test_train_rule_starts_torchrun_per_gpu(tmp_path):
-    repo = _workdir(tmp_path, _config(gpus=2))
+    repo = ddp.checkout(tmp_path, ddp.config(gpus=2))
     cmd = _shell_command(repo)
     assert cmd.startswith("torchrun --standalone --nnodes=1 --nproc_per_node=2 -m clipbench.cli train "), cmd
     # A task's own GPU count overrides engine.gpus; one GPU is a plain process.
@@ -72,9 +38,9 @@ def test_train_rule_starts_torchrun_per_gpu(tmp_path):
 
 
 def test_unknown_task_in_resources_is_refused(tmp_path):
-    repo = _workdir(tmp_path, _config())
+    repo = ddp.checkout(tmp_path, ddp.config())
     (repo / "bad.yaml").write_text(yaml.safe_dump({"resources": {"tasks": {"superress": {"gpus": 2}}}}))
-    proc = _snakemake(repo, "-n", "--cores", "1", "--configfile", "small.yaml", "bad.yaml")
+    proc = run_snakemake(repo, "-n", "--cores", "1", "--configfile", "small.yaml", "bad.yaml")
     assert proc.returncode != 0 and "resources.tasks: unknown task superress" in proc.stdout + proc.stderr
 
 
@@ -83,9 +49,9 @@ def test_unknown_task_in_resources_is_refused(tmp_path):
 def test_two_process_job_matches_one_process(tmp_path):
     runs = {}
     for gpus in (1, 2):
-        repo = _workdir(tmp_path / f"gpus{gpus}", _config(clipped=True, gpus=gpus))
-        proc = _snakemake(repo, "--cores", "2", f"{RUN}/metrics.json", f"{CLIPPED_RUN}/metrics.json",
-                          "--configfile", "small.yaml")
+        repo = ddp.checkout(tmp_path / f"gpus{gpus}", ddp.config(clipped=True, gpus=gpus))
+        proc = run_snakemake(repo, "--cores", "2", f"{RUN}/metrics.json", f"{CLIPPED_RUN}/metrics.json",
+                             "--configfile", "small.yaml")
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         runs[gpus] = repo
     for run in (RUN, CLIPPED_RUN):

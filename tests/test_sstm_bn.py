@@ -15,7 +15,8 @@ import torch.nn as nn
 import clipbench.engine.train as T
 from clipbench.engine import checkpoint
 from clipbench.engine.distributed import LeadingBatches, SeededSamples
-from tests._tinytask import restore_torch_globals, tiny_spec, tiny_task, torch_globals
+from tests._tensortask import tensor_task, tensor_task_spec
+from tests._torchstate import restore_torch_globals, torch_globals
 
 SSTM = {"a": 2.0, "L": 2.0, "ratio_bound": 0.9}  # y lags x: its statistics differ from x's
 
@@ -29,7 +30,7 @@ def _keep_torch_globals():
 
 def bn_task(dropout=0.1, **kw):
     """The tiny task with a BatchNorm layer (and dropout, which draws from the global RNG)."""
-    task = tiny_task(dropout=dropout, **kw)
+    task = tensor_task(dropout=dropout, **kw)
     dim, classes = task.model[0].in_features, task.model[-1].out_features
     task.model = nn.Sequential(nn.Linear(dim, 16), nn.BatchNorm1d(16), nn.Tanh(), nn.Dropout(dropout),
                                nn.Linear(16, classes))
@@ -38,8 +39,8 @@ def bn_task(dropout=0.1, **kw):
 
 def _spec(bn_batches, method="sstm", epochs=3, **engine):
     cfg = {"lr": 0.1, "momentum": 0.9} if method == "sgd" else dict(SSTM)
-    return tiny_spec(method=method, epochs=epochs, batch_size=8,
-                     engine={"bn_recompute_batches": bn_batches, "checkpoint_every_steps": 1, **engine}, **cfg)
+    return tensor_task_spec(method=method, epochs=epochs, batch_size=8,
+                            engine={"bn_recompute_batches": bn_batches, "checkpoint_every_steps": 1, **engine}, **cfg)
 
 
 def _direct_stats(model, batches):
@@ -138,7 +139,7 @@ def test_training_continues_bit_for_bit(monkeypatch, tmp_path):
 @pytest.mark.parametrize("case", ["sstm_without_bn", "sgd_with_bn"])
 def test_unaffected_without_bn_or_output(monkeypatch, tmp_path, case):
     """A BN-free model under SSTM, and a method evaluated at its iterate (SGD), are unaffected."""
-    build, method = (tiny_task, "sstm") if case == "sstm_without_bn" else (bn_task, "sgd")
+    build, method = (tensor_task, "sstm") if case == "sstm_without_bn" else (bn_task, "sgd")
     monkeypatch.setattr(T, "build_task", lambda spec, manifest: build())
     runs = {n: T.train(_spec(bn_batches=n, method=method, epochs=2), None, tmp_path / str(n)) for n in (0, 10)}
     assert runs[0]["final"] == runs[10]["final"]

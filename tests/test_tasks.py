@@ -2,7 +2,6 @@
 and a one-epoch run of each through the engine."""
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,16 +15,10 @@ from clipbench import config as cfgmod
 from clipbench.data.prepare import load_manifest, prepare
 from clipbench.data.synthetic import voc_palette
 from clipbench.metrics import psnr_per_image
+from tests._specs import segmentation_spec
+from tests._tinydata import VOC_SYN, copy_root
 
-VOC_SYN = {"num_train": 6, "num_val": 3, "image_size": 64, "num_classes": 3, "seed": 1}
 DIV2K_SYN = {"train_images": 4, "valid_images": 2, "hr_size": 48, "seed": 1}
-
-
-@pytest.fixture(scope="module")
-def tiny_voc(tmp_path_factory):
-    out = tmp_path_factory.mktemp("voc2012")
-    prepare("voc2012", {"source": "synthetic", "synthetic": VOC_SYN}, out)
-    return load_manifest(out / "manifest.json")
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +35,6 @@ def _digest(root: Path) -> str:
             h.update(p.relative_to(root).as_posix().encode())
             h.update(p.read_bytes())
     return h.hexdigest()
-
-
-def _copy_root(manifest, tmp_path) -> Path:
-    dst = tmp_path / "copy"
-    shutil.copytree(manifest["root"], dst)
-    return dst
 
 
 # --- data ---------------------------------------------------------------------------------
@@ -94,19 +81,6 @@ def test_synthetic_sets_are_deterministic(tmp_path, name, syn):
 
 # --- errors that name the file -----------------------------------------------------------------
 
-def _seg_spec(**task):
-    cfg = {
-        "run": {"tasks": ["segmentation"], "methods": ["sgd"], "seeds": [0]},
-        "engine": {"device": "cpu", "threads": 1},
-        "tasks": {"segmentation": {
-            "model": "fcn32s_tiny", "pretrained": "none", "base_size": 64, "crop_size": 64, "eval_size": 64,
-            "epochs": 1, "batch_size": 3, "eval_batch_size": 3, "methods": {"sgd": {"lr": 0.01, "momentum": 0.9}},
-            **task}},
-    }
-    cfgmod.validate(cfg)
-    return cfgmod.run_spec(cfg, "segmentation", "sgd", 0)
-
-
 def _sr_spec(**task):
     cfg = {
         "run": {"tasks": ["superres"], "methods": ["adam"], "seeds": [0]},
@@ -122,8 +96,8 @@ def _sr_spec(**task):
 def test_mask_with_labels_outside_voc_names_the_file(tiny_voc, tmp_path):
     from clipbench.tasks import build_task
 
-    root = _copy_root(tiny_voc, tmp_path)
-    task = build_task(_seg_spec(), {**tiny_voc, "root": str(root)})
+    root = copy_root(tiny_voc, tmp_path)
+    task = build_task(segmentation_spec(), {**tiny_voc, "root": str(root)})
     bad = Path(task.train_set.masks[1])
     arr = np.asarray(Image.open(bad)).copy()
     arr[0, 0] = 30
@@ -141,7 +115,7 @@ def test_mask_with_labels_outside_voc_names_the_file(tiny_voc, tmp_path):
 def test_missing_lr_file_is_named(tiny_div2k, tmp_path):
     from clipbench.tasks import build_task
 
-    root = _copy_root(tiny_div2k, tmp_path)
+    root = copy_root(tiny_div2k, tmp_path)
     lr = root / "DIV2K_train_LR_bicubic/X4/0003x4.png"
     lr.unlink()
     with pytest.raises(FileNotFoundError, match=rf"{lr}: missing; it is the x4 LR image of .*0003.png"):
@@ -151,7 +125,7 @@ def test_missing_lr_file_is_named(tiny_div2k, tmp_path):
 def test_hr_size_not_divisible_by_scale_is_named(tiny_div2k, tmp_path):
     from clipbench.data.div2k import find_pairs
 
-    root = _copy_root(tiny_div2k, tmp_path)
+    root = copy_root(tiny_div2k, tmp_path)
     hr = root / "DIV2K_valid_HR/0802.png"
     Image.open(hr).crop((0, 0, 46, 48)).save(hr)
     with pytest.raises(ValueError, match=rf"{hr}: size 46x48 is not divisible by the scale 4"):
@@ -161,7 +135,7 @@ def test_hr_size_not_divisible_by_scale_is_named(tiny_div2k, tmp_path):
 def test_lr_of_the_wrong_size_is_named(tiny_div2k, tmp_path):
     from clipbench.data.div2k import find_pairs
 
-    root = _copy_root(tiny_div2k, tmp_path)
+    root = copy_root(tiny_div2k, tmp_path)
     lr = root / "DIV2K_train_LR_bicubic/X4/0002x4.png"
     Image.open(lr).resize((11, 12)).save(lr)
     with pytest.raises(ValueError, match=rf"{lr}: size 11x12, expected 12x12"):
@@ -315,7 +289,7 @@ def test_baseline_command_writes_json(tiny_div2k, tmp_path):
 def test_segmentation_trains_one_epoch(tiny_voc, tmp_path):
     from clipbench.engine.train import train
 
-    result = train(_seg_spec(), tiny_voc, tmp_path / "run")
+    result = train(segmentation_spec(), tiny_voc, tmp_path / "run")
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["status"] == "ok" and m["main_metric"] == "miou"
     assert 0 <= m["final"]["val"]["miou"] <= 1 and 0 <= m["final"]["val"]["pixel_acc"] <= 1

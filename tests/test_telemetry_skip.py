@@ -15,7 +15,8 @@ import torch
 
 from clipbench.engine import telemetry
 from clipbench.engine import train as T
-from tests._tinytask import ReportingSGD, restore_torch_globals, tiny_spec, torch_globals, use_tiny_task
+from tests._tensortask import ReportingSGD, tensor_task_spec, use_tensor_task
+from tests._torchstate import restore_torch_globals, torch_globals
 
 
 @pytest.fixture(autouse=True)
@@ -96,12 +97,12 @@ def test_a_run_with_skipped_fp16_steps_counts_only_the_steps_taken(monkeypatch, 
     """2 epochs of 4 steps; the scaler skips steps 1 and 2 (epoch 1). ReportingSGD clips every
     other step it takes (scale 0.25), so the steps taken clip 1/2 of the time in each epoch;
     re-reading the stale record at the skipped steps would make epoch 1 read 3/4."""
-    use_tiny_task(monkeypatch)
+    use_tensor_task(monkeypatch)
     monkeypatch.setattr(T, "build_optimizer", lambda name, params, cfg: ReportingSGD(params, lr=0.1))
     real_setup = T.setup
     monkeypatch.setattr(T, "setup", lambda *a, **kw: dataclasses.replace(real_setup(*a, **kw),
                                                                          scaler=SkippingScaler({1, 2})))
-    r = T.train(tiny_spec(epochs=2), None, tmp_path / "run")
+    r = T.train(tensor_task_spec(epochs=2), None, tmp_path / "run")
     assert r["status"] == "ok" and r["steps"] == 8
     assert r["telemetry"]["skipped_steps"] == 2
     assert r["telemetry"]["clip_fraction"] == 0.5 and r["telemetry"]["clip_scale_mean"] == pytest.approx(0.625)
@@ -113,7 +114,7 @@ def test_a_run_with_skipped_fp16_steps_counts_only_the_steps_taken(monkeypatch, 
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["telemetry"]["skipped_steps"] == 2
     # Without the scaler no step is skipped, and metrics.json says so.
     monkeypatch.setattr(T, "setup", real_setup)
-    plain = T.train(tiny_spec(epochs=2), None, tmp_path / "plain")
+    plain = T.train(tensor_task_spec(epochs=2), None, tmp_path / "plain")
     assert plain["telemetry"]["skipped_steps"] == 0 and plain["telemetry"]["clip_fraction"] == 0.5
 
 

@@ -144,9 +144,9 @@ def test_all_diverged_is_a_clear_error():
 
 
 def test_thesis_with_tuning_plans_trials_selection_and_runs(repo, tmp_path):
-    from tests.test_workflow import _checkout
+    from tests._checkout import scratch_checkout
 
-    checkout = _checkout(tmp_path / "checkout")
+    checkout = scratch_checkout(tmp_path / "checkout")
     proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", "config/thesis.yaml",
                            "config/tuning-thesis.yaml"], cwd=checkout, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr

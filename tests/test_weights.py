@@ -9,7 +9,6 @@ import torch
 from clipbench.data import download as dl
 from clipbench.data.download import ChecksumError
 from clipbench.data.weights import fetch_weights, file_name, find_weights, name_of, spec
-from tests._httpserver import http_server  # noqa: F401  (pytest fixture)
 
 FAST = dict(retries=1, backoff=0.01, timeout=5, progress=False)
 VGG = "vgg16_imagenet"

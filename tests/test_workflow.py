@@ -1,46 +1,16 @@
 """The Snakemake workflow: it plans, it lints, it refuses bad configs before any job."""
 import json
-import os
 import re
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
 from clipbench.tasks import registry
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _checkout(dst: Path) -> Path:
-    """A copy of the tracked files (what a fresh clone has), so runs never touch the repo."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, check=True,
-                           capture_output=True, text=True).stdout.split()
-    for f in files:
-        src, out = REPO / f, dst / f
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_symlink():  # e.g. the package's links to the schema and the templates
-            os.symlink(os.readlink(src), out)
-        elif src.is_file():
-            shutil.copy2(src, out)
-    return dst
-
-
-def _snakemake(cwd: Path, *args: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
-
-
-@pytest.fixture(scope="module")
-def checkout(tmp_path_factory) -> Path:
-    return _checkout(tmp_path_factory.mktemp("checkout"))
+from tests._checkout import run_snakemake, scratch_checkout
 
 
 def test_lint_is_clean(checkout):
-    proc = _snakemake(checkout, "--lint")
+    proc = run_snakemake(checkout, "--lint")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Congratulations" in proc.stdout + proc.stderr
 
@@ -65,7 +35,7 @@ def _prepare_resources(proc) -> list[str]:
 
 
 def test_thesis_config_plans_every_run(checkout):
-    proc = _snakemake(checkout, "-n", "--configfile", "config/thesis.yaml")
+    proc = run_snakemake(checkout, "-n", "--configfile", "config/thesis.yaml")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # Scheduler requests come from the config: the thesis' prepare extracts ImageNet on 8 cores.
     prepare = _prepare_resources(proc)
@@ -84,7 +54,7 @@ def test_thesis_config_plans_every_run(checkout):
 
 
 def test_default_config_plans_every_run(checkout):
-    proc = _snakemake(checkout, "-n")
+    proc = run_snakemake(checkout, "-n")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # A demo's prepare asks for the rule's own thread and 4 GB, not a cluster node's worth.
     prepare = _prepare_resources(proc)
@@ -99,7 +69,7 @@ def test_default_config_plans_every_run(checkout):
     ({"CUDA_VISIBLE_DEVICES": ""}, [], None),  # no GPU: nothing to share
 ])
 def test_a_workstation_runs_as_many_gpu_jobs_as_it_has_gpus(checkout, env, args, limit):
-    proc = _snakemake(checkout, "-n", "--configfile", "config/thesis.yaml", *args, env=env)
+    proc = run_snakemake(checkout, "-n", "--configfile", "config/thesis.yaml", *args, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     said = [ln for ln in proc.stderr.splitlines() if ln.startswith("GPU jobs at once")]
     assert said == ([limit + "; --resources gpu=N to change it)"] if limit else []), said
@@ -115,7 +85,7 @@ def test_a_workstation_runs_as_many_gpu_jobs_as_it_has_gpus(checkout, env, args,
 def test_bad_config_stops_before_any_job(checkout, tmp_path, override, key):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(override))
-    proc = _snakemake(checkout, "--cores", "1", "--configfile", str(bad))
+    proc = run_snakemake(checkout, "--cores", "1", "--configfile", str(bad))
     assert proc.returncode != 0
     assert key in proc.stdout + proc.stderr
     # results/ holds only its tracked README.md: no job wrote anything.
@@ -127,8 +97,8 @@ def test_bad_config_stops_before_any_job(checkout, tmp_path, override, key):
 @pytest.mark.timeout(3000)
 def test_embedded_default_end_to_end(tmp_path):
     """`snakemake --cores 2` in a fresh checkout runs every task x method and writes the report."""
-    repo = _checkout(tmp_path)
-    proc = _snakemake(repo, "--cores", "2", timeout=3000)
+    repo = scratch_checkout(tmp_path)
+    proc = run_snakemake(repo, "--cores", "2", timeout=3000)
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
     cfg = yaml.safe_load((repo / "config/config.yaml").read_text())["run"]
     kept = set()
@@ -151,5 +121,5 @@ def test_embedded_default_end_to_end(tmp_path):
     assert "clipped-SSTM" in html and "data:image/png;base64," in html
     assert (repo / "report/report.tex").exists()
     # A second run has nothing to do.
-    again = _snakemake(repo, "-n", "--cores", "2")
+    again = run_snakemake(repo, "-n", "--cores", "2")
     assert "Nothing to be done" in again.stdout + again.stderr

@@ -1,15 +1,15 @@
-"""Snakemake in a throw-away checkout, on a run matrix small enough for a test."""
+"""Snakemake in a throw-away checkout (tests/_checkout.py), on a run matrix small enough for a
+test (``TINY``, as tiny.yaml): ``checkout`` makes one, ``snakemake`` runs to the end in it, ``start``
+starts it in the background (to kill), ``output`` is what a finished one said."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import yaml
 
-from tests.test_workflow import _checkout
+from tests._checkout import run_snakemake, scratch_checkout
 
 # One classification run on a 4-class, 24 px synthetic set: seconds, not minutes.
 TINY = {
@@ -25,7 +25,7 @@ def checkout(dst: Path, extra: dict | None = None) -> Path:
     """A fresh checkout in ``dst`` with ``TINY`` (deep-merged with ``extra``) as tiny.yaml."""
     from clipbench.config import deep_merge
 
-    repo = _checkout(dst)
+    repo = scratch_checkout(dst)
     (repo / "tiny.yaml").write_text(yaml.safe_dump(deep_merge(TINY, extra or {})))
     return repo
 
@@ -33,9 +33,7 @@ def checkout(dst: Path, extra: dict | None = None) -> Path:
 def snakemake(repo: Path, *args: str, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """``snakemake --configfile tiny.yaml ARGS``; the default profile applies as for a user.
     ``env``: variables added to the environment (the jobs inherit them)."""
-    return subprocess.run([sys.executable, "-m", "snakemake", "--configfile", "tiny.yaml", *args],
-                          cwd=repo, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    return run_snakemake(repo, "--configfile", "tiny.yaml", *args, timeout=timeout, env=env)
 
 
 def start(repo: Path, *args: str, log: Path) -> subprocess.Popen:
@@ -43,17 +41,6 @@ def start(repo: Path, *args: str, log: Path) -> subprocess.Popen:
     out = open(log, "w")
     return subprocess.Popen([sys.executable, "-m", "snakemake", "--configfile", "tiny.yaml", *args],
                             cwd=repo, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
-    """Poll ``predicate`` until true; fail naming ``what`` after ``timeout`` s or if ``proc`` ended."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"the process ended (rc {proc.returncode}) before {what}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)  # a poll interval, not a wait for an event
 
 
 def output(proc: subprocess.CompletedProcess) -> str:

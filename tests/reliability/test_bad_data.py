@@ -13,8 +13,8 @@ from clipbench.data.imagenet100 import ImageNetError, prepare_imagenet100
 from clipbench.data.images import CorruptImageError
 from clipbench.tasks import build_task
 from tests._fakedata import make_tree, png_bytes
-from tests.conftest import tiny_spec
-from tests.test_tasks import _copy_root, _seg_spec, tiny_voc  # noqa: F401 (a fixture)
+from tests._specs import classification_spec, segmentation_spec
+from tests._tinydata import copy_root
 
 DAMAGE = {
     "truncated": lambda data: data[: len(data) // 3],
@@ -24,8 +24,8 @@ DAMAGE = {
 
 @pytest.mark.parametrize("damage", DAMAGE)
 def test_damaged_jpeg_is_an_error_naming_the_file(tiny_imagenet, tmp_path, damage):
-    root = _copy_root(tiny_imagenet, tmp_path)
-    task = build_task(tiny_spec(), {**tiny_imagenet, "root": str(root)})
+    root = copy_root(tiny_imagenet, tmp_path)
+    task = build_task(classification_spec(), {**tiny_imagenet, "root": str(root)})
     index = 5
     bad = Path(task.train_set.samples[index][0])
     bad.write_bytes(DAMAGE[damage](bad.read_bytes()))
@@ -45,9 +45,9 @@ def test_damaged_png_is_an_error_naming_the_file(tmp_path, damage):
 
 
 @pytest.mark.parametrize("damage", DAMAGE)
-def test_damaged_mask_is_an_error_naming_the_file(tiny_voc, tmp_path, damage):  # noqa: F811
-    root = _copy_root(tiny_voc, tmp_path)
-    task = build_task(_seg_spec(), {**tiny_voc, "root": str(root)})
+def test_damaged_mask_is_an_error_naming_the_file(tiny_voc, tmp_path, damage):
+    root = copy_root(tiny_voc, tmp_path)
+    task = build_task(segmentation_spec(), {**tiny_voc, "root": str(root)})
     bad = Path(task.train_set.masks[1])
     bad.write_bytes(DAMAGE[damage](bad.read_bytes()))
     task.train_set[0]
@@ -64,12 +64,12 @@ def test_empty_class_folder_is_named(tmp_path):
         prepare_imagenet100(tmp_path / "out", root=root, wnids=wnids)
 
 
-def test_missing_split_file_is_named(tiny_voc, tmp_path):  # noqa: F811
-    root = _copy_root(tiny_voc, tmp_path)
+def test_missing_split_file_is_named(tiny_voc, tmp_path):
+    root = copy_root(tiny_voc, tmp_path)
     split = root / "VOCdevkit/VOC2012/ImageSets/Segmentation/train.txt"
     split.unlink()
     with pytest.raises((FileNotFoundError, ValueError), match=str(split)):
-        build_task(_seg_spec(), {**tiny_voc, "root": str(root)})
+        build_task(segmentation_spec(), {**tiny_voc, "root": str(root)})
 
 
 # ------------------------------------------------------------------ bombs and damage at prepare
@@ -142,7 +142,7 @@ def test_damaged_png_stops_prepare_with_cache_false(div2k_root, tmp_path, damage
 def test_damaged_jpeg_or_bomb_stops_imagenet_prepare(tiny_imagenet, tmp_path, damage):
     from clipbench.data.prepare import prepare
 
-    root = _copy_root(tiny_imagenet, tmp_path)
+    root = copy_root(tiny_imagenet, tmp_path)
     bad = sorted((root / "val").rglob("*.JPEG"))[2]
     bad.write_bytes(DAMAGE.get(damage, lambda d: bomb_png())(bad.read_bytes()))
     wnids = tiny_imagenet["wnids"]

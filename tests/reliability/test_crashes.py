@@ -14,10 +14,9 @@ import torch
 from clipbench.data.download import download
 from clipbench.data.extract import safe_extract
 from clipbench.engine import checkpoint
-from tests._httpserver import serve as serve_files
-from tests.reliability import _servers
+from tests._archives import is_extracted, listing, make_tar
+from tests._httpservers import serve_folder, serve_scripted
 from tests.reliability._kill import kill_at_stall, kill_when
-from tests.test_extract import _make_tar, _tree, is_extracted
 
 
 def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path):
@@ -49,7 +48,7 @@ def test_kill_during_download_then_rerun_resumes_and_verifies(tmp_path):
     sha = hashlib.sha256(data).hexdigest()
     dest = tmp_path / "archives"
     part = dest / "a.tar.part"
-    with _servers.serve({"a.tar": ("stall", data)}) as url:
+    with serve_scripted({"a.tar": ("stall", data)}) as url:
         kill_when(f"""
             from clipbench.data.download import download
             download("a.tar", [{url + "a.tar"!r}], {str(dest)!r}, sha256={sha!r}, progress=False)
@@ -58,7 +57,7 @@ def test_kill_during_download_then_rerun_resumes_and_verifies(tmp_path):
     www = tmp_path / "www"
     www.mkdir()
     (www / "a.tar").write_bytes(data)
-    with serve_files(www) as server:
+    with serve_folder(www) as server:
         got = download("a.tar", [server.url + "a.tar"], dest, sha256=sha, progress=False)
     assert got.read_bytes() == data and not part.exists()
     assert server.requests_for("a.tar")[0].range == f"bytes={1 << 20}-"  # resumed, not restarted
@@ -66,7 +65,7 @@ def test_kill_during_download_then_rerun_resumes_and_verifies(tmp_path):
 
 def test_kill_during_extraction_then_rerun_extracts_everything(tmp_path):
     files = {f"top/f{i}.txt": bytes([65 + i]) * 1000 for i in range(8)}
-    archive = _make_tar(tmp_path / "a.tar", files)
+    archive = make_tar(tmp_path / "a.tar", files)
     dest = tmp_path / "out"
     kill_at_stall(f"""
         import clipbench.data.extract as E
@@ -82,15 +81,15 @@ def test_kill_during_extraction_then_rerun_extracts_everything(tmp_path):
     assert not is_extracted(archive, dest)
     assert not (dest / "top").exists(), "half an archive looks extracted"
     safe_extract(archive, dest)
-    assert _tree(dest) == [".extracted-a.tar", "top", *sorted(files)]
+    assert listing(dest) == [".extracted-a.tar", "top", *sorted(files)]
     assert all((dest / n).read_bytes() == b for n, b in files.items())
 
 
 def test_kill_while_rendering_the_report_keeps_the_last_one(tmp_path, monkeypatch):
     from clipbench.report import collect, render
-    from tests.test_report import _fake_run
+    from tests._reportfixture import fake_run
 
-    runs = [_fake_run(tmp_path / "runs", "classification", m, 0) for m in ("sgd", "adam")]
+    runs = [fake_run(tmp_path / "runs", "classification", m, 0) for m in ("sgd", "adam")]
     summary = tmp_path / "summary.csv"
     collect.collect(runs, summary)
     out = tmp_path / "report"

@@ -23,7 +23,7 @@ from clipbench.data.prepare import load_manifest, prepare
 from clipbench.tasks import build_task
 from clipbench.tasks.superres import DIV2K
 from tests._fakedata import jpeg_bytes
-from tests.conftest import tiny_spec
+from tests._specs import classification_spec
 
 IN100 = {"source": "synthetic", "synthetic": {"num_classes": 2, "train_per_class": 8, "val_per_class": 2,
                                               "image_size": 24, "seed": 1}}
@@ -45,7 +45,7 @@ def _train_stops(manifest, tmp_path, match: str) -> None:
 
     out = tmp_path / "run"
     with pytest.raises(DataDriftError, match=match):
-        train(tiny_spec(), manifest, out)
+        train(classification_spec(), manifest, out)
     assert not (out / "checkpoint.pt").exists() and not (out / "metrics.json").exists()  # stopped before training
 
 
@@ -101,7 +101,7 @@ def test_the_loader_reads_the_listed_files_not_a_new_search(tmp_path):
     wnid = manifest["wnids"][0]
     extra = Path(manifest["root"]) / "train" / wnid / "zz_extra.JPEG"
     extra.write_bytes(jpeg_bytes())
-    task = build_task(tiny_spec(), manifest)
+    task = build_task(classification_spec(), manifest)
     paths = [p for p, _ in task.train_set.samples]
     assert str(extra) not in paths and len(paths) == 16 and len(task.val_set) == 4
 
@@ -115,7 +115,7 @@ def test_a_second_name_of_a_file_is_left_out_with_a_message(tmp_path, capsys):
     manifest = prepare("imagenet100", {"root": str(tree), "class_list": "all"}, tmp_path / "p2")
     assert "second names (links) of files already listed and are left out" in capsys.readouterr().err
     assert manifest["files"]["count"] == 20
-    task = build_task(tiny_spec(), load_manifest(tmp_path / "p2" / "manifest.json"))
+    task = build_task(classification_spec(), load_manifest(tmp_path / "p2" / "manifest.json"))
     assert len(task.train_set) == 16
 
 
@@ -136,7 +136,7 @@ def test_metrics_record_the_manifest_and_the_digest_of_what_was_read(tmp_path):
 
     manifest = _imagenet(tmp_path)
     path = tmp_path / "prepared" / "manifest.json"
-    train(tiny_spec(epochs=1), manifest, tmp_path / "run")
+    train(classification_spec(epochs=1), manifest, tmp_path / "run")
     data = json.loads((tmp_path / "run" / "metrics.json").read_text())["data"]
     assert data["dataset"] == "imagenet100" and data["manifest"] == str(path.resolve())
     assert data["manifest_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()

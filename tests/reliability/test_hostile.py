@@ -12,9 +12,8 @@ import torch
 
 from clipbench.data.download import DownloadError, download, redirect_policy
 from clipbench.engine import checkpoint
-from tests._httpserver import serve as serve_files
-from tests.reliability import _servers
 from tests._fakedata import digests
+from tests._httpservers import serve_folder, serve_scripted
 
 
 class _Payload:
@@ -43,9 +42,9 @@ def mirrors(tmp_path):
     www = tmp_path / "www"
     www.mkdir()
     (www / "a.tar").write_bytes(os.urandom(5000))
-    with serve_files(www) as target:
+    with serve_folder(www) as target:
         elsewhere = target.url.replace("127.0.0.1", "localhost") + "a.tar"
-        with _servers.serve({"a.tar": ("redirect", elsewhere)}) as redirecting:
+        with serve_scripted({"a.tar": ("redirect", elsewhere)}) as redirecting:
             yield redirecting + "a.tar", digests(www / "a.tar"), target
 
 
@@ -76,7 +75,7 @@ def test_endless_body_stops_at_the_pinned_size(tmp_path):
     """A mirror that sends no Content-Length and never ends: the download stops at the pinned
     size with a message about the file, not the network, and leaves nothing on disk."""
     chunk = os.urandom(64 << 10)
-    with _servers.serve({"a.tar": ("endless", chunk)}) as url:
+    with serve_scripted({"a.tar": ("endless", chunk)}) as url:
         with pytest.raises(DownloadError) as err:
             download("a.tar", [url + "a.tar"], tmp_path / "out", size=1 << 20, sha256="0" * 64,
                      retries=0, progress=False, timeout=5)
@@ -89,7 +88,7 @@ def test_announced_size_beyond_the_pin_is_refused_before_writing(tmp_path):
     www = tmp_path / "www"
     www.mkdir()
     (www / "a.tar").write_bytes(os.urandom(5000))
-    with serve_files(www) as server:
+    with serve_folder(www) as server:
         with pytest.raises(DownloadError) as err:
             download("a.tar", [server.url + "a.tar"], tmp_path / "out", size=4000, sha256="0" * 64,
                      retries=0, progress=False)
@@ -103,7 +102,7 @@ def test_stalled_body_times_out(tmp_path):
     import time
 
     data = os.urandom(3 << 20)
-    with _servers.serve({"a.tar": ("stall", data)}) as url:
+    with serve_scripted({"a.tar": ("stall", data)}) as url:
         t0 = time.monotonic()
         with pytest.raises(DownloadError) as err:
             download("a.tar", [url + "a.tar"], tmp_path / "out", size=len(data), sha256="0" * 64,

@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 from clipbench.report import collect
+from tests._reportfixture import fake_run
 from tests.reliability._kill import env
-from tests.test_report import _fake_run
 
 
 def _file_size_limit(limit: int):
@@ -19,7 +19,7 @@ def _file_size_limit(limit: int):
 
 
 def test_disk_full_while_writing_the_summary(tmp_path):
-    runs = [_fake_run(tmp_path / "runs", "classification", m, s) for m in ("sgd", "adam") for s in range(4)]
+    runs = [fake_run(tmp_path / "runs", "classification", m, s) for m in ("sgd", "adam") for s in range(4)]
     summary = tmp_path / "summary.csv"
     collect.collect(runs[:1], summary)
     before = summary.read_bytes()

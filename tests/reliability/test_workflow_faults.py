@@ -11,7 +11,8 @@ import signal
 
 import pytest
 
-from tests.reliability._workflow import checkout, output, snakemake, start, wait_for
+from tests._polling import wait_for
+from tests.reliability._workflow import checkout, output, snakemake, start
 
 
 def test_failed_rule_shows_its_cause_on_the_terminal(tmp_path):
