@@ -1,4 +1,4 @@
-"""Run specs (``clipbench.config.run_spec``) small enough for a test, validated as a user's
+"""Run specs (``clipbench.spec.run_spec``) small enough for a test, validated as a user's
 config is, for the tiny prepared data sets of conftest.py's fixtures:
 
 ``classification_spec``: resnet18 on ``tiny_imagenet`` (16 px, 2 epochs by default).
@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 
 from clipbench import config as cfgmod
+from clipbench import spec as jobspec
 
 
 def classification_spec(method: str = "sgd", seed: int = 0, epochs: int = 2, **method_cfg) -> dict:
@@ -26,7 +27,7 @@ def classification_spec(method: str = "sgd", seed: int = 0, epochs: int = 2, **m
         }},
     }
     cfgmod.validate(cfg)
-    return cfgmod.run_spec(copy.deepcopy(cfg), "classification", method, seed)
+    return jobspec.run_spec(copy.deepcopy(cfg), "classification", method, seed)
 
 
 def segmentation_spec(**task) -> dict:
@@ -40,4 +41,4 @@ def segmentation_spec(**task) -> dict:
             **task}},
     }
     cfgmod.validate(cfg)
-    return cfgmod.run_spec(cfg, "segmentation", "sgd", 0)
+    return jobspec.run_spec(cfg, "segmentation", "sgd", 0)

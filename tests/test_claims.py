@@ -7,6 +7,7 @@ import re
 import pytest
 
 from clipbench.report import claims, render
+from clipbench import spec as jobspec
 from tests import _reportfixture as fx
 
 
@@ -138,5 +139,5 @@ def test_a_twin_must_be_a_method_of_the_task():
     with pytest.raises(cfgmod.ConfigError, match="tasks.classification.methods.clipped_sgd.twin: 'sgdd'"):
         cfgmod.validate(cfg)
     cfg["tasks"]["classification"]["methods"]["clipped_sgd"]["twin"] = "sgd"
-    spec = cfgmod.run_spec(cfgmod.validate(cfg), "classification", "clipped_sgd", 0)
+    spec = jobspec.run_spec(cfgmod.validate(cfg), "classification", "clipped_sgd", 0)
     assert "twin" not in spec["method_config"]  # the report's key: no run reruns for it

@@ -9,6 +9,7 @@ import pytest
 from clipbench import config as cfgmod
 from clipbench.data import imagenet100 as imagenet
 from clipbench.data.prepare import load_manifest, prepare
+from clipbench import spec as jobspec
 from tests._fakedata import jpeg_bytes, make_tree
 
 # Imagenette's ten classes (fast.ai), as its train/ and val/ folders name them.
@@ -26,7 +27,7 @@ def _spec(manifest_cfg: dict) -> dict:
            "datasets": {"imagenet100": manifest_cfg},
            "tasks": {"classification": {"image_size": 16, "epochs": 1, "batch_size": 4,
                                         "methods": {"sgd": {"lr": 0.01}}}}}
-    return cfgmod.run_spec(cfgmod.validate(cfg), "classification", "sgd", 0)
+    return jobspec.run_spec(cfgmod.validate(cfg), "classification", "sgd", 0)
 
 
 def test_all_takes_every_class_folder_and_sizes_the_model(imagenette, tmp_path):

@@ -14,7 +14,7 @@ import torch
 from clipbench import files
 from clipbench.diagnostics import clip_plan as cp
 from clipbench.diagnostics import measure as ms
-from clipbench.diagnostics import noise as nz
+from clipbench.diagnostics import clip_levels
 
 D1, D2, BATCH = 24, 40, 8
 MU, SIGMA = 0.15, 1.0  # per-sample gradient: mu + sigma * N(0, I) in each of D1 + D2 coordinates
@@ -44,7 +44,7 @@ def toy_init(n: int, multipliers, seed: int = 0) -> dict:
     params = list(model.parameters())
     first = ms._first_pass(model, loss, data, params)
     second = ms._second_pass(model, loss, data, params, first["mean"], 16, seed, multipliers)
-    return {**{k: first[k] for k in nz.CLIP_KEYS}, "by_multiplier": second["by_multiplier"]}
+    return {**{k: first[k] for k in clip_levels.CLIP_KEYS}, "by_multiplier": second["by_multiplier"]}
 
 
 def m_batch_means(m: int, draws: int = 40_000, seed: int = 1) -> np.ndarray:
@@ -61,10 +61,10 @@ def test_levels_at_the_arms_batch_match_real_m_batch_means(m):
              "layer": np.concatenate([np.linalg.norm(g[:, :D1], axis=1), np.linalg.norm(g[:, D1:], axis=1)])}
     for clipping, x in truth.items():
         for q in (0.5, 0.9):
-            level = nz.level_from_quantile(init, clipping, q, m)
+            level = clip_levels.level_from_quantile(init, clipping, q, m)
             assert level == pytest.approx(np.quantile(x, q), rel=0.05), (clipping, q)
     # ... and the statistics at batch_size alone would not (levels sqrt(m)-ish too high).
-    assert nz.level_from_quantile(init, "norm", 0.5, 1) > 1.3 * np.quantile(truth["norm"], 0.5)
+    assert clip_levels.level_from_quantile(init, "norm", 0.5, 1) > 1.3 * np.quantile(truth["norm"], 0.5)
 
 
 def test_shrink_is_exact_in_expectation_with_few_batches():
@@ -93,13 +93,13 @@ def test_clip_statistics_of_the_measurement():
 def test_resolved_record_says_at_which_multiplier():
     init = toy_init(8, [2])
     cfg = {"a": 10, "L": 2, "clipping": "norm", "B": {"quantile": 0.5, "factor": 2}, "batch_multiplier": 2}
-    out, res = nz.resolve_levels("clipped_sstm", cfg, init)
+    out, res = clip_levels.resolve_levels("clipped_sstm", cfg, init)
     assert res["batch_multiplier"] == 2 and res["shrink"] == pytest.approx(ms.shrink(8, 2))
     assert "mean of 2 mini-batches" in res["measured"] and "full-gradient estimate" in res["measured"]
     assert res["lambda_1"] == pytest.approx(2 * np.median(init["by_multiplier"]["2"]["grad_norms"]))
     with pytest.raises(ValueError, match="clipped_sstm.B: batch_multiplier 4: init.json has no clip statistics"):
-        nz.resolve_levels("clipped_sstm", {**cfg, "batch_multiplier": 4}, init)
-    _, res1 = nz.resolve_levels("clipped_sgd", {"clipping": "norm", "clip_level": {"quantile": 0.5}}, init)
+        clip_levels.resolve_levels("clipped_sstm", {**cfg, "batch_multiplier": 4}, init)
+    _, res1 = clip_levels.resolve_levels("clipped_sgd", {"clipping": "norm", "clip_level": {"quantile": 0.5}}, init)
     assert res1["batch_multiplier"] == 1 and res1["value"] == pytest.approx(np.median(init["grad_norms"]))
 
 
@@ -199,6 +199,6 @@ if __name__ == "__main__":
     for m in (2, 4):
         init = toy_init(400, [m])
         g = m_batch_means(m)
-        print(f"m = {m}: median norm at m {nz.level_from_quantile(init, 'norm', 0.5, m):.4f}, "
+        print(f"m = {m}: median norm at m {clip_levels.level_from_quantile(init, 'norm', 0.5, m):.4f}, "
               f"of real m-batch means {np.median(np.linalg.norm(g, axis=1)):.4f}, at batch_size "
-              f"{nz.level_from_quantile(init, 'norm', 0.5, 1):.4f}")
+              f"{clip_levels.level_from_quantile(init, 'norm', 0.5, 1):.4f}")

@@ -4,6 +4,7 @@ import pytest
 import yaml
 
 from clipbench import config as cfgmod
+from clipbench import spec as jobspec
 
 
 def test_default_config_is_valid_and_gets_defaults(default_config):
@@ -68,7 +69,7 @@ def test_load_reports_missing_and_broken_files(tmp_path):
 
 def test_run_spec_holds_only_the_run(default_config):
     cfg = cfgmod.validate(copy.deepcopy(default_config))
-    spec = cfgmod.run_spec(cfg, "classification", "adam", 3)
+    spec = jobspec.run_spec(cfg, "classification", "adam", 3)
     assert spec["seed"] == 3 and spec["method"] == "adam"
     assert spec["method_config"]["lr"] == 1e-3
     assert "methods" not in spec["task_config"]

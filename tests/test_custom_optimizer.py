@@ -13,6 +13,7 @@ from clipbench.engine import checkpoint
 from clipbench.engine import train as T
 from clipbench.optim import build_optimizer
 from clipbench.report import collect, render
+from clipbench import spec as jobspec
 from tests._torchstate import restore_torch_globals, torch_globals
 
 PATH = "tests.test_custom_optimizer:SignMomentum"
@@ -103,7 +104,7 @@ class Killed(Exception):
 
 def test_own_optimizer_trains_resumes_and_is_reported(tiny_imagenet, tmp_path, monkeypatch):
     cfg = _config()
-    spec = cfgmod.run_spec(cfg, "classification", "signsgd", 0)
+    spec = jobspec.run_spec(cfg, "classification", "signsgd", 0)
     ref = T.train(copy.deepcopy(spec), tiny_imagenet, tmp_path / "runs/classification/signsgd/seed0")
     assert ref["status"] == "ok" and ref["steps"] == 8 and ref["telemetry"]["lr"] == 1e-3
     state = checkpoint.load(tmp_path / "runs/classification/signsgd/seed0/checkpoint.pt")["optimizer"]
@@ -128,7 +129,7 @@ def test_own_optimizer_trains_resumes_and_is_reported(tiny_imagenet, tmp_path, m
     assert (tmp_path / "crashed/history.csv").read_text() == \
         (tmp_path / "runs/classification/signsgd/seed0/history.csv").read_text()
 
-    sgd = T.train(cfgmod.run_spec(cfg, "classification", "sgd", 0), tiny_imagenet,
+    sgd = T.train(jobspec.run_spec(cfg, "classification", "sgd", 0), tiny_imagenet,
                   tmp_path / "runs/classification/sgd/seed0")
     assert sgd["status"] == "ok"
     runs = [tmp_path / "runs/classification" / m / "seed0" for m in ("sgd", "signsgd")]

@@ -11,6 +11,7 @@ from clipbench import config as cfgmod
 from clipbench.data.div2k import build_cache, cache_file, read_rgb
 from clipbench.data.prepare import load_manifest, prepare
 from clipbench.tasks.superres import DIV2K
+from clipbench import spec as jobspec
 
 SYN = {"train_images": 4, "valid_images": 2, "hr_size": 48, "seed": 1}
 
@@ -68,7 +69,7 @@ def _spec():
                                "eval_batch_size": 1, "methods": {"sgd": {"lr": 0.05, "momentum": 0.9}}}},
     }
     cfgmod.validate(cfg)
-    return cfgmod.run_spec(cfg, "superres", "sgd", 3)
+    return jobspec.run_spec(cfg, "superres", "sgd", 3)
 
 
 def test_training_with_the_cache_equals_training_on_the_pngs(cached, tmp_path):

@@ -10,6 +10,7 @@ from scipy.stats import levy_stable
 
 from clipbench import cli, files
 from clipbench.diagnostics import noise as nz
+from clipbench.diagnostics import clip_levels
 from tests._specs import classification_spec
 
 BATCHES, COORDS = 8, 4096
@@ -172,16 +173,16 @@ def test_claims_from_points():
 
 def test_levels_from_quantiles():
     init = {"grad_norms": [1.0, 2.0, 3.0, 4.0, 5.0], "tensor_norms": [[1, 10], [2, 20]], "grad_max_abs": [0.1, 0.3]}
-    cfg, res = nz.resolve_levels("clipped_sgd", {"lr": 0.1, "clipping": "norm", "clip_level": {"quantile": 0.5}}, init)
+    cfg, res = clip_levels.resolve_levels("clipped_sgd", {"lr": 0.1, "clipping": "norm", "clip_level": {"quantile": 0.5}}, init)
     assert cfg["clip_level"] == 3.0 and res["value"] == 3.0
-    cfg, _ = nz.resolve_levels("clipped_sgd", {"clipping": "coordinate", "clip_level": {"quantile": 1.0, "factor": 2}}, init)
+    cfg, _ = clip_levels.resolve_levels("clipped_sgd", {"clipping": "coordinate", "clip_level": {"quantile": 1.0, "factor": 2}}, init)
     assert cfg["clip_level"] == pytest.approx(0.6)
     # clipped-SSTM: B such that lambda_1 = B / alpha_1 is the level (alpha_1 = 2 / (2aL), thesis' indexing).
-    cfg, res = nz.resolve_levels("clipped_sstm", {"a": 10, "L": 2, "clipping": "norm", "B": {"quantile": 0.0}}, init)
+    cfg, res = clip_levels.resolve_levels("clipped_sstm", {"a": 10, "L": 2, "clipping": "norm", "B": {"quantile": 0.0}}, init)
     assert cfg["B"] == pytest.approx(1.0 * 2 / (2 * 10 * 2)) and res["lambda_1"] == 1.0
-    assert nz.resolve_levels("sgd", {"lr": 0.1}, None) == ({"lr": 0.1}, None)
+    assert clip_levels.resolve_levels("sgd", {"lr": 0.1}, None) == ({"lr": 0.1}, None)
     with pytest.raises(ValueError, match="needs the task's noise measurement"):
-        nz.resolve_levels("clipped_sgd", {"clip_level": {"quantile": 0.5}}, None)
+        clip_levels.resolve_levels("clipped_sgd", {"clip_level": {"quantile": 0.5}}, None)
 
 
 def test_noise_command_at_init_and_after_training(tiny_imagenet, tmp_path):

@@ -2,6 +2,8 @@
 shell line is short, and a changed setting changes exactly the paths (params) of its jobs."""
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -34,6 +36,11 @@ def test_a_changed_setting_changes_exactly_its_jobs_spec_files(checkout):
         held = json.loads((checkout / after[run]).read_text())
         assert held["method_config"]["lr"] == pytest.approx(3e-4)
         assert held == cfgmod.without_neutral(held) and held["seed"] == int(run[-1])
+    # `clipbench spec` prints what the job reads: the plan's shell line replays it by hand.
+    shown = subprocess.run([sys.executable, "-m", "clipbench.cli", "spec", "train", "--configfile", "config/config.yaml",
+                            "lr.yaml", "--task", "superres", "--method", "adam", "--seed", "1"], cwd=checkout,
+                           capture_output=True, text=True, check=True).stdout
+    assert shown == (checkout / after["superres/adam/seed1"]).read_text()
     # The settings that change no number (engine.threads) change no path: no rerun.
     (checkout / "threads.yaml").write_text(yaml.safe_dump({"engine": {"threads": 1, "checkpoint_every_steps": 7}}))
     assert _train_specs(checkout, "--configfile", "threads.yaml") == before

@@ -15,6 +15,7 @@ from clipbench import config as cfgmod
 from clipbench.data.prepare import load_manifest, prepare
 from clipbench.data.synthetic import voc_palette
 from clipbench.metrics import psnr_per_image
+from clipbench import spec as jobspec
 from tests._specs import segmentation_spec
 from tests._tinydata import VOC_SYN, copy_root
 
@@ -90,7 +91,7 @@ def _sr_spec(**task):
             "methods": {"adam": {"lr": 1e-3}}, **task}},
     }
     cfgmod.validate(cfg)
-    return cfgmod.run_spec(cfg, "superres", "adam", 0)
+    return jobspec.run_spec(cfg, "superres", "adam", 0)
 
 
 def test_mask_with_labels_outside_voc_names_the_file(tiny_voc, tmp_path):

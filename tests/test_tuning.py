@@ -17,6 +17,7 @@ from clipbench.tasks import registry
 from clipbench import config as cfgmod
 from clipbench import files, tuning
 from clipbench.tasks import holdout_items
+from clipbench import spec as jobspec
 
 SPACE = {"sgd": {"lr": {"log_uniform": [1.0e-3, 1.0]}, "momentum": {"values": [0.0, 0.9]}},
          "clipped_sgd": {"lr": {"log_uniform": [1.0e-3, 1.0]}}}
@@ -78,7 +79,7 @@ def test_holdout_is_seeded_disjoint_and_never_the_validation_set(default_config,
     from clipbench.tasks import build_task
 
     cfg = _config(default_config)
-    spec = tuning.trial_spec(cfg, "classification", "sgd", 2)
+    spec = jobspec.trial_spec(cfg, "classification", "sgd", 2)
     assert spec["method_config"]["lr"] == tuning.trials(cfg, "classification", "sgd")[2]["lr"]
     assert spec["holdout"] == {"fraction": 0.2, "seed": 0} and spec["engine"]["fail_on_divergence"] is False
     task = build_task(spec, tiny_imagenet)  # 32 training images, 16 validation images
@@ -119,11 +120,11 @@ def test_select_apply_and_report_section(default_config, tmp_path):
     assert chosen["sgd"]["chosen"]["trial"] == 1 and chosen["sgd"]["trials"][2]["status"] == "diverged"
     assert chosen["clipped_sgd"]["sensitivity"]["width_decades"] > chosen["sgd"]["sensitivity"]["width_decades"]
 
-    spec = tuning.apply_chosen(cfgmod.run_spec(cfg, "classification", "sgd", 1), chosen["sgd"])
+    spec = jobspec.apply_chosen(jobspec.run_spec(cfg, "classification", "sgd", 1), chosen["sgd"])
     assert spec["method_config"]["lr"] == chosen["sgd"]["chosen"]["params"]["lr"] and spec["seed"] == 1
     assert spec["tuned"]["trial"] == 1 and "holdout" not in spec  # the seeds' runs use all the training data
     with pytest.raises(tuning.TuningError, match="for classification/sgd, not classification/clipped_sgd"):
-        tuning.apply_chosen(cfgmod.run_spec(cfg, "classification", "clipped_sgd", 0), chosen["sgd"])
+        jobspec.apply_chosen(jobspec.run_spec(cfg, "classification", "clipped_sgd", 0), chosen["sgd"])
 
     from clipbench.report.tuning import section
 

@@ -5,6 +5,7 @@
     clipbench track-data       [data]
     clipbench train            (--configfile F ... --task T --method M --seed S | --spec JSON) --data MANIFEST --out DIR [--tuned CHOSEN.json]
     clipbench record-failure   --spec SPEC --out DIR --exit-code N [--log LOG]
+    clipbench spec             train|trial|noise|task --task T [--method M --seed S --trial N] [--configfile F ...]
     clipbench rerun            RUN_DIR ...   (delete runs' results and checkpoints: trained from step 0 next)
     clipbench baseline TASK    --task-json CFG --data MANIFEST --out JSON   (tasks with a baseline)
     clipbench noise            --spec JSON --data MANIFEST [--checkpoint CKPT --init INIT --methods JSON] --out DIR
@@ -25,6 +26,7 @@ import sys
 from pathlib import Path
 
 from clipbench import config as cfgmod
+from clipbench import spec as jobspec
 from clipbench.errors import ClipbenchError
 from clipbench.tasks import registry
 from clipbench.tuning import TuningError
@@ -92,11 +94,11 @@ def cmd_train(args) -> int:
     else:
         if not (args.configfile and args.task and args.method and args.seed is not None):
             raise SystemExit("clipbench train: give --spec, or --configfile with --task, --method and --seed")
-        spec = cfgmod.run_spec(cfgmod.load(*args.configfile), args.task, args.method, args.seed)
+        spec = jobspec.run_spec(cfgmod.load(*args.configfile), args.task, args.method, args.seed)
     if args.tuned:
-        from clipbench import files, tuning
+        from clipbench import files
 
-        spec = tuning.apply_chosen(spec, files.read_json(args.tuned))
+        spec = jobspec.apply_chosen(spec, files.read_json(args.tuned))
     manifest = load_manifest(args.data) if args.data else None
     spec = _resolve_levels(_with_runtime(spec, args.runtime), args.noise)
     try:
@@ -127,6 +129,23 @@ def cmd_record_failure(args) -> int:
     return 0
 
 
+def cmd_spec(args) -> int:
+    config = cfgmod.load(*args.configfile)
+    try:
+        if args.job == "train":
+            spec = jobspec.train_job(config, args.task, args.method, args.seed)
+        elif args.job == "trial":
+            spec = jobspec.trial_job(config, args.task, args.method, args.trial)
+        elif args.job == "noise":
+            spec = jobspec.noise_job(config, args.task)
+        else:  # a baseline's, the convex check's
+            spec = jobspec.task_settings(config, args.task)
+    except KeyError as exc:
+        raise SystemExit(f"clipbench spec {args.job}: {exc} is not in the config ({' + '.join(args.configfile)})")
+    sys.stdout.write(jobspec.text(spec))
+    return 0
+
+
 def cmd_rerun(args) -> int:
     from clipbench import runfiles
 
@@ -144,11 +163,11 @@ def cmd_rerun(args) -> int:
 
 def _with_runtime(spec: dict, runtime_json: str | None) -> dict:
     """The spec with the neutral engine settings of the workflow's environment, then --runtime's."""
-    env = os.environ.get(cfgmod.RUNTIME_ENV)
+    env = os.environ.get(jobspec.RUNTIME_ENV)
     try:
         if env:
-            spec = cfgmod.with_runtime(spec, _json_arg(env, cfgmod.RUNTIME_ENV), cfgmod.RUNTIME_ENV, over_spec=False)
-        return cfgmod.with_runtime(spec, _json_arg(runtime_json, "--runtime") if runtime_json else None)
+            spec = jobspec.with_runtime(spec, _json_arg(env, jobspec.RUNTIME_ENV), jobspec.RUNTIME_ENV, over_spec=False)
+        return jobspec.with_runtime(spec, _json_arg(runtime_json, "--runtime") if runtime_json else None)
     except cfgmod.ConfigError as exc:
         raise SystemExit(f"clipbench: {exc}")
 
@@ -156,14 +175,11 @@ def _with_runtime(spec: dict, runtime_json: str | None) -> dict:
 def _resolve_levels(spec: dict, init_json) -> dict:
     """Clip levels given as ``{quantile: q}`` become numbers, from the task's noise at initialisation."""
     from clipbench import files
-    from clipbench.diagnostics.noise import resolve_levels
 
-    init = files.read_json(init_json) if init_json else None
     try:
-        cfg, resolved = resolve_levels(spec["method"], spec["method_config"], init)
-    except ValueError as exc:
-        raise SystemExit(f"clipbench train: tasks.{spec['task']}.methods.{exc}")
-    return {**spec, "method_config": cfg, "resolved": resolved} if resolved else spec
+        return jobspec.with_levels(spec, files.read_json(init_json) if init_json else None)
+    except cfgmod.ConfigError as exc:
+        raise SystemExit(f"clipbench train: {exc}")
 
 
 def cmd_noise(args) -> int:
@@ -262,7 +278,7 @@ def cmd_report(args) -> int:
     elif args.configfile:
         config = cfgmod.load(*args.configfile)
     if config is not None:
-        config = cfgmod.without_neutral(config)  # the hash stated is of the settings that change numbers
+        config = jobspec.without_neutral(config)  # the hash stated is of the settings that change numbers
     paths = build_report(args.summary, args.out, baselines=args.baselines, config=config, manifests=args.manifests,
                          noise=args.noise, heavytail=args.heavytail,
                          tuning=args.tuning)
@@ -355,6 +371,19 @@ def _run_commands(sub) -> None:
     s.add_argument("--exit-code", required=True, type=int, help="the exit code of `clipbench train`")
     s.add_argument("--log", type=Path, help="the job's log (its last error line is recorded)")
     s.set_defaults(func=cmd_record_failure)
+
+    s = sub.add_parser("spec", help="print a job's resolved settings, as the workflow hands them to it "
+                       "(results/specs/...): `clipbench train --spec FILE` replays a run by hand")
+    s.add_argument("job", choices=("train", "trial", "noise", "task"),
+                   help="a training run's, a tuning trial's, the noise measurement's, or a task's own settings "
+                        "(a baseline's and the convex check's)")
+    s.add_argument("--configfile", nargs="+", default=["config/config.yaml"],
+                   help="config files, merged in order as Snakemake's --configfile (default: config/config.yaml)")
+    s.add_argument("--task", required=True, help="the task")
+    s.add_argument("--method", help="the method (train, trial)")
+    s.add_argument("--seed", type=int, default=0, help="the run's seed (train; default 0)")
+    s.add_argument("--trial", type=int, default=0, help="the trial's index (trial; default 0)")
+    s.set_defaults(func=cmd_spec)
 
     s = sub.add_parser("rerun", help="delete runs' results and checkpoints, so that they are trained again "
                        "from step 0 (a complete checkpoint otherwise only rewrites the results)")

@@ -11,7 +11,6 @@ import copy
 import functools
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import jsonschema
 import yaml
@@ -22,15 +21,6 @@ from clipbench.tasks import registry
 
 class ConfigError(ClipbenchError, ValueError):
     """A configuration that cannot run; the message names the offending key."""
-
-
-# Engine keys that change how fast a run goes, or what it does on failure, but not its numbers.
-# The workflow keeps them out of every rule's params (a change reruns nothing) and the checkpoint
-# hash leaves them out (a change keeps a checkpoint valid); jobs get them through --runtime.
-NEUTRAL_ENGINE_KEYS = ("threads", "num_workers", "gpus", "fail_on_divergence", "checkpoint_every_steps", "dvclive",
-                       "tensorboard", "loaders", "keep_checkpoints")
-# Top-level sections that change no number at all: what a scheduler is asked for.
-NEUTRAL_SECTIONS = ("resources",)
 
 
 # libyaml's parser where PyYAML has it: the schema (~50 KB) takes 0.5 s in pure Python, and
@@ -325,63 +315,3 @@ def load(*paths: str | Path) -> dict:
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
         config = deep_merge(config, data)
     return validate(config, source=" + ".join(str(p) for p in paths))
-
-
-def run_spec(config: dict, task: str, method: str, seed: int) -> dict[str, Any]:
-    """Everything one training run needs, and nothing else.
-
-    Snakemake passes this to ``clipbench train`` as a rule parameter, so a run is redone
-    exactly when its own settings change, and the run folder records what it ran with.
-    """
-    task_cfg = copy.deepcopy(config["tasks"][task])
-    if method not in task_cfg.get("methods", {}):
-        raise ConfigError(f"tasks.{task}.methods.{method}: no settings for method {method!r} in the config")
-    # Which method is its unclipped twin is the report's business: it changes no number of the run.
-    method_cfg = {k: v for k, v in task_cfg.pop("methods")[method].items() if k != "twin"}
-    dataset = task_cfg.get("dataset")
-    spec = {
-        "task": task,
-        "method": method,
-        "seed": int(seed),
-        "task_config": task_cfg,
-        "method_config": method_cfg,
-        "engine": copy.deepcopy(config.get("engine", {})),
-    }
-    if dataset is not None:
-        spec["dataset"] = dataset
-        spec["dataset_config"] = copy.deepcopy(config.get("datasets", {}).get(dataset, {}))
-    return spec
-
-
-def without_neutral(spec_or_config: dict) -> dict:
-    """A copy without the settings that change no number (engine's neutral keys, and for a
-    whole config its neutral sections): what decides whether a job is redone."""
-    out = {k: v for k, v in spec_or_config.items() if k not in NEUTRAL_SECTIONS}
-    if "engine" in out:
-        out["engine"] = {k: v for k, v in out["engine"].items() if k not in NEUTRAL_ENGINE_KEYS}
-    return copy.deepcopy(out)
-
-
-def runtime(config: dict, **overrides) -> dict:
-    """The config's neutral engine settings (``--runtime`` of the commands that run a job)."""
-    eng = config.get("engine", {})
-    return {**{k: copy.deepcopy(eng[k]) for k in NEUTRAL_ENGINE_KEYS if k in eng}, **overrides}
-
-
-# How the workflow hands a job its neutral engine settings: in the environment, not on the
-# shell line or in params, which Snakemake compares to decide a rerun (common.smk sets it).
-RUNTIME_ENV = "CLIPBENCH_RUNTIME"
-
-
-def with_runtime(spec: dict, runtime_settings: dict | None, where: str = "--runtime", over_spec: bool = True) -> dict:
-    """``spec`` with neutral engine settings put back: over the spec's own (``over_spec``, an
-    explicit --runtime) or under them (the workflow's environment: a spec that sets one, as a
-    tuning trial's fail_on_divergence: false, keeps it)."""
-    if not runtime_settings:
-        return spec
-    unknown = sorted(set(runtime_settings) - set(NEUTRAL_ENGINE_KEYS))
-    if unknown:
-        raise ConfigError(f"{where}: {', '.join(unknown)} would change a run's numbers; only "
-                          f"{', '.join(NEUTRAL_ENGINE_KEYS)} may be given there (the rest belongs in the spec)")
-    eng = spec.get("engine", {})
-    return {**spec, "engine": {**eng, **runtime_settings} if over_spec else {**runtime_settings, **eng}}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -134,3 +135,18 @@ def read_json(path: str | Path) -> Any:
         raise FileNotFoundError(f"{path} does not exist") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path} is not valid JSON ({exc}); delete it and rerun the step that writes it") from exc
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process
+
+
+def file_sha256(path, st: os.stat_result | None = None) -> str:
+    """sha256 of a file's bytes; a file unchanged since (size, time) is hashed once per process
+    (prepare's file list and the DIV2K cache both hash the same PNGs)."""
+    path = str(path)
+    st = st or os.stat(path)
+    key = (path, st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        with open(path, "rb") as f:
+            _HASHES[key] = hashlib.file_digest(f, "sha256").hexdigest()
+    return _HASHES[key]

@@ -6,14 +6,13 @@ fraction of the *training* data, so the validation set the report's tables use n
 a setting. This module (torch-free, so the Snakefile can plan with it) turns that into
 
 * ``trials(config, task, method)``: each trial's settings, the same on every machine;
-* ``trial_spec(...)``: a run spec like ``config.run_spec``'s, on the held-out split;
 * ``select(...)``: the best trial by the task's main metric on the held-out data;
-* ``apply_chosen(spec, chosen)``: a run spec with the chosen setting, for the seeds' runs;
 * ``sensitivity(...)``: how wide a range of step sizes works (the report's number).
+
+A trial's run spec and a run's with the chosen setting are built by :mod:`clipbench.spec`.
 """
 from __future__ import annotations
 
-import copy
 import itertools
 import math
 import random
@@ -111,40 +110,6 @@ def trials(config: dict, task: str, method: str) -> list[dict[str, Any]]:
     rng = random.Random(f"{tt.get('seed', 0)}:{task}:{method}")
     columns = [_stratified(space[p], n, rng) for p in names]
     return [dict(zip(names, row)) for row in zip(*columns)]
-
-
-# -- specs ------------------------------------------------------------------------------------------
-
-def trial_spec(config: dict, task: str, method: str, trial: int) -> dict:
-    """The run spec of one trial: the method's settings with the trial's, trained on the
-    training data less the held-out split, and evaluated on that split."""
-    from clipbench.config import run_spec
-
-    tt = task_tuning(config, task)
-    settings = trials(config, task, method)
-    if not 0 <= trial < len(settings):
-        raise TuningError(f"{task}/{method}: no trial {trial} (the budget is {len(settings)})")
-    spec = run_spec(config, task, method, int(tt.get("train_seed", 0)))
-    spec["method_config"].update(settings[trial])
-    if tt.get("epochs"):
-        spec["task_config"]["epochs"] = int(tt["epochs"])
-    # A diverged trial is a result (the worst), not a failed job.
-    spec["engine"]["fail_on_divergence"] = False
-    spec["holdout"] = dict(tt["split"])
-    spec["trial"] = {"index": trial, "params": settings[trial]}
-    return spec
-
-
-def apply_chosen(spec: dict, chosen: dict) -> dict:
-    """``spec`` with the setting ``chosen`` (a ``select`` result) for its task and method."""
-    if (chosen["task"], chosen["method"]) != (spec["task"], spec["method"]):
-        raise TuningError(f"the chosen setting is for {chosen['task']}/{chosen['method']}, "
-                          f"not {spec['task']}/{spec['method']}")
-    out = copy.deepcopy(spec)
-    out["method_config"].update(chosen["chosen"]["params"])
-    out["tuned"] = {"trial": chosen["chosen"]["trial"], "params": chosen["chosen"]["params"],
-                    "metric": chosen["metric"], "value": chosen["chosen"]["value"]}
-    return out
 
 
 # -- selection --------------------------------------------------------------------------------------

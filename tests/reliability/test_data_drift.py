@@ -22,6 +22,7 @@ from clipbench.data.filelist import DataDriftError, DataLinkError
 from clipbench.data.prepare import load_manifest, prepare
 from clipbench.tasks import build_task
 from clipbench.tasks.superres import DIV2K
+from clipbench import files
 from tests._fakedata import jpeg_bytes
 from tests._specs import classification_spec
 
@@ -81,7 +82,7 @@ def test_a_change_that_keeps_size_and_time_needs_the_full_check(tmp_path):
     data[len(data) // 2] ^= 0xFF
     changed.write_bytes(bytes(data))
     os.utime(changed, ns=(st.st_atime_ns, st.st_mtime_ns))
-    filelist._HASHES.clear()  # as a new process: nothing hashed yet
+    files._HASHES.clear()  # as a new process: nothing hashed yet
     assert filelist.verify(manifest)["files"] == 2 * (8 + 2)
     with pytest.raises(DataDriftError, match=rf"changed 1 \(.*{changed.name}\)"):
         filelist.verify(manifest, full=True)

@@ -9,7 +9,8 @@ import json
 import pytest
 import yaml
 
-from clipbench.config import NEUTRAL_ENGINE_KEYS, deep_merge
+from clipbench.config import deep_merge
+from clipbench.spec import NEUTRAL_ENGINE_KEYS
 from tests.reliability._faulty import FLAG
 from tests.reliability._workflow import checkout, output, snakemake
 

@@ -67,33 +67,29 @@ def all_manifests():
 # (clipbench.spec): the plan's shell lines stay short, and as the digest is in the path, a
 # changed setting is a changed param that reruns exactly the jobs it touches.
 def run_spec_file(wildcards):
-    spec = cb_config.run_spec(config, wildcards.task, wildcards.method, int(wildcards.seed))
-    return cb_spec.write("train", cb_config.without_neutral(spec),
-                         f"{wildcards.task}-{wildcards.method}-seed{wildcards.seed}")
+    spec = cb_spec.train_job(config, wildcards.task, wildcards.method, int(wildcards.seed))
+    return cb_spec.write("train", spec, f"{wildcards.task}-{wildcards.method}-seed{wildcards.seed}")
 
 
 # The engine settings that change no number reach the jobs in the environment, never in params:
 # params are what Snakemake compares to decide a rerun, and changing threads or
 # checkpoint_every_steps must not retrain a finished run. (A job on a cluster parses this file
 # again, so it sets the same.)
-os.environ[cb_config.RUNTIME_ENV] = json.dumps(cb_config.runtime(config), sort_keys=True)
+os.environ[cb_spec.RUNTIME_ENV] = json.dumps(cb_spec.runtime(config), sort_keys=True)
 
 
 def task_file(task):
     """One task's settings without its methods, as the CLI's --json/--task-json takes them."""
-    return cb_spec.write("task", {k: v for k, v in config["tasks"][task].items() if k != "methods"}, task)
+    return cb_spec.write("task", cb_spec.task_settings(config, task), task)
 
 
 def noise_reference_run(task):
     """The run whose final checkpoint the noise is measured at: noise.method, first seed."""
-    method = config["noise"]["method"] if config["noise"]["method"] in METHODS else METHODS[0]
-    return run_dir(task, method, SEEDS[0])
+    return run_dir(task, cb_spec.noise_method(config), SEEDS[0])
 
 
 def noise_spec_file(task):
-    method = noise_reference_run(task).split("/")[-2]
-    spec = cb_config.run_spec(config, task, method, SEEDS[0])
-    return cb_spec.write("noise", {**cb_config.without_neutral(spec), "noise": config["noise"]}, task)
+    return cb_spec.write("noise", cb_spec.noise_job(config, task), task)
 
 
 def plan_methods_file(task):
@@ -120,7 +116,7 @@ def noise_candidates(task):
     """The runs the end-of-training noise may be measured at, in order: noise.method's (first
     seed first), then the other methods'. The first that finished is used: a diverged or failed
     reference run must not leave the task without diagnostics."""
-    first = noise_reference_run(task).split("/")[-2]
+    first = cb_spec.noise_method(config)
     methods = [first] + [m for m in cb_config.task_methods(config, task) if m != first]
     return [run_dir(task, m, s) for m in methods for s in SEEDS]
 
@@ -340,14 +336,13 @@ def trial_count(task):
 
 
 def trial_spec_file(wildcards):
-    spec = cb_config.without_neutral(cb_tuning.trial_spec(config, wildcards.task, wildcards.method, int(wildcards.trial)))
-    spec["engine"]["fail_on_divergence"] = False  # a diverged trial is a result (the worst), not a failed job
+    spec = cb_spec.trial_job(config, wildcards.task, wildcards.method, int(wildcards.trial))
     return cb_spec.write("trial", spec, f"{wildcards.task}-{wildcards.method}-trial{wildcards.trial}")
 
 
 def config_file():
     """The resolved workflow config the report records (its hash and text), less neutral keys."""
-    return cb_spec.write("config", cb_config.without_neutral(config), "config")
+    return cb_spec.write("config", cb_spec.without_neutral(config), "config")
 
 
 def tuned_input(wildcards):

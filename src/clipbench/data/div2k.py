@@ -30,7 +30,6 @@ import numpy as np
 from clipbench import files
 from clipbench.data import DatasetLayoutError, sources, synthetic
 from clipbench.data.download import fetch_files
-from clipbench.data.filelist import file_sha256
 from clipbench.data.images import image_size, open_rgb
 from clipbench.errors import ClipbenchError
 from clipbench.progress import tqdm
@@ -109,7 +108,7 @@ def _is_cached(png: Path, dst: Path, entry: dict | None) -> bool:
     the copy, keep it."""
     if entry is None or not dst.is_file() or dst.stat().st_size != entry["size"]:
         return False
-    return entry["source_sha256"] == file_sha256(png) and entry["sha256"] == file_sha256(dst)
+    return entry["source_sha256"] == files.file_sha256(png) and entry["sha256"] == files.file_sha256(dst)
 
 
 def build_cache(root, cache_dir, *, scale: int = SCALE, workers: int | None = None,
@@ -138,13 +137,13 @@ def build_cache(root, cache_dir, *, scale: int = SCALE, workers: int | None = No
             with ProcessPoolExecutor(workers) as pool:
                 for _ in pool.map(_decode, todo, chunksize=2):
                     bar.update()
-    index = {key(dst): {"size": dst.stat().st_size, "sha256": file_sha256(dst),
-                        "source": png.relative_to(root).as_posix(), "source_sha256": file_sha256(png)}
+    index = {key(dst): {"size": dst.stat().st_size, "sha256": files.file_sha256(dst),
+                        "source": png.relative_to(root).as_posix(), "source_sha256": files.file_sha256(png)}
              for png, dst in jobs}
     files.write_json(cache_dir / INDEX, {"files": index})
     return {"dir": CACHE, "format": "npy, uint8 H x W x 3 RGB, one per PNG at its relative path",
             "images": len(jobs), "bytes": sum(e["size"] for e in index.values()),
-            "index": INDEX, "index_sha256": file_sha256(cache_dir / INDEX)}
+            "index": INDEX, "index_sha256": files.file_sha256(cache_dir / INDEX)}
 
 
 _NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
@@ -189,8 +188,8 @@ def check_cache(cache_dir, root, pairs) -> list[tuple[Path, Path]]:
                          f"clipbench, or interrupted); {REBUILD}")
     out = []
     for hr, lr in pairs:
-        files = (cache_file(cache_dir, root, hr), cache_file(cache_dir, root, lr))
-        for png, npy in zip((hr, lr), files):
+        copies = (cache_file(cache_dir, root, hr), cache_file(cache_dir, root, lr))
+        for png, npy in zip((hr, lr), copies):
             if not npy.is_file():
                 raise FileNotFoundError(f"{npy}: the decoded copy of {png} is missing from the DIV2K cache; {REBUILD}")
             entry = index.get(npy.relative_to(cache_dir).as_posix())
@@ -200,13 +199,13 @@ def check_cache(cache_dir, root, pairs) -> list[tuple[Path, Path]]:
             if size != entry["size"]:
                 raise CacheError(f"{npy}: the decoded copy of {png} is {size} bytes, not {entry['size']} "
                                  f"(truncated or damaged); {REBUILD}")
-            if file_sha256(npy) != entry["sha256"]:
+            if files.file_sha256(npy) != entry["sha256"]:
                 raise CacheError(f"{npy}: the decoded copy of {png} is damaged (its sha256 differs from the "
                                  f"cache's index); {REBUILD}")
-            if file_sha256(png) != entry["source_sha256"]:
+            if files.file_sha256(png) != entry["source_sha256"]:
                 raise CacheError(f"{npy}: decoded from other bytes than {png} holds now (the PNG changed after "
                                  f"prepare); {REBUILD}")
-        out.append(files)
+        out.append(copies)
     return out
 
 

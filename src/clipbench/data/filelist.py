@@ -42,21 +42,6 @@ class DataLinkError(ClipbenchError, RuntimeError):
 # ------------------------------------------------------------------ hashing
 
 
-_HASHES: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process
-
-
-def file_sha256(path, st: os.stat_result | None = None) -> str:
-    """sha256 of a file's bytes; a file unchanged since (size, time) is hashed once per process
-    (prepare's file list and the DIV2K cache both hash the same PNGs)."""
-    path = str(path)
-    st = st or os.stat(path)
-    key = (path, st.st_size, st.st_mtime_ns)
-    if key not in _HASHES:
-        with open(path, "rb") as f:
-            _HASHES[key] = hashlib.file_digest(f, "sha256").hexdigest()
-    return _HASHES[key]
-
-
 def data_digest(entries: dict[str, tuple]) -> str:
     """The digest of the data: ``entries`` maps relative path to (size, mtime_ns, sha256)."""
     h = hashlib.sha256()
@@ -130,7 +115,7 @@ def _stderr(msg: str) -> None:
 def discover(manifest: dict, log=None) -> dict[str, os.stat_result]:
     """The files the task's loader would read under the manifest's root, found on disk by
     the dataset's own rules, with their stats."""
-    from clipbench.data.prepare import DATASETS  # prepare imports the dataset modules
+    from clipbench.data.datasets import DATASETS  # the dataset modules, imported when needed
 
     name = manifest.get("dataset")
     if name not in DATASETS:
@@ -155,7 +140,7 @@ def record(manifest: dict, out, log=None) -> dict:
     for rel, st in found.items():
         if "\t" in rel or "\n" in rel:
             raise ValueError(f"{root / rel}: a tab or newline in a data file's name; rename the file")
-        entries[rel] = (st.st_size, st.st_mtime_ns, file_sha256(root / rel, st))
+        entries[rel] = (st.st_size, st.st_mtime_ns, files.file_sha256(root / rel, st))
     text = "".join(f"{rel}\t{size}\t{mtime}\t{sha}\n" for rel, (size, mtime, sha) in sorted(entries.items()))
     files.write_text(out / FILES, text)
     return {"list": FILES, "list_sha256": hashlib.sha256(text.encode()).hexdigest(), "count": len(entries),
@@ -218,7 +203,7 @@ def verify(manifest: dict, log=None, full: bool = False) -> dict:
             changed.append(rel)
         elif full or st.st_mtime_ns != mtime:
             rehashed += st.st_mtime_ns != mtime
-            if file_sha256(root / rel, st) != sha:
+            if files.file_sha256(root / rel, st) != sha:
                 changed.append(rel)
     if added or removed or changed:
         raise DataDriftError(drift_message(manifest, added, removed, changed))

@@ -17,11 +17,9 @@ import hashlib
 from pathlib import Path
 
 from clipbench import files
-from clipbench.data import MANIFEST, div2k, filelist, imagenet100, images, voc2012
+from clipbench.data import MANIFEST, filelist, images
+from clipbench.data.datasets import DATASETS
 from clipbench.data.download import redirect_policy
-
-DATASETS = {"imagenet100": imagenet100, "voc2012": voc2012, "div2k": div2k}
-
 
 def prepare(name: str, cfg: dict, out: str | Path, **options) -> dict:
     """Prepare dataset ``name`` as ``cfg`` (its ``datasets.<name>`` section) says, into

@@ -28,6 +28,8 @@ import sys
 
 import numpy as np
 
+from clipbench.diagnostics.clip_levels import resolve_levels, statistics_at
+
 WARN_BELOW = 0.01  # an arm predicted to clip in fewer steps than this is warned about
 CLIPPED = ("clipped_sgd", "clipped_sstm")
 # What of a method's settings the plan (and the measurement's multipliers) depend on: the
@@ -66,7 +68,6 @@ def _is_sstm(method: str, cfg: dict) -> bool:
 def statistic(init: dict, clipping: str, multiplier: int) -> np.ndarray:
     """Per measured batch, the number the mode compares with its level (a step clips when it
     exceeds the level), at the given batch multiplier."""
-    from clipbench.diagnostics.noise import statistics_at
 
     st = statistics_at(init, multiplier)
     if clipping == "norm":
@@ -99,7 +100,6 @@ def share_clipped(stat, levels, scales=None) -> float:
 
 def plan_method(method: str, cfg: dict, init: dict, n_train: int, batch_size: int, epochs: int) -> dict:
     """One clipped arm's prediction: ``share`` and what it came from."""
-    from clipbench.diagnostics.noise import resolve_levels, statistics_at
     from clipbench.optim.clipped_sstm import sstm_alpha
 
     cfg, resolved = resolve_levels(method, cfg, init)

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 from clipbench.engine import checkpoint, env
 from clipbench.engine.distributed import EpochBatchSampler, SeededSamples
 from clipbench.progress import tqdm
+from clipbench import spec as jobspec
 from clipbench.tasks import build_task
 
 # Above this many parameters the noise vectors are kept as CountSketches of this width
@@ -81,7 +82,7 @@ def measure(spec: dict, manifest: dict | None, batches: int, coords: int, checkp
     env.set_determinism(eng.get("deterministic", True))
     seed = int(spec["seed"])
     env.seed_everything(seed)
-    task = build_task(spec, manifest)  # the same initial weights as the run of this seed
+    task = build_task(jobspec.complete(spec), manifest)  # the same initial weights as the run of this seed
     model, step = task.model, 0
     if checkpoint_path is not None:
         state = checkpoint.load(checkpoint_path)

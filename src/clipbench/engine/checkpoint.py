@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clipbench.config import NEUTRAL_ENGINE_KEYS
+from clipbench.spec import NEUTRAL_ENGINE_KEYS
 from clipbench.files import atomic_path
 
 

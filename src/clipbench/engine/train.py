@@ -49,6 +49,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from clipbench import files
+from clipbench import spec as jobspec
 from clipbench.engine import checkpoint, distributed, env, telemetry, tracking
 from clipbench.engine.checkpoint import Progress
 from clipbench.engine.distributed import Dist, EpochBatchSampler, LeadingBatches, SeededSamples, epoch_seed
@@ -268,7 +269,7 @@ def setup(spec: dict, manifest, out_dir: Path, eng: dict, device: torch.device, 
     # run stops here naming the files added, removed or changed.
     data = filelist.verify(manifest, log=log) if manifest else None
     env.seed_everything(seed)
-    task = build_task(spec, manifest)
+    task = build_task(jobspec.complete(spec), manifest)
     task.data = data
     raw_model = task.model.to(device)
     if channels_last:

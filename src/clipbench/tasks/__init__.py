@@ -41,13 +41,11 @@ class Task:
 
 
 def build_task(spec: dict, manifest: dict | None) -> Task:
-    from clipbench.config import with_task_defaults
-
+    """The task of a complete spec (its task_config with the schema's defaults: a spec from
+    ``clipbench.spec``, or one written by hand through ``clipbench.spec.complete``)."""
     name = spec["task"]
     info = get(name)
     mod = load_module(name)
-    # The schema holds every default; a spec written by hand gets them here too.
-    spec = {**spec, "task_config": with_task_defaults(name, spec.get("task_config", {}))}
     task = mod.build(spec, manifest)
     if not task.main_metric:
         task.main_metric, task.higher_is_better = info.main_metric, info.higher_is_better
