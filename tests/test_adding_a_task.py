@@ -36,7 +36,7 @@ def _config(tmp_path) -> Path:
 
 
 def test_registered_task_is_known_everywhere(toy):
-    assert "toy" in registry.names(implemented_only=True) and "toy" in registry.with_baseline()
+    assert "toy" in registry.names() and "toy" in registry.with_baseline()
     assert cfgmod.full_schema()["properties"]["tasks"]["properties"]["toy"] == toy.schema
     assert cfgmod.with_task_defaults("toy", {"epochs": 1})["dim"] == 6  # defaults from its schema block
     with pytest.raises(cfgmod.ConfigError, match=r"tasks\.toy: .*'dimm' was unexpected"):

@@ -10,8 +10,9 @@ from clipbench.report import names, tables
 from clipbench.tasks import registry
 
 
-def test_package_tasks_come_from_their_modules():
-    assert registry.names(implemented_only=True) == ["classification", "segmentation", "superres", "heavytail"]
+def test_package_tasks_are_one_literal_table():
+    assert registry.names() == list(registry.TASKS) == ["classification", "segmentation", "superres", "heavytail"]
+    assert all(name == info.name for name, info in registry.TASKS.items())
     assert registry.training(registry.names()) == ["classification", "segmentation", "superres"]
     sr = registry.get("superres")
     assert (sr.module, sr.dataset, sr.main_metric, sr.baseline) == ("clipbench.tasks.superres", "div2k", "psnr",
@@ -29,13 +30,13 @@ def test_report_cli_and_schema_derive_from_it():
         cli.main(["baseline", "heavytail", "--data", "m.json", "--out", "b.json"])  # has no baseline
 
 
-def test_reserved_task_cannot_be_built():
-    registry.register(registry.TaskInfo(name="reserved_demo", label="r", main_metric="m", implemented=False))
-    try:
-        with pytest.raises(ValueError, match="reserved name, not implemented yet"):
-            registry.load_module("reserved_demo")
-    finally:
-        registry.unregister("reserved_demo")
+def test_a_task_without_a_module_cannot_be_built_and_a_registered_one_needs_its_module():
+    with pytest.raises(ValueError, match="'heavytail' has no module to build"):
+        registry.load_module("heavytail")
+    with pytest.raises(ValueError, match="needs module= and schema="):
+        registry.register(registry.TaskInfo(name="half", label="h", main_metric="m"))
+    with pytest.raises(ValueError, match="one of clipbench's own"):
+        registry.unregister("superres")
 
 
 def test_config_cli_and_report_import_no_torch():

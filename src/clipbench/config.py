@@ -64,7 +64,7 @@ def full_schema() -> dict:
     run_methods.pop("enum")
     run_methods["pattern"] = schema["definitions"]["methods"]["propertyNames"]["pattern"]
     blocks = schema["properties"]["tasks"]["properties"]
-    for name in registry.names(implemented_only=True):
+    for name in registry.names():
         info = registry.get(name)
         if info.schema is not None:
             blocks[name] = copy.deepcopy(info.schema)
@@ -177,7 +177,7 @@ def _check_methods(config: dict, source: str) -> None:
     """A name in run.methods that is not the thesis' must be a method of the user's own in every
     task run (else it is most likely a typo)."""
     trained = [t for t in config["run"]["tasks"]
-               if t in registry.names(implemented_only=True) and registry.get(t).trains]
+               if t in registry.names() and registry.get(t).trains]
     for method in custom_methods(config):
         index = config["run"]["methods"].index(method)
         lacking = [t for t in trained if method in task_methods(config, t)
@@ -217,13 +217,6 @@ def _check_only(config: dict, source: str) -> None:
 
 def _check_matrix(config: dict, source: str) -> None:
     """Every (task, method) in the run matrix must have settings."""
-    implemented = registry.names(implemented_only=True)
-    reserved = [t for t in config["run"]["tasks"] if t not in implemented]
-    if reserved:
-        raise ConfigError(
-            f"invalid {source}: run.tasks: {', '.join(reserved)} is a reserved task name, not implemented yet "
-            f"(available: {', '.join(implemented)})"
-        )
     missing = []
     for task in config["run"]["tasks"]:
         task_cfg = config.get("tasks", {}).get(task)
@@ -264,9 +257,9 @@ def _check_tuning(config: dict, source: str) -> None:
 
     blocks = (config.get("tuning") or {}).get("tasks") or {}
     for task in blocks:
-        if task not in registry.names(implemented_only=True) or not registry.get(task).trains:
+        if task not in registry.names() or not registry.get(task).trains:
             raise ConfigError(f"invalid {source}: tuning.tasks.{task}: not a task that trains "
-                              f"(tasks: {', '.join(registry.training(registry.names(implemented_only=True)))})")
+                              f"(tasks: {', '.join(registry.training(registry.names()))})")
     schema = full_schema()
     builtin = schema["definitions"]
     for task in tuning.tuned_tasks(config):

@@ -1,7 +1,7 @@
 """One module per task: its data, model, loss and metrics, behind one small interface.
 
-A task module declares ``INFO = TaskInfo(...)`` (name, label, main metric, ...; see
-``registry``) and provides ``build(spec, manifest) -> Task``; the engine needs nothing else.
+A task has an entry in ``registry.TASKS`` (name, label, main metric, ...) and a module that
+provides ``build(spec, manifest) -> Task``; the engine needs nothing else.
 This package imports no torch, so the registry is cheap to reach from anywhere.
 """
 from __future__ import annotations

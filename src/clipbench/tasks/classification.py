@@ -13,15 +13,7 @@ from clipbench.data.images import open_rgb
 from clipbench.data.imagenet100 import MEAN, STD  # as torchvision's classification reference
 from clipbench.metrics import ClassificationMeter
 from clipbench.models import build_model
-from clipbench.tasks import Task, TaskInfo
-
-INFO = TaskInfo(
-    name="classification",
-    label="Classification (ImageNet-100, ResNet-18)",
-    dataset="imagenet100",
-    main_metric="top1",
-    baseline="chance_baseline",
-)
+from clipbench.tasks import Task
 
 
 def transforms(image_size: int, train: bool, val_transform: str = "center_crop"):

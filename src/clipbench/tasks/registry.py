@@ -1,18 +1,14 @@
-"""Every task clipbench knows, by name, without importing torch.
+"""Every task clipbench knows, by name, without importing torch: a literal table (``TASKS``).
 
-Each task module in ``clipbench/tasks/`` declares ``INFO = TaskInfo(...)`` with literal
-values; the registry reads those declarations from the module's source (it does not import
-the module), so the config check, the command line, the Snakefile and the report can list
-tasks, labels and metrics quickly and without torch. A task from outside the package (a
-plug-in, a test) is added with :func:`register`; its ``schema`` then supplies its
-``tasks.<name>`` block of the config schema.
+The config check, the command line, the Snakefile and the report list tasks, labels and
+metrics from here, quickly and without torch; a task's module (``module``) is imported only to
+build it. A task from outside the package (a plug-in, a test) is added with :func:`register`;
+its ``schema`` then supplies its ``tasks.<name>`` block of the config schema.
 """
 from __future__ import annotations
 
-import ast
 import importlib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -27,71 +23,115 @@ class TaskInfo:
     # a training-free score on the same validation data (superres: bicubic).
     baseline: str | None = None
     module: str | None = None  # importable module with build(spec, manifest) -> Task
-    implemented: bool = True
     # False for a task that trains no network (the convex check): no run matrix, a rule of its own.
     trains: bool = True
     schema: dict | None = field(default=None, compare=False)  # only for tasks registered from outside
 
 
-# Names the contract reserves before their task exists: refused by the config check.
-RESERVED: tuple[TaskInfo, ...] = ()
-
-_registry: dict[str, TaskInfo] = {}
-
-
-def _declared(path: Path) -> TaskInfo | None:
-    """The module's ``INFO = TaskInfo(...)``, read from its source (literal keywords only)."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    for node in tree.body:
-        if (isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["INFO"]
-                and isinstance(node.value, ast.Call) and getattr(node.value.func, "id", None) == "TaskInfo"):
-            try:
-                kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in node.value.keywords}
-            except ValueError as exc:
-                raise ValueError(f"{path}: INFO = TaskInfo(...) must use literal values only ({exc})") from exc
-            if "notes" in kwargs:
-                kwargs["notes"] = tuple(kwargs["notes"])
-            return TaskInfo(module=f"clipbench.tasks.{path.stem}", **kwargs)
-    return None
-
-
-def _discover() -> None:
-    if _registry:
-        return
-    found = []
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        info = None if path.stem.startswith("_") or path.stem == "registry" else _declared(path)
-        if info is not None:
-            found.append(info)
-    # The thesis' tasks first, then checks that train no network (the report's order).
-    for info in sorted(found, key=lambda i: not i.trains):
-        _registry[info.name] = info
-    for info in RESERVED:
-        _registry.setdefault(info.name, info)
+# The tasks, in the report's order: the thesis' three, then the convex check, which trains no
+# network (its code is clipbench.diagnostics.heavytail). ``notes`` say how the numbers are
+# computed; the report states them beside the task's table.
+TASKS: dict[str, TaskInfo] = {
+    "classification": TaskInfo(
+        name="classification",
+        label="Classification (ImageNet-100, ResNet-18)",
+        dataset="imagenet100",
+        main_metric="top1",
+        baseline="chance_baseline",
+        module="clipbench.tasks.classification",
+    ),
+    "segmentation": TaskInfo(
+        name="segmentation",
+        label="Segmentation (Pascal VOC 2012, FCN-32s)",
+        dataset="voc2012",
+        main_metric="miou",
+        baseline="background_baseline",
+        notes=(
+            "mIoU from one confusion matrix accumulated over every validation pixel; void pixels (label 255) are "
+            "ignored; the mean is over the classes present in the ground truth or the prediction (a class absent "
+            "from both is left out). Pixel accuracy from the same matrix.",
+        ),
+        module="clipbench.tasks.segmentation",
+    ),
+    "superres": TaskInfo(
+        name="superres",
+        label="Super-resolution x4 (DIV2K)",
+        dataset="div2k",
+        main_metric="psnr",
+        notes=(
+            "PSNR as EDSR's evaluation (its calc_psnr) scores DIV2K: the output clamped to [0, 1] and rounded to 8 "
+            "bits, scale + 6 px (10 px at x4) shaved at each border (EDSR shaves only scale px on the benchmark sets, "
+            "not DIV2K; tasks.superres.shave sets another border), PSNR per image then averaged over the images; the "
+            "bicubic row is scored the same way. PSNR (the thesis' metric) is "
+            "on RGB with data range 1; PSNR-Y on BT.601 luma Y = 16 + 65.481 R + 128.553 G + 24.966 B (RGB in "
+            "[0, 1]) with data range 255.",
+            "The bicubic row is the validation score of plain bicubic upsampling of the LR inputs (torch's bicubic, "
+            "a = -0.75, no antialiasing; close to but not identical with MATLAB's imresize), with no training. On "
+            "the real DIV2K validation set x4 bicubic scores about 26.7 dB, while the thesis reports about 18 dB for "
+            "its trained models (Table 2): below this trivial baseline.",
+        ),
+        baseline="bicubic_baseline",
+        module="clipbench.tasks.superres",
+    ),
+    "heavytail": TaskInfo(
+        name="heavytail",
+        label="Convex check (heavy-tailed noise)",
+        main_metric="q99",
+        higher_is_better=False,
+        trains=False,
+        notes=(
+            "Least squares on scikit-learn's diabetes data (standardised, with an intercept): f(x) = |Ax - b|^2 / 2n, "
+            "f* from a direct solve. The oracle samples a mini-batch of rows; each row's gradient gets its own draw of "
+            "added noise and the oracle returns the mean, so the batch divides a finite noise variance by its size. "
+            "Three noises with the same scale parameter: Gaussian; multivariate Student-t with nu = 3 (heavy-tailed, "
+            "finite variance: inside the theorems); nu = 1.5 (infinite variance: a stress test outside the theorems, "
+            "which assume bounded variance). q50, q90 and q99 are quantiles of f(output) - f* over independent runs "
+            "(SGD's output is the average iterate, Algorithm 3.2; SSTM's is y, Algorithm 3.3).",
+            "The theorems' parameters are the reference: gamma = 1/(80 L ln(4N/beta)), lambda = L R0 (Theorem 1); "
+            "a = max{1, 16 ln(4N/beta)/C, 36(2 ln(4N/beta) + sqrt(4 ln^2(4N/beta) + 2 ln(4N/beta)))} with C = sqrt 5, "
+            "B = R0 / ln(4N/beta) (Theorem 2); where the thesis gives only an order Theta(.), the constant is 1. The "
+            "batch is Theorem 1's max{1, N sigma^2 / (R0^2 L^2 ln(4N/beta))} (sigma^2 one sample's Gaussian noise "
+            "variance) for every method; Theorem 2 asks for larger batches, so SSTM does best at steps below its "
+            "theorem's.",
+            "Each method sweeps its step: the theorem's times step_multipliers (0.01 to 1000 by default); the clipped "
+            "methods also sweep the clip level, the theorem's times clip_multipliers, in gradient units (lambda for "
+            "clipped-SGD; B/alpha_k for clipped-SSTM, B scaled with the step so the level does not move with it). SGD "
+            "and SSTM are the same updates without clipping. Per (noise, method) the arm with the lowest q99 over "
+            "tuning runs is chosen, then run again on fresh runs (another seed): the reported quantiles and the claims "
+            "come from those, free of selection bias. Every arm also runs once with the full gradient and no noise; "
+            "its noise-free error tells optimisation error from noise. A run that leaves a ball of 10^6 R0 counts as "
+            "diverged (f - f* = inf).",
+            "Claims: per noise, best-tuned clipped-SGD vs best-tuned SGD and clipped-SSTM vs SSTM on the ratio of "
+            "q99s (unclipped / clipped), with a 95% percentile-bootstrap interval over the fresh runs (paired: the "
+            "arms share batches and noise draws). Better (worse) when the ratio passes the tolerance (default 2x) and "
+            "the interval excludes 1; practically equivalent when the 90% interval lies within the tolerance either "
+            "way; else undecided.",
+        ),
+    ),
+}
+_registry: dict[str, TaskInfo] = dict(TASKS)  # plus the tasks registered from outside
 
 
 def register(info: TaskInfo) -> TaskInfo:
     """Add a task defined outside ``clipbench/tasks`` (it needs ``module`` and ``schema``)."""
-    _discover()
-    if info.implemented and not (info.module and info.schema):
+    if not (info.module and info.schema):
         raise ValueError(f"task {info.name!r}: a registered task needs module= and schema= (its config block)")
     _registry[info.name] = info
     return info
 
 
 def unregister(name: str) -> None:
-    _discover()
+    if name in TASKS:
+        raise ValueError(f"task {name!r} is one of clipbench's own; only a registered task can be removed")
     _registry.pop(name, None)
 
 
-def names(implemented_only: bool = False) -> list[str]:
-    """Task names in report order: the package's, then reserved ones, then registered ones."""
-    _discover()
-    return [n for n, i in _registry.items() if i.implemented or not implemented_only]
+def names() -> list[str]:
+    """Task names in report order: the package's, then registered ones."""
+    return list(_registry)
 
 
 def get(name: str) -> TaskInfo:
-    _discover()
     if name not in _registry:
         raise ValueError(f"unknown task {name!r} (known: {', '.join(_registry)})")
     return _registry[name]
@@ -103,13 +143,13 @@ def training(tasks) -> list[str]:
 
 
 def with_baseline() -> list[str]:
-    return [n for n in names(implemented_only=True) if get(n).baseline]
+    return [n for n in names() if get(n).baseline]
 
 
 def load_module(name: str):
     info = get(name)
-    if not info.implemented:
-        raise ValueError(f"task {name!r} is a reserved name, not implemented yet")
+    if info.module is None:
+        raise ValueError(f"task {name!r} has no module to build (it trains no network)")
     return importlib.import_module(info.module)
 
 

@@ -30,20 +30,8 @@ from clipbench.data.images import CorruptImageError, open_rgb
 from clipbench.data.voc2012 import check_sbd_root, check_voc_root, trainaug_files
 from clipbench.metrics import IGNORE_INDEX, VOC_CLASSES, SegmentationMeter
 from clipbench.models import fcn
-from clipbench.tasks import Task, TaskInfo
+from clipbench.tasks import Task
 
-INFO = TaskInfo(
-    name="segmentation",
-    label="Segmentation (Pascal VOC 2012, FCN-32s)",
-    dataset="voc2012",
-    main_metric="miou",
-    baseline="background_baseline",
-    notes=[
-        "mIoU from one confusion matrix accumulated over every validation pixel; void pixels (label 255) are "
-        "ignored; the mean is over the classes present in the ground truth or the prediction (a class absent "
-        "from both is left out). Pixel accuracy from the same matrix.",
-    ],
-)
 
 NUM_CLASSES = len(VOC_CLASSES)
 _VALID = np.zeros(256, dtype=bool)

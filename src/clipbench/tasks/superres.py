@@ -21,27 +21,8 @@ from clipbench.data.div2k import check_cache, check_div2k_root, find_pairs, map_
 from clipbench.metrics import SuperResolutionMeter, div2k_shave
 from clipbench.models.sr import bicubic_upsample, build_sr_model
 from clipbench.progress import tqdm
-from clipbench.tasks import Task, TaskInfo
+from clipbench.tasks import Task
 
-INFO = TaskInfo(
-    name="superres",
-    label="Super-resolution x4 (DIV2K)",
-    dataset="div2k",
-    main_metric="psnr",
-    notes=[
-        "PSNR as EDSR's evaluation (its calc_psnr) scores DIV2K: the output clamped to [0, 1] and rounded to 8 "
-        "bits, scale + 6 px (10 px at x4) shaved at each border (EDSR shaves only scale px on the benchmark sets, "
-        "not DIV2K; tasks.superres.shave sets another border), PSNR per image then averaged over the images; the "
-        "bicubic row is scored the same way. PSNR (the thesis' metric) is "
-        "on RGB with data range 1; PSNR-Y on BT.601 luma Y = 16 + 65.481 R + 128.553 G + 24.966 B (RGB in "
-        "[0, 1]) with data range 255.",
-        "The bicubic row is the validation score of plain bicubic upsampling of the LR inputs (torch's bicubic, "
-        "a = -0.75, no antialiasing; close to but not identical with MATLAB's imresize), with no training. On "
-        "the real DIV2K validation set x4 bicubic scores about 26.7 dB, while the thesis reports about 18 dB for "
-        "its trained models (Table 2): below this trivial baseline.",
-    ],
-    baseline="bicubic_baseline",
-)
 
 SPLITS = {"train": "train", "val": "valid"}
 CONVENTION = ("PSNR per image, then averaged over images; output clamped to [0, 1] and rounded to 8 bits; "
