@@ -250,7 +250,7 @@ def test_noise_command_at_init_and_after_training(tiny_imagenet, tmp_path):
     absent = files.read_json(out / "noise.json")
     assert len(absent["points"]) == 1 and absent["figures"] == ["noise_init.png"]
     assert f"{diverged} diverged at step 3; {run} its checkpoint.pt is gone" in absent["final_absent"]
-    from clipbench.report.noise import _where
+    from clipbench.report.sections.diagnostics import _where
 
     assert _where(absent).startswith("No point at the end of training: no run finished")
 

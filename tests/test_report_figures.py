@@ -1,5 +1,8 @@
-"""The report's figures: bands inside the metric's range, the stability panels titled and labelled."""
+"""The report's figures: bands inside the metric's range, the stability panels titled and labelled,
+and the one way a figure is inlined in the page."""
 from __future__ import annotations
+
+import base64
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -81,3 +84,17 @@ def test_stability_panels_are_titled_and_their_axes_named(tmp_path):
     path = figures.stability_figure(per_run, tmp_path)
     assert path.stat().st_size > 1000 and path.with_suffix(".svg").is_file()
     assert figures.stability_figure({"superres": _runs("superres", rng).iloc[:0]}, tmp_path / "none") is None
+
+
+def test_embed_inlines_a_figure_and_prefers_its_svg(tmp_path):
+    png = tmp_path / "figures" / "curve.png"
+    png.parent.mkdir()
+    png.write_bytes(b"\x89PNG fake")
+    uri = figures.embed(png)
+    assert uri == "data:image/png;base64," + base64.b64encode(b"\x89PNG fake").decode()
+    shown = figures.figure(png, tmp_path, caption="a curve")
+    assert shown == {"path": "figures/curve.png", "name": "curve", "caption": "a curve", "uri": uri}
+    assert figures.figure(png, tmp_path / "elsewhere", name="other")["path"] == png.as_posix()  # outside: as given
+    png.with_suffix(".svg").write_text("<svg/>")  # the page shows the SVG beside the PNG; the .tex the PNG
+    assert figures.embed(png) == "data:image/svg+xml;base64," + base64.b64encode(b"<svg/>").decode()
+    assert figures.figure(png, tmp_path)["path"] == "figures/curve.png"

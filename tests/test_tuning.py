@@ -126,7 +126,7 @@ def test_select_apply_and_report_section(default_config, tmp_path):
     with pytest.raises(tuning.TuningError, match="for classification/sgd, not classification/clipped_sgd"):
         jobspec.apply_chosen(jobspec.run_spec(cfg, "classification", "clipped_sgd", 0), chosen["sgd"])
 
-    from clipbench.report.tuning import section
+    from clipbench.report.sections.tuning import section
 
     (tmp_path / "report").mkdir()
     [t] = section(tmp_path / "tuning", tmp_path / "report" / "figures", tmp_path / "report")

@@ -1,7 +1,10 @@
-"""Training curves per task, like the thesis' Figs. 1-3, and the stability measures
-(seaborn; mean over seeds with a 95% t band)."""
+"""The report's figures: training curves per task, like the thesis' Figs. 1-3, the stability
+measures (seaborn; mean over seeds with a 95% t band) and each tuned task's metric against its
+step size; and the one way a figure goes into both outputs (``figure``: its path for the .tex,
+``embed``: a data URI for the self-contained page)."""
 from __future__ import annotations
 
+import base64
 import textwrap
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from clipbench.report import stats  # noqa: E402
 from clipbench.report.names import (METHOD_COLOR, METRIC_LABEL, PER_CLASS_PREFIX, main_metric,  # noqa: E402
                                     method_label, ordered_methods, task_label)
 from clipbench.runfiles import TELEMETRY_METRICS  # noqa: E402
+from clipbench.tuning import step_size  # noqa: E402
 
 
 # Shown as table columns (whole-run means), not as curves: flat lines say little.
@@ -32,6 +36,8 @@ SPLIT_TITLE = {"train": "train (mean over the epoch's batches)", "val": "val (af
 # What each task's training loss is, for the unit of the loss-sd panel.
 LOSS_UNIT = {"classification": "cross-entropy, nats", "segmentation": "per-pixel cross-entropy, nats",
              "superres": "MSE of RGB in [0, 1]"}
+# The figure formats the page inlines, by suffix.
+MIME = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 TEXT = {"font.size": 10, "axes.titlesize": 10.5, "axes.labelsize": 10, "xtick.labelsize": 9.5,
         "ytick.labelsize": 9.5, "legend.fontsize": 9.5, "legend.title_fontsize": 10}
 
@@ -228,3 +234,54 @@ def stability_figure(per_run: dict[str, pd.DataFrame], out_dir: str | Path) -> P
             fig.savefig(tmp, dpi=110, bbox_inches="tight", format=fmt)
     plt.close(fig)
     return path
+
+
+def tuning_figure(task: str, by_method: dict[str, dict], out_dir: Path) -> Path:
+    """The tuning metric against the step size, one curve per method (``by_method``: method ->
+    chosen.json); crosses at the bottom are diverged trials, a star is the chosen one."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    metric = next(iter(by_method.values()))["metric"]
+    finite = [r["value"] for c in by_method.values() for r in c["trials"] if r["value"] is not None]
+    floor = min(finite) if finite else 0.0
+    for method in ordered_methods(by_method):
+        chosen = by_method[method]
+        pts = sorted((step_size(r["params"])[1], r["value"]) for r in chosen["trials"] if step_size(r["params"]))
+        color = METHOD_COLOR.get(method, "gray")
+        ok = [(s, v) for s, v in pts if v is not None]
+        ax.plot([s for s, _ in ok], [v for _, v in ok], marker="o", color=color, label=method_label(method))
+        bad = [s for s, v in pts if v is None]
+        ax.plot(bad, [floor] * len(bad), linestyle="none", marker="x", color=color, markersize=9)
+        best = step_size(chosen["chosen"]["params"])
+        if best:
+            ax.plot([best[1]], [chosen["chosen"]["value"]], marker="*", color=color, markersize=15,
+                    markeredgecolor="black")
+    ax.set_xscale("log")
+    ax.set_xlabel("step size (lr; 1/a for clipped-SSTM)")
+    ax.set_ylabel(f"held-out {METRIC_LABEL.get(metric, metric)}")
+    ax.set_title(f"{task}: tuning (x at the bottom: diverged; star: chosen)", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{task}_tuning.png"
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return path
+
+
+def embed(path: str | Path) -> str:
+    """The figure at ``path`` as a data URI, the one way the page inlines a figure: the SVG
+    beside it when there is one (points and text stay sharp when zoomed), else the file itself."""
+    path = Path(path)
+    svg = path.with_suffix(".svg")
+    shown = svg if svg.is_file() else path
+    return f"data:{MIME[shown.suffix.lower()]};base64,{base64.b64encode(shown.read_bytes()).decode()}"
+
+
+def figure(path: Path, out: Path, caption: str | None = None, name: str | None = None) -> dict:
+    """A figure for both outputs: ``path`` relative to the report folder ``out`` for the .tex
+    (as given when outside it), ``uri`` (``embed``) for the HTML; ``name`` (the file's stem
+    unless given) is its alt text."""
+    path, out = Path(path), Path(out)
+    return {"path": path.relative_to(out).as_posix() if path.is_relative_to(out) else path.as_posix(),
+            "name": name or path.stem, "caption": caption, "uri": embed(path)}

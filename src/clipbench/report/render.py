@@ -1,7 +1,6 @@
 """Render the report: ``index.html`` (self-contained) and ``report.tex`` (+ PDF where LaTeX is)."""
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import math
 import shutil
@@ -12,11 +11,9 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from clipbench import files
-from clipbench.report import audit, claims, collect, compare, dynamics, figures, provenance, tables
-from clipbench.report import noise as noise_section
-from clipbench.report.tuning import section as tuning_section
-from clipbench.report.names import METRIC_LABEL, main_metric, shown_tasks, task_label, task_notes
+from clipbench import files, runfiles
+from clipbench.report import audit, claims, collect, provenance, sections
+from clipbench.report.names import METRIC_LABEL, task_label
 
 TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}",
@@ -105,29 +102,18 @@ def build_report(summary_csv: str | Path, out: str | Path, templates: str | Path
     section. Every verdict the page states is a record of ``claims.json``, rendered from it.
     """
     out = Path(out)
-    section = claims.margins(config)
+    margins = claims.margins(config)
     summary = pd.read_csv(summary_csv)
     runs = sorted(set(summary["run_dir"]))
     history = collect.load_histories(runs)
     summary, history, audited = audit.audit(summary, history, config)
-    walls = collect.epoch_wall_times(runs)
-    shown = shown_tasks(summary["task"])
-    baseline_rows = {t: tables.baseline_rows(baselines, t) for t in shown}
-    figs = figures.curve_figures(history, out / "figures", baselines=baseline_rows)
-    tasks = [_task_context(task, summary, history, walls, baseline_rows[task], figs.get(task, []), out, section, config)
-             for task in shown]
-    for t in tasks:
-        for row in t["rows"]:
-            cell = audited["cells"].get((t["name"], row["method"]), {})
-            row["seeds"] = cell.get("used", row["seeds"])
-            row["asked"] = cell.get("asked", row["seeds"])
-            row["left_out"] = cell.get("left_out", [])
-            row["failed"] = sum(f["task"] == t["name"] and f["method"] == row["method"] for f in audited["failed"])
-    stability_png = figures.stability_figure({t["name"]: t["stability"]["runs"] for t in tasks}, out / "figures")
+    tasks = sections.task.sections(summary, history, collect.epoch_wall_times(runs), baselines, out, margins,
+                                   config, audited)
+    stability_figure = sections.task.stability_figure(tasks, out)
     versions_ = versions(summary)
-    noise_ = [n for n in (noise_section.task_noise(noise, t, summary, out) for t in shown) if n]
-    heavy = noise_section.heavytail(heavytail, out)
-    tuned = tuning_section(tuning, out / "figures", out) if tuning else []
+    noise_ = sections.diagnostics.noise(noise, [t["name"] for t in tasks], summary, out)
+    heavy = sections.diagnostics.heavytail(heavytail, out)
+    tuned = sections.tuning.section(tuning, out / "figures", out) if tuning else []
     records = [c for t in tasks for c in t["claims"]] + [c for n in noise_ for c in n["claims"]] + \
         (heavy["claims"] if heavy else []) + [c for t in tuned for c in t["claims"]]
     audit.annotate(records, audited)
@@ -137,16 +123,16 @@ def build_report(summary_csv: str | Path, out: str | Path, templates: str | Path
         "title": "clipbench: gradient-clipping optimizers, replicated",
         "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "banner": provenance.data_banner(prov["manifests"], config),
-        "summary": _summary(tasks),
+        "summary": sections.task.answers(tasks),
         "tasks": tasks,
         "tuning": tuned,
         "versions": versions_,
         "n_runs": int(summary[summary["status"] != "failed"].drop_duplicates(["task", "method", "seed"]).shape[0]),
         "left_out": audited["lines"],
         "n_seeds": max([t["paired"]["n_seeds"] for t in tasks] or [0]),
-        "margins": section,
+        "margins": margins,
         "all_claims": records,
-        "stability_figure": _figure(stability_png, out) if stability_png else None,
+        "stability_figure": stability_figure,
         "noise": noise_,
         "heavytail": heavy,
         "provenance": prov,
@@ -164,67 +150,11 @@ def build_report(summary_csv: str | Path, out: str | Path, templates: str | Path
     return written
 
 
-def _summary(tasks: list[dict]) -> list[dict]:
-    """Per task, did clipping help: the twin claims on the main metric, the page's first answer."""
-    return [{"name": t["name"], "metric": t["paired"]["metric"],
-             "claims": [r["claim"] for r in t["paired"]["rows"] if r["kind"] == "twin"]} for t in tasks]
-
-
-def _figure(path: Path, out: Path, caption: str | None = None) -> dict:
-    """A figure for both outputs: ``path`` (PNG) for the .tex, inline data for the HTML (the
-    SVG beside the PNG when there is one, else the PNG)."""
-    svg = path.with_suffix(".svg")
-    shown = svg if svg.is_file() else path
-    return {"path": path.relative_to(out).as_posix(), "name": path.stem, "caption": caption,
-            "mime": "image/svg+xml" if shown is svg else "image/png",
-            "data": base64.b64encode(shown.read_bytes()).decode()}
-
-
-def _caption(task: str, path: Path) -> str:
-    metric = path.stem[len(task) + 1:]
-    thesis = (tables.published().get("figures") or {}).get(task, {}).get(metric)
-    what = f"{task_label(task)}: {METRIC_LABEL.get(metric, metric)}, mean over seeds with a 95% t band"
-    return f"{what}. Regenerates {thesis}." if thesis else f"{what}. No counterpart in the thesis."
-
-
-def _task_context(task: str, summary, history, walls, baselines: list[dict], figs: list[Path], out: Path,
-                  section: dict, config: dict | None) -> dict:
-    rows = tables.final_table(summary, task)
-    twin_of = compare.twins(config, task, summary.loc[summary["task"] == task, "method"])
-    paired = compare.paired_table(summary, task, section, config)
-    stability = dynamics.stability(history, task, section, twin_of)
-    metric = main_metric(task)
-    base_value = next(((b["metrics"].get(metric) or {}).get("mean") for b in baselines
-                       if (b["metrics"].get(metric) or {}).get("mean") is not None), None)
-    ttt = dynamics.time_to_target(history, summary, walls, task, base_value, section)
-    flags = compare.baseline_claims(summary, task, baselines, section) + compare.clipping_claims(summary, task, twin_of)
-    compare.flag_rows(rows, flags)
-    pub = tables.published()
-    return {
-        "name": task,
-        "rows": rows,
-        "metrics": tables.metric_names(rows, task),
-        "main_metric": metric,
-        "has_x": any(r["val_x"] for r in rows),
-        "published": pub.get(task),
-        "unknowns": (pub.get("unknowns") or {}).get(task, []),
-        "baselines": baselines,
-        "per_class": tables.per_class_table(rows),
-        "notes": task_notes(task),
-        "paired": paired,
-        "stability": stability,
-        "time_to_target": ttt,
-        "claims": [r["claim"] for r in paired["rows"]] + [p["claim"] for p in stability["pairs"]] + flags
-        + ttt["claims"],
-        "figures": [_figure(p, out, _caption(task, p)) for p in _main_first(figs, task, metric)],
-    }
-
-
 def versions(summary: pd.DataFrame) -> dict:
     """The software the runs were trained with, as the first run's metrics.json records it
     (the report itself needs no torch); the report machine's package versions otherwise."""
     for run in sorted(set(summary["run_dir"])):
-        path = Path(run) / "metrics.json"
+        path = Path(run) / runfiles.METRICS_JSON
         if path.is_file() and files.read_json(path).get("versions"):
             return files.read_json(path)["versions"]
     import platform
@@ -238,11 +168,6 @@ def versions(summary: pd.DataFrame) -> dict:
         except metadata.PackageNotFoundError:
             out[pkg] = None
     return out
-
-
-def _main_first(paths: list[Path], task: str, main: str | None) -> list[Path]:
-    """The figure of the task's main metric first, as the thesis shows them."""
-    return sorted(paths, key=lambda p: (p.stem != f"{task}_{main}", p.stem))
 
 
 def _pdflatex(tex: Path) -> Path | None:

@@ -1,14 +1,15 @@
-"""The "Gradient noise" section: each task's noise diagnostics and the convex check, as the
-``clipbench noise`` and heavytail rules wrote them; shown only when present."""
+"""The diagnostics sections, shown only when their outputs are present: "Gradient noise" (each
+task's noise diagnostics, as ``clipbench noise`` wrote ``<noise_dir>/<task>/noise.json``) and the
+convex check (``heavytail/summary.json``)."""
 from __future__ import annotations
 
-import base64
 import shutil
 from pathlib import Path
 
 import pandas as pd
 
 from clipbench import files
+from clipbench.report import figures
 from clipbench.report.names import method_label
 
 NOISE_KEYS = ("task", "alpha", "alpha_ci", "points", "claims")
@@ -19,13 +20,13 @@ POINT_KEYS = ("label", "step", "alpha", "alpha_ci", "kurtosis", "norm_mean", "no
 
 
 def _figure(src: Path, out: Path, dest: str) -> dict:
-    """Copy a figure next to the report (the .tex includes it) and inline it (the HTML does)."""
+    """Copy a figure next to the report as ``out/dest`` (the .tex includes it) and show it."""
     if not src.is_file():
         raise FileNotFoundError(f"{src}: figure listed in its noise output but missing")
     target = out / dest
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, target)
-    return {"path": dest, "name": src.stem, "data": base64.b64encode(src.read_bytes()).decode()}
+    return figures.figure(target, out, name=src.stem)
 
 
 def _require(d: dict, keys, path: Path) -> None:
@@ -40,6 +41,11 @@ def clip_shares(summary: pd.DataFrame, task: str) -> list[dict]:
     return [{"method": m, "label": method_label(m), "mean": float(g["value"].mean()),
              "min": float(g["value"].min()), "max": float(g["value"].max()), "runs": len(g)}
             for m, g in d.groupby("method")]
+
+
+def noise(noise_dir: str | Path | None, tasks: list[str], summary: pd.DataFrame, out: Path) -> list[dict]:
+    """The gradient-noise section of each of ``tasks`` that has one (``task_noise``)."""
+    return [n for n in (task_noise(noise_dir, t, summary, out) for t in tasks) if n]
 
 
 def task_noise(noise_dir: str | Path | None, task: str, summary: pd.DataFrame, out: Path) -> dict | None:
@@ -87,9 +93,9 @@ def heavytail(heavy_dir: str | Path | None, out: Path) -> dict | None:
     heavy_dir = Path(heavy_dir)
     data = files.read_json(heavy_dir / "summary.json")
     _require(data, HEAVYTAIL_KEYS, heavy_dir / "summary.json")
-    rows = [{"noise": noise, "method": m, "label": method_label(m), "q50": None, "q90": None, "q99": None,
+    rows = [{"noise": kind, "method": m, "label": method_label(m), "q50": None, "q90": None, "q99": None,
              "clip_fraction": None, "multiplier": None, "clip_multiplier": None, "noise_free": None, **v}
-            for noise, by_method in data["final"].items() for m, v in by_method.items()]
+            for kind, by_method in data["final"].items() for m, v in by_method.items()]
     figure = heavy_dir / "quantiles.png"
     return {"settings": data["settings"], "rows": rows, "claims": data["claims"], "arms": data.get("arms") or [],
             "figure": _figure(figure, out, "figures/heavytail_quantiles.png") if figure.is_file() else None}

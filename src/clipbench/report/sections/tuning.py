@@ -1,27 +1,19 @@
-"""The report's tuning section: per tuned task, the held-out metric of every trial against its
-step size (one curve per method, log x), the chosen settings, and each method's sensitivity
-width, with a claim per clipped method on whether clipping widened the range that works.
+"""The tuning section: per tuned task, the held-out metric of every trial against its step size
+(one curve per method, log x: ``figures.tuning_figure``), the chosen settings, and each method's
+sensitivity width, with a claim per clipped method on whether clipping widened the range that works.
 
 Reads ``results/tuning/<task>/<method>/chosen.json`` (``clipbench tune-select`` writes them;
 each holds every trial's row); the numbers come from ``clipbench.tuning``.
 """
 from __future__ import annotations
 
-import base64
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from clipbench import files  # noqa: E402
-from clipbench.report import claims  # noqa: E402
-from clipbench.files import atomic_path  # noqa: E402
-from clipbench.report.names import METHOD_COLOR, METRIC_LABEL, TWIN, method_label, ordered_methods, shown_tasks  # noqa: E402
-from clipbench.tuning import CHOSEN_JSON, step_size  # noqa: E402
-
+from clipbench import files
+from clipbench.report import claims, figures
+from clipbench.report.names import TWIN, method_label, ordered_methods, shown_tasks
+from clipbench.tuning import CHOSEN_JSON, step_size
 
 
 def load(tuning_dir: str | Path) -> dict[str, dict[str, dict]]:
@@ -43,39 +35,6 @@ def _resolution(chosen: dict) -> float:
     steps = sorted({step_size(r["params"])[1] for r in chosen["trials"] if step_size(r["params"])})
     gaps = sorted(math.log10(b / a) for a, b in zip(steps, steps[1:]))
     return gaps[len(gaps) // 2] if gaps else math.inf
-
-
-def figure(task: str, by_method: dict[str, dict], out_dir: Path) -> Path:
-    """The tuning metric against the step size, one curve per method; crosses at the bottom
-    are diverged trials, a star is the chosen one."""
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    metric = next(iter(by_method.values()))["metric"]
-    finite = [r["value"] for c in by_method.values() for r in c["trials"] if r["value"] is not None]
-    floor = min(finite) if finite else 0.0
-    for method in ordered_methods(by_method):
-        chosen = by_method[method]
-        pts = sorted((step_size(r["params"])[1], r["value"]) for r in chosen["trials"] if step_size(r["params"]))
-        color = METHOD_COLOR.get(method, "gray")
-        ok = [(s, v) for s, v in pts if v is not None]
-        ax.plot([s for s, _ in ok], [v for _, v in ok], marker="o", color=color, label=method_label(method))
-        bad = [s for s, v in pts if v is None]
-        ax.plot(bad, [floor] * len(bad), linestyle="none", marker="x", color=color, markersize=9)
-        best = step_size(chosen["chosen"]["params"])
-        if best:
-            ax.plot([best[1]], [chosen["chosen"]["value"]], marker="*", color=color, markersize=15,
-                    markeredgecolor="black")
-    ax.set_xscale("log")
-    ax.set_xlabel("step size (lr; 1/a for clipped-SSTM)")
-    ax.set_ylabel(f"held-out {METRIC_LABEL.get(metric, metric)}")
-    ax.set_title(f"{task}: tuning (x at the bottom: diverged; star: chosen)", fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{task}_tuning.png"
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    plt.close(fig)
-    return path
 
 
 def claims_of(task: str, by_method: dict[str, dict]) -> list[dict]:
@@ -118,7 +77,7 @@ def section(tuning_dir: str | Path, figures_dir: str | Path, report_dir: str | P
     out = []
     for task in shown_tasks(tuned):
         by_method = tuned[task]
-        path = figure(task, by_method, Path(figures_dir))
+        path = figures.tuning_figure(task, by_method, Path(figures_dir))
         rows = []
         for method in ordered_methods(by_method):
             c = by_method[method]
@@ -130,8 +89,5 @@ def section(tuning_dir: str | Path, figures_dir: str | Path, report_dir: str | P
                          "range": "–" if not s.get("range") else f"{s['range'][0]:.3g} – {s['range'][1]:.3g}"})
         first = next(iter(by_method.values()))
         out.append({"name": task, "metric": first["metric"], "rows": rows, "claims": claims_of(task, by_method),
-                    "tolerance": first["sensitivity"]["tolerance"],
-                    "figure": {"path": path.relative_to(report_dir).as_posix() if path.is_relative_to(report_dir)
-                               else path.as_posix(), "name": path.stem,
-                               "data": base64.b64encode(path.read_bytes()).decode()}})
+                    "tolerance": first["sensitivity"]["tolerance"], "figure": figures.figure(path, report_dir)})
     return out
