@@ -3,7 +3,7 @@ import torch
 
 from clipbench.bench.cost import TaskCost, main
 from clipbench.engine.checkpoint import spec_hash
-from clipbench.engine.train import loader_options
+from clipbench.engine.env import loader_options
 
 
 def _cost(workers, step=1.0, sample=0.1):

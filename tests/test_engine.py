@@ -239,7 +239,8 @@ def test_nan_loss_ends_the_run_as_diverged(monkeypatch, tmp_path):
 
 def test_nonfinite_gradient_norm_ends_the_run(monkeypatch, tmp_path):
     use_tensor_task(monkeypatch)
-    monkeypatch.setattr(T, "build_optimizer", lambda name, params, cfg: ReportingSGD(params, lr=0.1, inf_norm_at=5))
+    monkeypatch.setattr("clipbench.optim.build.build_optimizer",
+                        lambda name, params, cfg: ReportingSGD(params, lr=0.1, inf_norm_at=5))
     r = T.train(tensor_task_spec(epochs=3), None, tmp_path / "run")
     assert r["status"] == "diverged" and r["diverged_at_step"] == 5
 
@@ -264,7 +265,7 @@ def test_cli_fails_on_divergence_only_when_asked(monkeypatch, tmp_path):
 
 def test_clip_telemetry_lr_and_thinned_losses(monkeypatch, tmp_path):
     use_tensor_task(monkeypatch, n_train=64)
-    monkeypatch.setattr(T, "build_optimizer", lambda name, params, cfg: ReportingSGD(params, lr=0.1))
+    monkeypatch.setattr("clipbench.optim.build.build_optimizer", lambda name, params, cfg: ReportingSGD(params, lr=0.1))
     r = T.train(tensor_task_spec(epochs=3, engine={"max_loss_points": 5}), None, tmp_path / "run")
     assert r["steps"] == 24
     assert r["telemetry"]["clip_fraction"] == 0.5 and r["telemetry"]["clip_scale_mean"] == pytest.approx(0.625)
@@ -384,7 +385,7 @@ def test_bench_train_reports_ratios_and_skips_unknown_methods(capsys):
 
 
 def test_clip_stats_for_coordinate_clipping_always_on():
-    from clipbench.engine.train import make_optimizer
+    from clipbench.optim import make_optimizer
 
     cfg = {"lr": 0.1, "momentum": 0.9, "clipping": "coordinate", "clip_level": 0.1, "clip_target": "momentum"}
     p = torch.nn.Parameter(torch.zeros(3))

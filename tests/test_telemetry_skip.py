@@ -98,7 +98,7 @@ def test_a_run_with_skipped_fp16_steps_counts_only_the_steps_taken(monkeypatch, 
     other step it takes (scale 0.25), so the steps taken clip 1/2 of the time in each epoch;
     re-reading the stale record at the skipped steps would make epoch 1 read 3/4."""
     use_tensor_task(monkeypatch)
-    monkeypatch.setattr(T, "build_optimizer", lambda name, params, cfg: ReportingSGD(params, lr=0.1))
+    monkeypatch.setattr("clipbench.optim.build.build_optimizer", lambda name, params, cfg: ReportingSGD(params, lr=0.1))
     real_setup = T.setup
     monkeypatch.setattr(T, "setup", lambda *a, **kw: dataclasses.replace(real_setup(*a, **kw),
                                                                          scaler=SkippingScaler({1, 2})))

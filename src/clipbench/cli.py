@@ -183,6 +183,7 @@ def _resolve_levels(spec: dict, init_json) -> dict:
 
 
 def cmd_noise(args) -> int:
+    from clipbench import runfiles
     from clipbench.data.prepare import load_manifest
     from clipbench.diagnostics import noise
 
@@ -198,7 +199,7 @@ def cmd_noise(args) -> int:
             print(f"clipbench noise: not measuring at {s['run']}: it {s['why']}", file=sys.stderr)
         if run is not None:
             # Measured as the chosen run trained (its method, seed and batch), this job's engine.
-            checkpoint = run / "checkpoint.pt"
+            checkpoint = run / runfiles.CHECKPOINT
             spec = {**metrics["spec"], "engine": spec["engine"], "noise": spec.get("noise", {})}
     print(noise.run(spec, manifest, args.out, checkpoint, args.init, methods, skipped=skipped))
     return 0

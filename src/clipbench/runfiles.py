@@ -1,5 +1,11 @@
 """What a run folder holds, in names both its writer (the engine) and its readers (the
-report, DVC's views) use; importable without torch."""
+report, DVC's views) use; importable without torch.
+
+``history.csv`` has one row per recorded value (``HISTORY_FIELDS``); ``metrics.json``'s
+``final`` (:func:`final_metrics`) and ``telemetry`` (:func:`run_telemetry`) are read from it.
+"""
+import csv
+import io
 import json
 import re
 import shutil
@@ -27,7 +33,53 @@ TELEMETRY_METRICS = CLIP_METRICS + ("lr",)
 FAILURE_JSON = "failure.json"
 # Written from the run's files; removed with them by `clipbench rerun`.
 RUN_FILES = (METRICS_JSON, HISTORY_CSV, CHECKPOINT, FAILURE_JSON)
-RUN_DIRS = ("dvclive", "tensorboard")
+# The live views of the history (engine/tracking.py), when the engine's settings ask for them.
+DVCLIVE_DIR = "dvclive"
+TENSORBOARD_DIR = "tensorboard"
+RUN_DIRS = (DVCLIVE_DIR, TENSORBOARD_DIR)
+
+
+# -- history.csv and what metrics.json reads from it -----------------------------------------------
+
+def history_row(step: int, epoch: int, split: str, metric: str, value: float) -> dict:
+    """One row of ``history.csv`` (a dict with ``HISTORY_FIELDS``)."""
+    return {"step": step, "epoch": epoch, "split": split, "metric": metric, "value": value}
+
+
+def history_csv(rows: list[dict]) -> str:
+    """``history.csv``'s text: the header, then ``rows``."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def final_metrics(history: list[dict]) -> dict:
+    """``metrics.json``'s ``final``: the task metrics of the last completed epoch, by split
+    (for a diverged run: its last finite ones; ``{}`` before the first epoch end)."""
+    rows = [r for r in history if r["split"] in TASK_SPLITS and r["metric"] not in TELEMETRY_METRICS]
+    if not rows:
+        return {}
+    last_epoch = max(r["epoch"] for r in rows)
+    out: dict[str, dict[str, float]] = {}
+    for r in rows:
+        if r["epoch"] == last_epoch:
+            out.setdefault(r["split"], {})[r["metric"]] = r["value"]
+    return out
+
+
+def run_telemetry(history: list[dict]) -> dict[str, float]:
+    """The whole run's optimizer telemetry: the last learning rate, and the mean of the
+    epochs' clipping statistics (every epoch has as many steps)."""
+    lr: dict[str, float] = {}
+    by: dict[str, list[float]] = {}
+    for r in history:
+        if r["split"] == "train" and r["metric"] == "lr":
+            lr["lr"] = r["value"]
+        elif r["split"] == "train" and r["metric"] in CLIP_METRICS:
+            by.setdefault(r["metric"], []).append(r["value"])
+    return {**lr, **{k: sum(v) / len(v) for k, v in by.items()}}
 
 
 def failure_id(run_dir) -> str:
@@ -70,7 +122,7 @@ def record_failure(run_dir, task: str, method: str, seed: int, exit_code: int, l
                "log": str(log) if log else None, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     files.write_json(run_dir / FAILURE_JSON, failure)
     if not (run_dir / HISTORY_CSV).exists():
-        files.write_text(run_dir / HISTORY_CSV, ",".join(HISTORY_FIELDS) + "\n")
+        files.write_text(run_dir / HISTORY_CSV, history_csv([]))
     metrics = {"task": task, "method": method, "seed": int(seed), "status": "failed", "failure": failure,
                "final": {}, "epochs": None, "steps": None}
     files.write_json(run_dir / METRICS_JSON, metrics)

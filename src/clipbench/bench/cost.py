@@ -39,8 +39,8 @@ import torch.nn as nn
 from PIL import Image
 
 from clipbench import config as cfgmod
-from clipbench.engine.env import pick_device
-from clipbench.engine.train import autocast, loader_options, make_optimizer
+from clipbench.engine.env import autocast, loader_options, pick_device
+from clipbench.optim import make_optimizer
 
 # (train samples per epoch before `repeat`, validation images, where the number comes from)
 KNOWN_SIZES = {

@@ -21,8 +21,9 @@ import time
 import torch
 import torch.nn as nn
 
+from clipbench.engine.env import autocast
 from clipbench.models import build_model
-from clipbench.engine.train import make_optimizer
+from clipbench.optim import make_optimizer
 
 # The demo's settings (config/config.yaml), batch multipliers aside: the benchmark times one step.
 METHOD_CONFIGS = {
@@ -62,11 +63,8 @@ class Runner:
         _sync(dev)
         t0 = time.perf_counter()
         self.opt.zero_grad(set_to_none=True)
-        if self.amp == "none":
+        with autocast(dev, self.amp):
             loss = self.loss(self.model(self.x), self.y)
-        else:
-            with torch.autocast(dev.type, dtype=torch.bfloat16):
-                loss = self.loss(self.model(self.x), self.y)
         loss.backward()
         _sync(dev)
         t1 = time.perf_counter()

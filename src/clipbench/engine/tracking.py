@@ -33,6 +33,7 @@ import math
 from pathlib import Path
 from typing import Callable
 
+from clipbench import runfiles
 from clipbench.progress import tqdm
 
 
@@ -117,7 +118,7 @@ class _DVCLive:
                         f"engine.dvclive: false")
         from dvclive import Live
 
-        self.live = Live(dir=str(Path(run_dir, "dvclive").absolute()), resume=resumed, report=None,
+        self.live = Live(dir=str(Path(run_dir, runfiles.DVCLIVE_DIR).absolute()), resume=resumed, report=None,
                          save_dvc_exp=False, dvcyaml=None)
         self.live.log_params(params)
         self.last: dict[str, int] = {}
@@ -147,7 +148,7 @@ class _TensorBoard:
         from torch.utils.tensorboard import SummaryWriter
 
         # purge_step=0: what earlier sessions wrote is hidden; this session writes it all again.
-        self.writer = SummaryWriter(log_dir=str(Path(run_dir, "tensorboard")), purge_step=0)
+        self.writer = SummaryWriter(log_dir=str(Path(run_dir, runfiles.TENSORBOARD_DIR)), purge_step=0)
         self.writer.add_text("params", "```\n" + json.dumps(params, indent=2, sort_keys=True, default=str) + "\n```", 0)
         self.last: dict[str, int] = {}
 

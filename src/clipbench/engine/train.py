@@ -6,8 +6,10 @@ evaluation, a checkpoint, repeat; helpers live in small modules beside this one.
 * ``setup()`` builds a run once (:class:`Setup`: task, model, optimizer, schedule, loaders);
 * ``fit()`` ties it together: restore the :class:`~clipbench.engine.checkpoint.Progress`,
   then ``train_one_epoch()`` and ``end_epoch()`` (evaluate, record, checkpoint) until the
-  last epoch or a divergence, which either reports as an :class:`EpochEnd`;
-* ``_result()`` is what ``metrics.json`` holds.
+  last epoch; a divergence, wherever it is seen, raises :class:`Diverged`, which ``fit()``
+  catches to write the diverged run's results;
+* ``_result()`` is what ``metrics.json`` holds; the run folder's file names and what is read
+  from its history are :mod:`clipbench.runfiles`'.
 
 What is exact (see also docs in ``distributed.py``):
 
@@ -34,9 +36,7 @@ What is exact (see also docs in ``distributed.py``):
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
-import io
 import math
 import signal
 import threading
@@ -48,30 +48,26 @@ from typing import Callable
 import torch
 from torch.utils.data import DataLoader
 
-from clipbench import files
+from clipbench import files, runfiles
 from clipbench import spec as jobspec
 from clipbench.engine import checkpoint, distributed, env, telemetry, tracking
 from clipbench.engine.checkpoint import Progress
 from clipbench.engine.distributed import Dist, EpochBatchSampler, LeadingBatches, SeededSamples, epoch_seed
+from clipbench.engine.env import autocast, keep_workers_on_sigterm, loader_options, to_device
 from clipbench.engine.schedule import build_scheduler
-from clipbench.optim import build_optimizer
+from clipbench.optim.build import make_optimizer
 from clipbench.progress import tqdm
-from clipbench.runfiles import CLIP_METRICS, HISTORY_FIELDS, TASK_SPLITS, TELEMETRY_METRICS
 from clipbench.tasks import build_task
 
 
-def make_optimizer(method: str, params, opt_cfg: dict, stats_every: int = 20):
-    """The optimizer as training uses it (the benchmark builds it the same way).
+class Diverged(Exception):
+    """The run's loss, gradient or parameters became non-finite; ``step``: the last optimizer
+    step whose state is finite (what metrics.json reports as ``diverged_at_step``). Raised
+    where it is seen (every DDP rank agrees on it), caught once, by :func:`fit`."""
 
-    ``opt_cfg`` may be a method's whole config: the optimizer builder drops the keys that are
-    the engine's (``batch_multiplier``, ``schedule``). The clipped methods always report their
-    clipping statistics (``last_clip_stats``); coordinate clipping counts its clamped entries
-    every ``stats_every`` steps.
-    """
-    optimizer = build_optimizer(method, params, opt_cfg)
-    if hasattr(optimizer, "stats_every"):
-        optimizer.stats_every = int(stats_every)
-    return optimizer
+    def __init__(self, step: int, what: str):
+        super().__init__(f"non-finite {what} at step {step}")
+        self.step, self.what = step, what
 
 
 def output_point(optimizer):
@@ -143,19 +139,6 @@ def bn_at_output(s: "Setup", epoch: int):
                     b.copy_(buffers[k])
 
 
-def autocast(device: torch.device, amp: str):
-    if amp == "none":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
-
-
-def to_device(x: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
-    x = x.to(device, non_blocking=True)
-    if channels_last and x.dim() == 4 and x.is_floating_point():
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
-
-
 def evaluate(task, model, loader, device, amp: str = "none", channels_last: bool = False) -> dict[str, float]:
     model.eval()
     meter = task.new_meter()
@@ -170,15 +153,15 @@ def evaluate(task, model, loader, device, amp: str = "none", channels_last: bool
 
 
 def accumulate_gradients(model, loss_fn, micro_batches, *, ddp: bool = False, scaler=None,
-                         device: torch.device | None = None, amp: str = "none", stop=None):
+                         device: torch.device | None = None, amp: str = "none", check=None):
     """Forward and backward over the micro-batches of one optimizer step.
 
     Each loss is divided by the number of micro-batches, so the summed gradient is the mean
     over all their samples: exactly the large-batch gradient for equal micro-batches and a
     loss that is a mean over samples (BatchNorm in train mode still normalises each
     micro-batch on its own). With DDP, gradients are all-reduced only on the last one.
-    Returns ``[(output, loss, loss_value)]``, or None when ``stop(loss_value)`` says so, which
-    is asked before that loss's backward so no non-finite gradient is ever made.
+    Returns ``[(output, loss, loss_value)]``. ``check(loss_value)``, if given, is called before
+    that loss's backward: it may raise (:class:`Diverged`), so no non-finite gradient is made.
     """
     n = len(micro_batches)
     out = []
@@ -189,8 +172,8 @@ def accumulate_gradients(model, loss_fn, micro_batches, *, ddp: bool = False, sc
                 output = model(inputs)
                 loss = loss_fn(output, target)
             value = float(loss.detach())
-            if stop is not None and stop(value):
-                return None
+            if check is not None:
+                check(value)
             scaled = loss / n
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
         out.append((output.detach(), loss.detach(), value))
@@ -241,7 +224,7 @@ class Setup:
 
     @property
     def checkpoint_path(self) -> Path:
-        return self.out_dir / "checkpoint.pt"
+        return self.out_dir / runfiles.CHECKPOINT
 
     @property
     def parts(self) -> dict:
@@ -326,56 +309,6 @@ def setup(spec: dict, manifest, out_dir: Path, eng: dict, device: torch.device, 
     )
 
 
-def loader_options(eng: dict, task: str, device: torch.device) -> dict:
-    """DataLoader options of ``task``: ``engine.loaders.<task>`` over ``engine.num_workers``;
-    pinned memory on CUDA unless ``pin_memory: false``. None changes the data a run sees."""
-    own = (eng.get("loaders") or {}).get(task) or {}
-    workers = int(own["num_workers"] if own.get("num_workers") is not None else eng.get("num_workers", 0))
-    pin = own.get("pin_memory")
-    return {"num_workers": workers, "pin_memory": device.type == "cuda" and pin is not False,
-            "persistent_workers": workers > 0}
-
-
-class KeepOnGroupSigterm:
-    """A DataLoader ``worker_init_fn`` (wrapping ``init_fn``, if any): the worker outlives a
-    SIGTERM sent to the whole process group, as SLURM signals a job step, so that the main
-    process can still fetch batches up to its next step boundary and checkpoint there.
-
-    Without it the worker dies at once (torch's worker handler) and the run ends at the
-    loader's "worker killed" error. A SIGTERM from the worker's parent (DataLoader's own
-    shutdown of a stuck worker, multiprocessing's at exit) still ends it, as torch's does:
-    SIGTERM is blocked and a thread takes it with ``sigwaitinfo``, which says who sent it.
-    Workers exit when their parent does (torch's watchdog), so none is left behind.
-    """
-
-    def __init__(self, init_fn: Callable[[int], None] | None = None):
-        self.init_fn = init_fn
-
-    def __call__(self, worker_id: int) -> None:
-        import os
-
-        parent = os.getppid()
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # threads started later inherit it
-
-        def take() -> None:
-            while True:
-                info = signal.sigwaitinfo({signal.SIGTERM})
-                if info.si_pid == parent:
-                    os._exit(0)  # what torch's worker handler does for its parent's SIGTERM
-
-        threading.Thread(target=take, name="sigterm", daemon=True).start()
-        if self.init_fn is not None:
-            self.init_fn(worker_id)
-
-
-def keep_workers_on_sigterm(kw: dict) -> dict:
-    """DataLoader options ``kw`` whose workers (if any) outlive a process-group SIGTERM
-    (:class:`KeepOnGroupSigterm`, then the ``worker_init_fn`` already there)."""
-    if not kw.get("num_workers"):
-        return kw
-    return {**kw, "worker_init_fn": KeepOnGroupSigterm(kw.get("worker_init_fn"))}
-
-
 def _loaders(task, sampler, eval_batch_size: int, seed: int, kw: dict):
     kw = keep_workers_on_sigterm(kw)
     # A generator of its own, so that starting an iterator never draws from the global RNG.
@@ -389,16 +322,9 @@ def _loaders(task, sampler, eval_batch_size: int, seed: int, kw: dict):
 
 @dataclass(frozen=True)
 class EpochEnd:
-    """How an epoch ended: ``diverged_at`` is the step whose loss, gradient or parameters were
-    non-finite (None: it ended well); ``train`` and ``clip`` hold the epoch's train metrics and
-    clipping statistics."""
-    diverged_at: int | None = None
+    """A trained epoch's train metrics and clipping statistics."""
     train: dict = field(default_factory=dict)
     clip: dict = field(default_factory=dict)
-
-    @property
-    def status(self) -> str:
-        return "ok" if self.diverged_at is None else "diverged"
 
 
 def train(spec: dict, manifest: dict | None, out_dir: str | Path) -> dict:
@@ -454,7 +380,7 @@ def fit(s: Setup) -> dict:
 
 
 def _fit(s: Setup) -> dict:
-    metrics_path = s.out_dir / "metrics.json"
+    metrics_path = s.out_dir / runfiles.METRICS_JSON
     progress = checkpoint.restore(s.checkpoint_path, s.parts, s.digest, s.log)
     if progress is not None and progress.completed:
         if metrics_path.exists():
@@ -464,7 +390,7 @@ def _fit(s: Setup) -> dict:
         # forced Snakemake rerun): the checkpoint holds everything they are made of.
         s.log(f"[{s.name}] complete in {s.checkpoint_path}: its metrics.json and history.csv are written from "
               f"it, without training (to train it again from step 0: clipbench rerun {s.out_dir})")
-        return _write_results(s, progress, EpochEnd(), history=True)
+        return _write_results(s, progress, history=True)
     if progress is None:
         progress = Progress()
     else:
@@ -472,28 +398,29 @@ def _fit(s: Setup) -> dict:
               f"(batch {progress.batch_in_epoch} of the epoch)")
 
     s.tracker.start(resumed=progress.step > 0)
-    first_epoch, end = progress.epoch, EpochEnd()
-    while end.status == "ok" and progress.epoch < s.epochs:
-        t0 = time.perf_counter()
-        end = train_one_epoch(s, progress, t0)
-        if end.status == "ok":
-            end = end_epoch(s, progress, end, t0)
-            if end.status == "ok" and progress.epoch < s.epochs and _stopping(s):
+    first_epoch = progress.epoch
+    try:
+        while progress.epoch < s.epochs:
+            t0 = time.perf_counter()
+            end_epoch(s, progress, train_one_epoch(s, progress, t0), t0)
+            if progress.epoch < s.epochs and _stopping(s):
                 raise Interrupted(s.name, s.checkpoint_path, progress.step)  # the epoch end checkpointed
+    except Diverged as diverged:
+        # The history since the last epoch end is written with the results; the checkpoint
+        # keeps the last finite state.
+        result = _write_results(s, progress, history=True, diverged_at=diverged.step)
+        s.log(f"[{s.name}] diverged at step {diverged.step}: non-finite loss, gradient or parameters")
+        return result
+    # Each epoch end wrote the history so far; only a run with no epoch to train leaves it unwritten.
+    return _write_results(s, progress, history=progress.epoch == first_epoch)
 
-    # Each epoch end wrote the history so far; only a divergence (or no epoch at all) leaves more.
-    result = _write_results(s, progress, end, history=end.status == "diverged" or progress.epoch == first_epoch)
-    if end.status == "diverged":
-        s.log(f"[{s.name}] diverged at step {end.diverged_at}: non-finite loss, gradient or parameters")
-    return result
 
-
-def _write_results(s: Setup, progress: Progress, end: EpochEnd, history: bool) -> dict:
-    result = _result(s, progress, end)
+def _write_results(s: Setup, progress: Progress, history: bool, diverged_at: int | None = None) -> dict:
+    result = _result(s, progress, diverged_at)
     if s.dist.main:
         if history:
             write_history(s, progress.history)
-        files.write_json(s.out_dir / "metrics.json", result)
+        files.write_json(s.out_dir / runfiles.METRICS_JSON, result)
     return result
 
 
@@ -517,53 +444,49 @@ def train_one_epoch(s: Setup, progress: Progress, t0: float) -> EpochEnd:
     bar = tqdm(total=s.steps_per_epoch, initial=first, unit="step", leave=False, mininterval=5.0,
                disable=not d.main, desc=f"{s.name} epoch {epoch + 1}/{s.epochs}")
     batches = iter(s.train_loader)
-    diverged_at = None
-    for k in range(first, s.steps_per_epoch):
-        step_loss = train_step(s, progress, meter, clip, [next(batches) for _ in range(s.accumulate)])
-        if step_loss is None:
-            diverged_at = progress.step
-            break
-        progress.step += 1
-        if progress.step % s.loss_stride == 0 or progress.step == s.total_steps:
-            loss = distributed.mean_dict({"loss": step_loss}, d, s.device)["loss"]
-            progress.history.append({"step": progress.step, "epoch": epoch + 1, "split": "train_step",
-                                     "metric": "loss", "value": loss})
-        bar.update()
-        if bar.n % 10 == 0 or k == s.steps_per_epoch - 1:
-            bar.set_postfix(loss=f"{step_loss:.4f}", refresh=False)
-        # An epoch's last step is checkpointed (and a SIGTERM honoured) by the epoch end.
-        mid_epoch = k + 1 < s.steps_per_epoch
-        stopping = mid_epoch and _stopping(s)
-        if mid_epoch and (stopping or (s.checkpoint_every and progress.step % s.checkpoint_every == 0)):
-            if not params_finite(s.raw_model):
-                diverged_at = progress.step - 1
-                break
-            progress.batch_in_epoch = (k + 1) * s.accumulate
-            progress.meter, progress.clip = telemetry.meter_state(meter), clip.state_dict()
-            save(s, progress, t0)
-            if stopping:
-                bar.close()
-                raise Interrupted(s.name, s.checkpoint_path, progress.step)
-    bar.close()
-    del batches
-    progress.clip = clip.state_dict()  # a diverged run's result counts its skipped steps too
-    if diverged_at is not None:
-        return EpochEnd(diverged_at)
+    try:
+        for k in range(first, s.steps_per_epoch):
+            step_loss = train_step(s, progress, meter, clip, [next(batches) for _ in range(s.accumulate)])
+            progress.step += 1
+            if progress.step % s.loss_stride == 0 or progress.step == s.total_steps:
+                loss = distributed.mean_dict({"loss": step_loss}, d, s.device)["loss"]
+                progress.history.append(runfiles.history_row(progress.step, epoch + 1, "train_step", "loss", loss))
+            bar.update()
+            if bar.n % 10 == 0 or k == s.steps_per_epoch - 1:
+                bar.set_postfix(loss=f"{step_loss:.4f}", refresh=False)
+            # An epoch's last step is checkpointed (and a SIGTERM honoured) by the epoch end.
+            mid_epoch = k + 1 < s.steps_per_epoch
+            stopping = mid_epoch and _stopping(s)
+            if mid_epoch and (stopping or (s.checkpoint_every and progress.step % s.checkpoint_every == 0)):
+                if not params_finite(s.raw_model):
+                    raise Diverged(progress.step - 1, "parameters")
+                progress.batch_in_epoch = (k + 1) * s.accumulate
+                progress.meter, progress.clip = telemetry.meter_state(meter), clip.state_dict()
+                save(s, progress, t0)
+                if stopping:
+                    raise Interrupted(s.name, s.checkpoint_path, progress.step)
+    finally:
+        bar.close()
+        del batches
+        progress.clip = clip.state_dict()  # a diverged run's result counts its skipped steps too
     progress.train_time_s += time.perf_counter() - t0
     train_metrics = distributed.mean_dict(meter.compute(), d, s.device)
     return EpochEnd(train=train_metrics, clip=clip.compute())
 
 
-def train_step(s: Setup, progress: Progress, meter, clip: telemetry.ClipStats, micro: list) -> float | None:
-    """One optimizer step over ``micro`` (its micro-batches); its mean loss, or None if it diverged."""
+def train_step(s: Setup, progress: Progress, meter, clip: telemetry.ClipStats, micro: list) -> float:
+    """One optimizer step over ``micro`` (its micro-batches); its mean loss. :class:`Diverged`
+    if a loss or the gradient norm is non-finite."""
     d = s.dist
     micro = [(to_device(x, s.device, s.channels_last), y.to(s.device, non_blocking=True)) for x, y in micro]
-    # Every rank must agree to stop, or DDP waits forever for the others' gradients.
-    done = accumulate_gradients(
-        s.model, s.task.loss, micro, ddp=d.enabled, scaler=s.scaler, device=s.device, amp=s.amp,
-        stop=lambda v: distributed.any_flag(not math.isfinite(v), d, s.device))
-    if done is None:
-        return None
+
+    def check(loss: float) -> None:
+        # Every rank must agree to stop, or DDP waits forever for the others' gradients.
+        if distributed.any_flag(not math.isfinite(loss), d, s.device):
+            raise Diverged(progress.step, "loss")
+
+    done = accumulate_gradients(s.model, s.task.loss, micro, ddp=d.enabled, scaler=s.scaler, device=s.device,
+                                amp=s.amp, check=check)
     for (inputs, target), (output, loss, _) in zip(micro, done):
         meter.update(output.float(), target, loss.float())
         progress.images += inputs.shape[0] * d.world
@@ -585,11 +508,11 @@ def train_step(s: Setup, progress: Progress, meter, clip: telemetry.ClipStats, m
     clip.update(stats, skipped=not stepped)
     # A skipped fp16 step (inf in the scaled gradient) is the GradScaler's business.
     if s.scaler is None and telemetry.nonfinite_grad_norm(stats):
-        return None
+        raise Diverged(progress.step, "gradient norm")
     return sum(v for _, _, v in done) / s.accumulate
 
 
-def end_epoch(s: Setup, progress: Progress, end: EpochEnd, t0: float) -> EpochEnd:
+def end_epoch(s: Setup, progress: Progress, end: EpochEnd, t0: float) -> None:
     """Evaluate the finished epoch, record it in the history, and checkpoint it."""
     d, epoch = s.dist, progress.epoch + 1
     val_metrics: dict[str, float] = {}
@@ -605,12 +528,11 @@ def end_epoch(s: Setup, progress: Progress, end: EpochEnd, t0: float) -> EpochEn
     bad = not params_finite(s.raw_model) or not all(math.isfinite(v) for v in val_metrics.values())
     distributed.barrier(d)
     if distributed.any_flag(bad, d, s.device):
-        return EpochEnd(progress.step)
+        raise Diverged(progress.step, "parameters or validation metrics")
     for split, metrics in (("train", {**end.train, **end.clip, **_lr(s.optimizer)}), ("val", val_metrics),
                            ("val_x", at_x)):
         for metric, value in metrics.items():
-            progress.history.append({"step": progress.step, "epoch": epoch, "split": split, "metric": metric,
-                                     "value": value})
+            progress.history.append(runfiles.history_row(progress.step, epoch, split, metric, value))
     s.log(f"[{s.name}] epoch {epoch}/{s.epochs} "
           + " ".join(f"{split}.{k}={v:.4f}" for split, m in (("train", end.train), ("val", val_metrics))
                      for k, v in m.items()))
@@ -621,7 +543,6 @@ def end_epoch(s: Setup, progress: Progress, end: EpochEnd, t0: float) -> EpochEn
     progress.wall_time_s += time.perf_counter() - t0
     if d.main:
         write_history(s, progress.history)
-    return end
 
 
 def save(s: Setup, progress: Progress, t0: float) -> None:
@@ -638,29 +559,25 @@ def save(s: Setup, progress: Progress, t0: float) -> None:
 
 def write_history(s: Setup, rows: list[dict]) -> None:
     """``history.csv``, rewritten whole; the live views (DVCLive, TensorBoard) get the rows they lack."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    files.write_text(s.out_dir / "history.csv", buf.getvalue())
+    files.write_text(s.out_dir / runfiles.HISTORY_CSV, runfiles.history_csv(rows))
     s.tracker.log(rows)
 
 
 # -- results ---------------------------------------------------------------------------------------
 
-def _result(s: Setup, progress: Progress, end: EpochEnd) -> dict:
-    """What ``metrics.json`` holds."""
+def _result(s: Setup, progress: Progress, diverged_at: int | None) -> dict:
+    """What ``metrics.json`` holds; ``diverged_at``: the step of a divergence (None: none)."""
     train_time = progress.train_time_s
     return {
         "task": s.spec["task"], "method": s.spec["method"], "seed": s.seed,
-        "status": end.status, "diverged_at_step": end.diverged_at,
-        "final": _final_from_history(progress.history),
+        "status": "ok" if diverged_at is None else "diverged", "diverged_at_step": diverged_at,
+        "final": runfiles.final_metrics(progress.history),
         "main_metric": s.task.main_metric,
         "task_info": s.task.extra,
         "data": s.task.data,  # the manifest and the digest of the files this run read (None: no dataset)
         "epochs": s.epochs, "steps": progress.step, "batch_size": s.batch_size, "batch_multiplier": s.accumulate,
         "world_size": s.dist.world, "amp": s.amp,
-        "telemetry": {**_last(progress.history, "train", ("lr",)), **_run_mean(progress.history, CLIP_METRICS),
+        "telemetry": {**runfiles.run_telemetry(progress.history),
                       "loss_points_stride": s.loss_stride,
                       # optimizer steps an fp16 GradScaler skipped (inf/NaN gradient); not in the clip statistics
                       "skipped_steps": telemetry.ClipStats.skipped_in(progress.clip)},
@@ -676,33 +593,3 @@ def _result(s: Setup, progress: Progress, end: EpochEnd) -> dict:
 def _lr(optimizer) -> dict[str, float]:
     group = optimizer.param_groups[0]
     return {"lr": float(group["lr"])} if "lr" in group else {}
-
-
-def _run_mean(history: list[dict], metrics: tuple[str, ...]) -> dict[str, float]:
-    """The whole run's clipping statistics: the mean of its epochs' (every epoch has as many steps)."""
-    by: dict[str, list[float]] = {}
-    for r in history:
-        if r["split"] == "train" and r["metric"] in metrics:
-            by.setdefault(r["metric"], []).append(r["value"])
-    return {k: sum(v) / len(v) for k, v in by.items()}
-
-
-def _last(history: list[dict], split: str, metrics: tuple[str, ...]) -> dict[str, float]:
-    out = {}
-    for r in history:
-        if r["split"] == split and r["metric"] in metrics:
-            out[r["metric"]] = r["value"]
-    return out
-
-
-def _final_from_history(history: list[dict]) -> dict:
-    """The task metrics of the last completed epoch (for a diverged run: its last finite ones)."""
-    rows = [r for r in history if r["split"] in TASK_SPLITS and r["metric"] not in TELEMETRY_METRICS]
-    if not rows:
-        return {}
-    last_epoch = max(r["epoch"] for r in rows)
-    out: dict[str, dict[str, float]] = {}
-    for r in rows:
-        if r["epoch"] == last_epoch:
-            out.setdefault(r["split"], {})[r["metric"]] = r["value"]
-    return out

@@ -14,7 +14,7 @@ import torch
 from .clipped_sgd import ClippedSGD
 from .clipped_sstm import ClippedSSTM
 
-__all__ = ["METHODS", "ENGINE_KEYS", "OPTIMIZER_KEY", "build_optimizer", "import_optimizer"]
+__all__ = ["METHODS", "ENGINE_KEYS", "OPTIMIZER_KEY", "build_optimizer", "import_optimizer", "make_optimizer"]
 
 METHODS = ("sgd", "adam", "clipped_sgd", "clipped_sstm", "sstm")
 
@@ -65,6 +65,20 @@ def build_optimizer(name: str, params, cfg: dict | None = None) -> torch.optim.O
             raise ValueError(f"unknown option {key!r} for method {name!r} (known: {', '.join(known)})")
         kwargs[key] = tuple(value) if key == "betas" else value
     return cls(params, **kwargs, **fixed)
+
+
+def make_optimizer(method: str, params, opt_cfg: dict, stats_every: int = 20) -> torch.optim.Optimizer:
+    """The optimizer as training uses it (the benchmarks build it the same way).
+
+    ``opt_cfg`` may be a method's whole config: :func:`build_optimizer` drops the keys that are
+    the engine's (``batch_multiplier``, ``schedule``). The clipped methods always report their
+    clipping statistics (``last_clip_stats``); coordinate clipping counts its clamped entries
+    every ``stats_every`` steps.
+    """
+    optimizer = build_optimizer(method, params, opt_cfg)
+    if hasattr(optimizer, "stats_every"):
+        optimizer.stats_every = int(stats_every)
+    return optimizer
 
 
 def import_optimizer(path: str, method: str = "?") -> type[torch.optim.Optimizer]:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 
 from clipbench import files
-from clipbench.runfiles import CLIP_METRICS
+from clipbench.runfiles import CLIP_METRICS, HISTORY_CSV, HISTORY_FIELDS, METRICS_JSON
 
 COLUMNS = ["task", "method", "seed", "split", "metric", "value", "status",
            "epochs", "steps", "samples_per_step", "wall_time_s", "images_per_s", "run_dir"]
@@ -14,7 +14,7 @@ COLUMNS = ["task", "method", "seed", "split", "metric", "value", "status",
 
 def run_dirs(runs: str | Path) -> list[Path]:
     """Every finished run under ``runs`` (those with a metrics.json)."""
-    return sorted(p.parent for p in Path(runs).glob("*/*/seed*/metrics.json"))
+    return sorted(p.parent for p in Path(runs).glob(f"*/*/seed*/{METRICS_JSON}"))
 
 
 def collect(runs: list[Path], out: str | Path) -> pd.DataFrame:
@@ -22,7 +22,7 @@ def collect(runs: list[Path], out: str | Path) -> pd.DataFrame:
     rows = []
     for run in runs:
         run = Path(run)
-        m = files.read_json(run / "metrics.json")
+        m = files.read_json(run / METRICS_JSON)
         base = {k: m.get(k) for k in ("task", "method", "seed", "status", "epochs", "steps")}
         timing = m.get("timing") or m  # the engine keeps machine-dependent numbers under "timing"
         base.update({k: timing.get(k) for k in ("wall_time_s", "images_per_s")})
@@ -50,15 +50,15 @@ def load_histories(runs: list[Path]) -> pd.DataFrame:
     frames = []
     for run in runs:
         run = Path(run)
-        path = run / "history.csv"
+        path = run / HISTORY_CSV
         if not path.exists() or path.stat().st_size == 0:
             continue
         h = pd.read_csv(path)
-        m = files.read_json(run / "metrics.json")
+        m = files.read_json(run / METRICS_JSON)
         h["task"], h["method"], h["seed"] = m["task"], m["method"], m["seed"]
         frames.append(h)
     if not frames:
-        return pd.DataFrame(columns=["step", "epoch", "split", "metric", "value", "task", "method", "seed"])
+        return pd.DataFrame(columns=[*HISTORY_FIELDS, "task", "method", "seed"])
     return pd.concat(frames, ignore_index=True)
 
 
@@ -67,7 +67,7 @@ def epoch_wall_times(runs: list[Path]) -> pd.DataFrame:
     empty for runs whose metrics.json does not record them."""
     rows = []
     for run in runs:
-        m = files.read_json(Path(run) / "metrics.json")
+        m = files.read_json(Path(run) / METRICS_JSON)
         walls = (m.get("timing") or {}).get("epoch_end_wall_s") or []
         rows += [{"task": m["task"], "method": m["method"], "seed": m["seed"], "epoch": e, "wall_time_s": w}
                  for e, w in enumerate(walls, start=1)]
