@@ -85,11 +85,14 @@ def test_a_workstation_runs_as_many_gpu_jobs_as_it_has_gpus(checkout, env, args,
 def test_bad_config_stops_before_any_job(checkout, tmp_path, override, key):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(override))
+    before = sorted((checkout / "results").rglob("*"))
     proc = run_snakemake(checkout, "--cores", "1", "--configfile", str(bad))
     assert proc.returncode != 0
     assert key in proc.stdout + proc.stderr
-    # results/ holds only its tracked README.md: no job wrote anything.
-    assert sorted(p.name for p in (checkout / "results").iterdir()) == ["README.md"]
+    # Nothing written, not even a job's spec file; results/ holds its tracked README.md and the
+    # spec files of the module's earlier plans (results/specs), no job's output.
+    assert sorted((checkout / "results").rglob("*")) == before
+    assert sorted(p.name for p in (checkout / "results").iterdir()) in (["README.md"], ["README.md", "specs"])
     assert not (checkout / "data").exists()
 
 

@@ -58,6 +58,7 @@ def full_schema() -> dict:
     registered from outside."""
     schema = load_schema()
     schema["properties"]["run"]["properties"]["tasks"]["items"]["enum"] = registry.names()
+    schema["properties"]["resources"]["properties"]["tasks"]["propertyNames"] = {"enum": registry.names()}
     # Beside the thesis' methods, run.methods takes methods of the user's own, whose names
     # _check_methods checks against the tasks' method blocks (with a message for typos).
     run_methods = schema["properties"]["run"]["properties"]["methods"]["items"]

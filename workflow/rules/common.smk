@@ -184,16 +184,9 @@ wildcard_constraints:
 
 
 def weights_for(wildcards):
-    """The weights file a run needs as input: FCN-32s on VGG16 with pretrained: imagenet.
-    With if_pretrained_missing: scratch (the offline switch) it is used when there, never fetched."""
-    if wildcards.task != "segmentation":
-        return []
-    cfg = config["tasks"]["segmentation"]
-    if cfg.get("model") != "fcn32s_vgg16" or cfg.get("pretrained") != "imagenet":
-        return []
-    if cfg.get("if_pretrained_missing", "fail") != "fail":
-        return []
-    return [f"{WEIGHTS_DIR}/{cb_weights.file_name('vgg16_imagenet')}"]
+    """The weights files a run needs as input: what its task asks for (registry.required_weights)."""
+    names = registry.required_weights(wildcards.task, config["tasks"][wildcards.task])
+    return [f"{WEIGHTS_DIR}/{cb_weights.file_name(n)}" for n in names]
 
 
 def weights_name(wildcards):
@@ -228,12 +221,6 @@ if "gpu" not in workflow.global_resources:
 # --- Scheduler resources of the training jobs (workflow/profiles/slurm) ---------------------
 # From `resources` and engine.gpus/threads, never from the run spec: asking a cluster for more
 # memory or time must not rerun a finished run nor invalidate its checkpoint.
-
-_unknown = sorted(set(config["resources"]["tasks"]) - set(registry.names()))
-if _unknown:
-    raise ValueError(f"invalid workflow config: resources.tasks: unknown task {', '.join(_unknown)} "
-                     f"(tasks: {', '.join(registry.names())})")
-
 
 def train_resources(task):
     """gpus, gpu_model, cpus_per_task, mem_mb, runtime of one training job of `task`

@@ -23,6 +23,9 @@ class TaskInfo:
     # a training-free score on the same validation data (superres: bicubic).
     baseline: str | None = None
     module: str | None = None  # importable module with build(spec, manifest) -> Task
+    # Pretrained weights the workflow fetches before training (its `weights` rule), by model:
+    # {tasks.<task>.model: a name of clipbench.data.weights}, used with `pretrained: imagenet`.
+    weights: dict[str, str] = field(default_factory=dict, compare=False)
     # False for a task that trains no network (the convex check): no run matrix, a rule of its own.
     trains: bool = True
     schema: dict | None = field(default=None, compare=False)  # only for tasks registered from outside
@@ -45,6 +48,7 @@ TASKS: dict[str, TaskInfo] = {
         label="Segmentation (Pascal VOC 2012, FCN-32s)",
         dataset="voc2012",
         main_metric="miou",
+        weights={"fcn32s_vgg16": "vgg16_imagenet"},
         baseline="background_baseline",
         notes=(
             "mIoU from one confusion matrix accumulated over every validation pixel; void pixels (label 255) are "
@@ -144,6 +148,16 @@ def training(tasks) -> list[str]:
 
 def with_baseline() -> list[str]:
     return [n for n in names() if get(n).baseline]
+
+
+def required_weights(name: str, task_cfg: dict) -> list[str]:
+    """The pinned weights a run of ``name`` with ``task_cfg`` needs as input: its model's, when it
+    starts from them (``pretrained: imagenet``) and must not train from scratch without them
+    (``if_pretrained_missing: fail``; with ``scratch`` they are used when there, never fetched)."""
+    weights = get(name).weights.get(task_cfg.get("model"))
+    if not weights or task_cfg.get("pretrained") != "imagenet" or task_cfg.get("if_pretrained_missing", "fail") != "fail":
+        return []
+    return [weights]
 
 
 def load_module(name: str):
