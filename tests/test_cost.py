@@ -1,6 +1,10 @@
 """`clipbench bench cost` as a CPU smoke test, its arithmetic, and per-task loader settings."""
+import types
+
+import pytest
 import torch
 
+from clipbench.bench import cost
 from clipbench.bench.cost import TaskCost, main
 from clipbench.engine.checkpoint import spec_hash
 from clipbench.engine.env import loader_options
@@ -41,3 +45,14 @@ def test_loaders_per_task_override_the_engine_and_leave_the_spec_hash():
     assert loader_options({}, "superres", cuda) == {"num_workers": 0, "pin_memory": True, "persistent_workers": False}
     spec = {"task": "superres", "engine": {"num_workers": 2}}
     assert spec_hash(spec) == spec_hash({**spec, "engine": eng})
+
+
+def test_a_task_is_asked_for_its_example_and_named_when_it_has_none(monkeypatch):
+    from clipbench.tasks import registry
+
+    model, loss, (x, y), eval_pixels = cost.example_step(
+        "segmentation", {"model": "fcn32s_tiny", "crop_size": 32, "eval_size": None}, {}, 2)
+    assert x.shape == (2, 3, 32, 32) and y.shape == (2, 32, 32) and eval_pixels == 375 * 500 / 32**2
+    monkeypatch.setattr(registry, "load_module", lambda name: types.ModuleType("clipbench.tasks.bare"))
+    with pytest.raises(ValueError, match=r"task 'superres' .* clipbench.tasks.bare has no example_model\(\)"):
+        cost.example_step("superres", {}, {}, 2)

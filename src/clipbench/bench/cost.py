@@ -7,7 +7,8 @@ ResNet-18, FCN-32s on VGG16, EDSR-baseline) and times, separately,
 
 * a training step: forward, backward and each method's optimizer step, on random inputs of
   the training shape (batch ``batch_size`` x ``batch_multiplier``), with the engine's
-  ``amp`` and ``channels_last``;
+  ``amp`` and ``channels_last``; the model and the inputs are the task's, asked of its module
+  (``example_model``, ``example_batch``), which needs no data;
 * the loader: one training sample of the task's real pipeline (decode, augment, convert) on
   one core, on stand-in files of the real sizes (ImageNet-sized JPEGs, pre-resized when the
   config pre-resizes; VOC-sized image/mask pairs; DIV2K-sized PNGs, decoded into the cache
@@ -35,12 +36,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
 from PIL import Image
 
 from clipbench import config as cfgmod
 from clipbench.engine.env import autocast, loader_options, pick_device
 from clipbench.optim import make_optimizer
+from clipbench.tasks import registry
 
 # (train samples per epoch before `repeat`, validation images, where the number comes from)
 KNOWN_SIZES = {
@@ -49,9 +50,6 @@ KNOWN_SIZES = {
     "voc2012+sbd": (10_582, 1_449, "VOC 2012 + SBD 'trainaug' / VOC val"),
     "div2k": (800, 100, "DIV2K train / valid"),
 }
-# Validation pixels per image relative to one training input (see the module docstring).
-VOC_EVAL_PIXELS = 500 * 375  # a typical VOC image at its original resolution
-DIV2K_LR_PIXELS = 510 * 339  # a DIV2K x4 LR image, validated whole
 MARGIN = 1.25  # ask for a quarter more than the estimate: evaluation outliers, restarts
 
 
@@ -79,38 +77,28 @@ class TaskCost:
         return self.steps_per_run[method] * per_step + self.epochs * self.eval_s
 
 
-# -- models and inputs -----------------------------------------------------------------------------
+# -- models and inputs: the task's ----------------------------------------------------------------
 
-def build_model(task: str, cfg: dict) -> tuple[nn.Module, nn.Module, tuple[int, ...], int]:
-    """(model, loss, training input shape without batch, pixels of one training input)."""
-    name = cfg.get("model")
-    if task == "classification":
-        from clipbench.models import build_model as build_cls
-
-        size = int(cfg.get("image_size", 224))
-        return build_cls(name or "resnet18", num_classes=100), nn.CrossEntropyLoss(), (3, size, size), size * size
-    if task == "segmentation":
-        from clipbench.models import fcn
-
-        crop = int(cfg.get("crop_size", 480))
-        model = fcn.fcn32s_vgg16(21) if (name or "fcn32s_vgg16") == "fcn32s_vgg16" else fcn.fcn32s_tiny(21)
-        return model, nn.CrossEntropyLoss(ignore_index=255), (3, crop, crop), crop * crop
-    if task == "superres":
-        from clipbench.models.sr import build_sr_model
-
-        p = int(cfg.get("patch_size", 48))
-        return build_sr_model(name or "edsr_baseline", int(cfg.get("scale", 4))), nn.MSELoss(), (3, p, p), p * p
-    raise ValueError(f"clipbench bench cost: no cost model for task {task!r}")
+def task_function(task: str, name: str):
+    """``name`` of the task's module (``example_model``, ``example_batch``: see
+    docs/adding-a-task.md); an error naming both when the task has none."""
+    module = registry.load_module(task)
+    fn = getattr(module, name, None)
+    if fn is None:
+        raise ValueError(f"clipbench bench cost: task {task!r} cannot be costed: its module {module.__name__} has no "
+                         f"{name}() (docs/adding-a-task.md, 'Without the data')")
+    return fn
 
 
-def random_batch(task: str, cfg: dict, shape, batch: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.rand(batch, *shape, device=device)
-    if task == "classification":
-        return x, torch.randint(0, 100, (batch,), device=device)
-    if task == "segmentation":
-        return x, torch.randint(0, 21, (batch, *shape[1:]), device=device)
-    s = int(cfg.get("scale", 4))
-    return x, torch.rand(batch, 3, shape[1] * s, shape[2] * s, device=device)
+def example_step(task: str, cfg: dict, ds_cfg: dict, batch: int):
+    """(model, loss, a random training batch of ``batch``, pixels of one validation input per
+    pixel of one training input), as the task builds them without its data."""
+    model, loss_fn = task_function(task, "example_model")(cfg, ds_cfg)
+    example_batch = task_function(task, "example_batch")
+    torch.manual_seed(0)
+    inputs, targets = example_batch(cfg, ds_cfg, batch, train=True)
+    val_inputs, _ = example_batch(cfg, ds_cfg, 1, train=False)
+    return model, loss_fn, (inputs, targets), val_inputs[0, 0].numel() / inputs[0, 0].numel()
 
 
 def _sync(device: torch.device) -> None:
@@ -122,7 +110,7 @@ def time_step(model, loss_fn, batch, methods: dict, device, eng: dict, steps: in
     """(seconds of forward + backward of one micro-batch, {method: seconds of its optimizer step})."""
     amp, channels_last = eng.get("amp", "none") if device.type == "cuda" else "none", eng.get("channels_last", False)
     model = model.to(device)
-    x, y = batch
+    x, y = (t.to(device) for t in batch)
     if channels_last:
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     model.train()
@@ -235,26 +223,14 @@ def sample_seconds(dataset, samples: int) -> float:
 
 # -- the estimate ----------------------------------------------------------------------------------
 
-def dataset_size(task: str, cfg: dict, config: dict) -> tuple[int, int, str]:
-    """(training samples per epoch, validation images, where the sizes come from)."""
+def dataset_size(cfg: dict, config: dict) -> tuple[int, int, str]:
+    """(training samples per epoch, validation images, where the sizes come from); a task
+    with ``repeat`` draws that many samples per training image and epoch."""
     ds = cfg.get("dataset")
     if ds == "voc2012" and config["datasets"].get("voc2012", {}).get("sbd"):
         ds = "voc2012+sbd"
     n_train, n_val, note = KNOWN_SIZES[ds]
-    if task == "superres":
-        n_train *= int(cfg.get("repeat", 1))
-    return n_train, n_val, note
-
-
-def eval_pixels_ratio(task: str, cfg: dict, train_pixels: int) -> float:
-    """Pixels of one validation input relative to one training input."""
-    if task == "segmentation" and not cfg.get("eval_size"):
-        return VOC_EVAL_PIXELS / train_pixels
-    if task == "superres":
-        crop = cfg.get("val_crop")
-        lr = (crop // int(cfg.get("scale", 4))) ** 2 if crop else DIV2K_LR_PIXELS
-        return lr / train_pixels
-    return 1.0
+    return n_train * int(cfg.get("repeat", 1)), n_val, note
 
 
 def estimate_task(task: str, config: dict, device, smoke: bool, steps: int, samples: int, tmp: Path) -> TaskCost:
@@ -265,20 +241,19 @@ def estimate_task(task: str, config: dict, device, smoke: bool, steps: int, samp
     methods = {m: cfg["methods"][m] for m in task_methods(config, task)}
     batch = int(cfg["batch_size"])
     timed = min(batch, 2) if smoke else batch
-    model, loss_fn, shape, pixels = build_model(task, cfg)
-    torch.manual_seed(0)
-    fwd_bwd, opt_s = time_step(model, loss_fn, random_batch(task, cfg, shape, timed, device), methods, device, eng,
-                               steps=steps, warmup=1 if smoke else 3)
-    del model
+    ds_cfg = config["datasets"].get(cfg.get("dataset"), {})
+    model, loss_fn, example, eval_pixels = example_step(task, cfg, ds_cfg, timed)
+    fwd_bwd, opt_s = time_step(model, loss_fn, example, methods, device, eng, steps=steps, warmup=1 if smoke else 3)
+    del model, example
     micro = fwd_bwd * batch / timed  # a CPU's step time grows about linearly with the batch
-    n_train, n_val, _ = dataset_size(task, cfg, config)
+    n_train, n_val, _ = dataset_size(cfg, config)
     step_s, steps_per_run = {}, {}
     for method, mcfg in methods.items():
         k = int(mcfg.get("batch_multiplier", 1))
         step_s[method] = k * micro + opt_s[method]
         steps_per_run[method] = (n_train // (batch * k)) * int(cfg["epochs"])
-    eval_s = n_val * (micro / batch) / 3 * eval_pixels_ratio(task, cfg, pixels)
-    dataset = stand_in_dataset(task, cfg, config["datasets"].get(cfg.get("dataset"), {}), tmp / task, max(samples, 2))
+    eval_s = n_val * (micro / batch) / 3 * eval_pixels
+    dataset = stand_in_dataset(task, cfg, ds_cfg, tmp / task, max(samples, 2))
     workers = loader_options(eng, task, device)["num_workers"]
     return TaskCost(task=task, batch=batch, timed_batch=timed, step_s=step_s, sample_s=sample_seconds(dataset, samples),
                     workers=workers, steps_per_run=steps_per_run, eval_s=eval_s, epochs=int(cfg["epochs"]),

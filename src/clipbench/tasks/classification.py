@@ -11,6 +11,7 @@ import torch
 from clipbench.data import filelist
 from clipbench.data.images import open_rgb
 from clipbench.data.imagenet100 import MEAN, STD  # as torchvision's classification reference
+from clipbench.data.imagenet100 import resolve_classes
 from clipbench.metrics import ClassificationMeter
 from clipbench.models import build_model
 from clipbench.tasks import Task
@@ -99,3 +100,26 @@ def build(spec: dict, manifest: dict) -> Task:
         new_meter=ClassificationMeter,
         train_eval_set=ClassFolders(root / "train", wnids, transform=transforms(size, train=False), listed=listed),
     )
+
+
+# -- without the data (the cost estimate, `clipbench bench cost`) ----------------------------------
+
+def configured_classes(dataset_cfg: dict) -> int:
+    """The classes the data of ``datasets.imagenet100`` will hold once prepared: the synthetic
+    set's ``num_classes``, else those ``class_list`` selects (``all`` reads ``root``)."""
+    if dataset_cfg.get("root") is None and dataset_cfg["source"] == "synthetic":
+        return int(dataset_cfg["synthetic"]["num_classes"])
+    return len(resolve_classes(dataset_cfg["class_list"], dataset_cfg.get("root")))
+
+
+def example_model(cfg: dict, dataset_cfg: dict) -> tuple[nn.Module, nn.Module]:
+    """The model and loss a run of ``cfg`` trains, built without the data."""
+    return build_model(cfg["model"], num_classes=configured_classes(dataset_cfg)), nn.CrossEntropyLoss()
+
+
+def example_batch(cfg: dict, dataset_cfg: dict, batch_size: int, train: bool = True):
+    """Random (inputs, targets) of the shape of a training batch (``train``) or of a
+    validation batch; both are ``image_size`` squares."""
+    size = cfg["image_size"]
+    return (torch.rand(batch_size, 3, size, size),
+            torch.randint(0, configured_classes(dataset_cfg), (batch_size,)))

@@ -174,6 +174,16 @@ def load_pretrained(model: nn.Module, cfg: dict) -> dict:
     return {"pretrained": str(path), "loaded": False, "missing": True, "fallback": "scratch"}
 
 
+def new_model(cfg: dict) -> nn.Module:
+    """``tasks.segmentation.model``, untrained (no ImageNet weights: see :func:`load_pretrained`)."""
+    name = cfg.get("model", "fcn32s_vgg16")
+    if name == "fcn32s_vgg16":
+        return fcn.fcn32s_vgg16(NUM_CLASSES)
+    if name == "fcn32s_tiny":
+        return fcn.fcn32s_tiny(NUM_CLASSES)
+    raise ValueError(f"tasks.segmentation.model: unknown model {name!r} (known: fcn32s_vgg16, fcn32s_tiny)")
+
+
 def background_baseline(cfg: dict, manifest: dict) -> dict:
     """Predicting background everywhere, scored on the validation masks as the runs' metric is
     (the same eval transform, void ignored, one confusion matrix over all pixels)."""
@@ -223,12 +233,7 @@ def build(spec: dict, manifest: dict) -> Task:
     listed = filelist.listed(manifest)
     train_set, train_eval, val_set = (only_listed(d, root, listed) for d in (train_set, train_eval, val_set))
     name = cfg.get("model", "fcn32s_vgg16")
-    if name == "fcn32s_vgg16":
-        model = fcn.fcn32s_vgg16(NUM_CLASSES)
-    elif name == "fcn32s_tiny":
-        model = fcn.fcn32s_tiny(NUM_CLASSES)
-    else:
-        raise ValueError(f"tasks.segmentation.model: unknown model {name!r} (known: fcn32s_vgg16, fcn32s_tiny)")
+    model = new_model(cfg)
     info = load_pretrained(model, cfg)
     return Task(
         name="segmentation",
@@ -241,3 +246,24 @@ def build(spec: dict, manifest: dict) -> Task:
         extra={"model": name, **info, **train_info, "train_images": len(train_set), "val_images": len(val_set)},
         train_eval_set=train_eval,  # tuning's held-out images, scored as the validation images are
     )
+
+
+# -- without the data (the cost estimate, `clipbench bench cost`) ----------------------------------
+
+VOC_TYPICAL_SIZE = (375, 500)  # (height, width) of a typical VOC image, as eval_size: null evaluates it
+
+
+def example_model(cfg: dict, dataset_cfg: dict) -> tuple[nn.Module, nn.Module]:
+    """The model and loss a run of ``cfg`` trains, built without the data (and its weights)."""
+    return new_model(cfg), nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
+
+
+def example_batch(cfg: dict, dataset_cfg: dict, batch_size: int, train: bool = True):
+    """Random (images, masks) of the shape of a training batch (``crop_size`` squares) or of
+    a validation batch (a typical VOC image, its shorter side resized to ``eval_size`` if set)."""
+    h, w = VOC_TYPICAL_SIZE
+    if train:
+        h = w = cfg["crop_size"]
+    elif cfg["eval_size"]:
+        h, w = cfg["eval_size"], round(cfg["eval_size"] * w / h)
+    return torch.rand(batch_size, 3, h, w), torch.randint(0, NUM_CLASSES, (batch_size, h, w))

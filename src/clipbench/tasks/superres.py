@@ -167,3 +167,26 @@ def build(spec: dict, manifest: dict) -> Task:
         train_eval_set=DIV2K(check_div2k_root(manifest["root"]), "train", train_set.scale, val_crop=val_set.val_crop,
                              listed=filelist.listed(manifest)),
     )
+
+
+# -- without the data (the cost estimate, `clipbench bench cost`) ----------------------------------
+
+DIV2K_TYPICAL_SIZE = (1356, 2040)  # (height, width) of a typical DIV2K HR image, validated whole
+
+
+def example_model(cfg: dict, dataset_cfg: dict) -> tuple[nn.Module, nn.Module]:
+    """The model and loss a run of ``cfg`` trains, built without the data."""
+    return build_sr_model(cfg["model"], int(cfg["scale"]), residual=cfg["residual"]), nn.MSELoss()
+
+
+def example_batch(cfg: dict, dataset_cfg: dict, batch_size: int, train: bool = True):
+    """Random (LR, HR) of the shape of a training batch (``patch_size`` LR patches) or of a
+    validation batch (the ``val_crop``, or a typical DIV2K image whole)."""
+    s = int(cfg["scale"])
+    if train:
+        h = w = cfg["patch_size"]
+    elif cfg["val_crop"]:
+        h = w = cfg["val_crop"] // s
+    else:
+        h, w = (side // s for side in DIV2K_TYPICAL_SIZE)
+    return torch.rand(batch_size, 3, h, w), torch.rand(batch_size, 3, h * s, w * s)
