@@ -39,6 +39,6 @@ rule all:
         "report/index.html",
         "report/report.tex",
         ["prepared/data.dvc.log"] if uses_archives() else [],
-        ["results/heavytail/quantiles.csv"] if "heavytail" in TASKS else [],
+        ["results/heavytail/quantiles.csv"] if config["heavytail"]["enabled"] else [],
         all_noise(),
     default_target: True

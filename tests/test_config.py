@@ -143,3 +143,18 @@ def test_the_thesis_config_pairs_every_clipped_arm_with_a_twin_at_its_settings()
             assert compare.confounds(cfg, task, arm, pairs[arm]) == [], (task, arm)
     # The thesis-literal classification pair stays, labelled for what it is.
     assert compare.confounds(cfg, "classification", "clipped_sgd", "sgd") == ["lr 0.001 vs 0.0001"]
+
+
+@pytest.mark.parametrize("old", [{"run": {"tasks": ["classification", "heavytail"]}}, {"tasks": {"heavytail": {"runs": 200}}}])
+def test_the_convex_check_as_a_task_is_said_to_have_moved(default_config, old):
+    cfg = cfgmod.deep_merge(default_config, old)
+    with pytest.raises(cfgmod.ConfigError, match="the convex check is no longer a task: remove heavytail from "
+                                                 "run.tasks and move tasks.heavytail's settings to the top-level"):
+        cfgmod.validate(cfg)
+
+
+def test_the_convex_check_is_a_section_of_its_own(default_config):
+    cfg = cfgmod.validate(copy.deepcopy(default_config))
+    assert cfg["heavytail"]["enabled"] is True and "heavytail" not in cfg["run"]["tasks"]
+    off = cfgmod.validate(cfgmod.deep_merge(default_config, {"heavytail": {"enabled": False}}))
+    assert off["heavytail"]["enabled"] is False

@@ -17,7 +17,7 @@ CONTRACT = ["noise", "method", "multiplier", "step", "q50", "q90", "q99"]
 
 
 def small(**over):
-    return cfgmod.with_task_defaults("heavytail", {"runs": 48, "steps": 300, "points": 8,
+    return cfgmod.with_section_defaults("heavytail", {"runs": 48, "steps": 300, "points": 8,
                                                    "step_multipliers": [0.1, 1, 10, 100, 1000],
                                                    "clip_multipliers": [0.1, 1], "bootstrap": 200, **over})
 
@@ -59,7 +59,7 @@ def test_cli_writes_the_contract_files(tmp_path):
 
 
 def test_the_default_sweep_spans_three_decades_for_every_method():
-    cfg = cfgmod.with_task_defaults("heavytail", {})
+    cfg = cfgmod.with_section_defaults("heavytail", {})
     mults = cfg["step_multipliers"]
     assert max(mults) / min(mults) >= 1000 and 1 in mults and len(mults) >= 5
     assert len(cfg["clip_multipliers"]) >= 2 and set(cfg["noises"]) == set(ht.NOISES)
@@ -231,9 +231,9 @@ def test_under_infinite_variance_clipping_lowers_the_sstm_tail():
 
 
 def test_bad_settings_name_the_key(problem):
-    with pytest.raises(ValueError, match="tasks.heavytail: ln"):
+    with pytest.raises(ValueError, match="heavytail: ln"):
         ht.theorem_settings(problem, {**small(), "steps": 1, "beta": 0.9})
-    with pytest.raises(ValueError, match="tasks.heavytail.noises"):
+    with pytest.raises(ValueError, match="heavytail.noises"):
         ht.noise_kind("cauchy")
-    with pytest.raises(cfgmod.ConfigError, match="tasks.heavytail"):
-        cfgmod.with_task_defaults("heavytail", {"noises": ["student_t"]})
+    with pytest.raises(cfgmod.ConfigError, match="heavytail.noises"):
+        cfgmod.with_section_defaults("heavytail", {"noises": ["student_t"]})

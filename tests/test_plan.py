@@ -8,7 +8,6 @@ import sys
 import pytest
 import yaml
 
-from clipbench import config as cfgmod
 from clipbench import spec
 from clipbench.cli import _json_arg
 from tests._checkout import run_snakemake
@@ -35,7 +34,7 @@ def test_a_changed_setting_changes_exactly_its_jobs_spec_files(checkout):
     for run in changed:
         held = json.loads((checkout / after[run]).read_text())
         assert held["method_config"]["lr"] == pytest.approx(3e-4)
-        assert held == cfgmod.without_neutral(held) and held["seed"] == int(run[-1])
+        assert held == spec.without_neutral(held) and held["seed"] == int(run[-1])
     # `clipbench spec` prints what the job reads: the plan's shell line replays it by hand.
     shown = subprocess.run([sys.executable, "-m", "clipbench.cli", "spec", "train", "--configfile", "config/config.yaml",
                             "lr.yaml", "--task", "superres", "--method", "adam", "--seed", "1"], cwd=checkout,

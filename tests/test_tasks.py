@@ -324,7 +324,8 @@ def test_thesis_settings_for_the_two_tasks(repo):
         assert ms["clipped_sstm"]["a"] == 1e5 and ms["clipped_sstm"]["L"] == 10
     assert sr["model"] == "edsr_baseline" and sr["batch_size"] == 32
     default = cfgmod.load(repo / "config/config.yaml")
-    assert default["run"]["tasks"] == ["classification", "segmentation", "superres", "heavytail"]
+    assert default["run"]["tasks"] == ["classification", "segmentation", "superres"]
+    assert default["heavytail"]["enabled"] and default["heavytail"]["runs"] == 200
 
 
 def test_report_shows_thesis_values_baseline_and_per_class(tmp_path):

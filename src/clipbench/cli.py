@@ -5,7 +5,7 @@
     clipbench track-data       [data]
     clipbench train            (--configfile F ... --task T --method M --seed S | --spec JSON) --data MANIFEST --out DIR [--tuned CHOSEN.json]
     clipbench record-failure   --spec SPEC --out DIR --exit-code N [--log LOG]
-    clipbench spec             train|trial|noise|task --task T [--method M --seed S --trial N] [--configfile F ...]
+    clipbench spec             train|trial|noise|task|heavytail [--task T --method M --seed S --trial N] [--configfile F ...]
     clipbench rerun            RUN_DIR ...   (delete runs' results and checkpoints: trained from step 0 next)
     clipbench baseline TASK    --task-json CFG --data MANIFEST --out JSON   (tasks with a baseline)
     clipbench noise            --spec JSON --data MANIFEST [--checkpoint CKPT --init INIT --methods JSON] --out DIR
@@ -131,6 +131,8 @@ def cmd_record_failure(args) -> int:
 
 def cmd_spec(args) -> int:
     config = cfgmod.load(*args.configfile)
+    if args.job != "heavytail" and not args.task:
+        raise SystemExit(f"clipbench spec {args.job}: give --task")
     try:
         if args.job == "train":
             spec = jobspec.train_job(config, args.task, args.method, args.seed)
@@ -138,7 +140,9 @@ def cmd_spec(args) -> int:
             spec = jobspec.trial_job(config, args.task, args.method, args.trial)
         elif args.job == "noise":
             spec = jobspec.noise_job(config, args.task)
-        else:  # a baseline's, the convex check's
+        elif args.job == "heavytail":
+            spec = jobspec.heavytail_settings(config)
+        else:  # a baseline's
             spec = jobspec.task_settings(config, args.task)
     except KeyError as exc:
         raise SystemExit(f"clipbench spec {args.job}: {exc} is not in the config ({' + '.join(args.configfile)})")
@@ -233,10 +237,10 @@ def cmd_heavytail(args) -> int:
     from clipbench.diagnostics.heavytail import run
 
     if args.json:
-        task_cfg = cfgmod.with_task_defaults("heavytail", _json_arg(args.json, "--json"))
+        cfg = cfgmod.with_section_defaults("heavytail", _json_arg(args.json, "--json"))
     else:
-        task_cfg = cfgmod.load(*args.configfile)["tasks"]["heavytail"]
-    summary = run(task_cfg, args.out)
+        cfg = jobspec.heavytail_settings(cfgmod.load(*args.configfile))
+    summary = run(cfg, args.out)
     for line in summary["verdicts"]:
         print(line)
     return 0
@@ -375,12 +379,12 @@ def _run_commands(sub) -> None:
 
     s = sub.add_parser("spec", help="print a job's resolved settings, as the workflow hands them to it "
                        "(results/specs/...): `clipbench train --spec FILE` replays a run by hand")
-    s.add_argument("job", choices=("train", "trial", "noise", "task"),
-                   help="a training run's, a tuning trial's, the noise measurement's, or a task's own settings "
-                        "(a baseline's and the convex check's)")
+    s.add_argument("job", choices=("train", "trial", "noise", "task", "heavytail"),
+                   help="a training run's, a tuning trial's, the noise measurement's, a task's own settings "
+                        "(its baseline's), or the convex check's")
     s.add_argument("--configfile", nargs="+", default=["config/config.yaml"],
                    help="config files, merged in order as Snakemake's --configfile (default: config/config.yaml)")
-    s.add_argument("--task", required=True, help="the task")
+    s.add_argument("--task", help="the task (all but heavytail)")
     s.add_argument("--method", help="the method (train, trial)")
     s.add_argument("--seed", type=int, default=0, help="the run's seed (train; default 0)")
     s.add_argument("--trial", type=int, default=0, help="the trial's index (trial; default 0)")

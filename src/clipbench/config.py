@@ -129,6 +129,7 @@ def validate(config: dict, source: str = "config") -> dict:
     Raises ConfigError naming the key, e.g. ``tasks.classification.methods.sgd.lr``.
     """
     check_expanded_size(config, source)
+    _check_moved(config, source)
     schema = full_schema()
     cls = _with_defaults(jsonschema.validators.validator_for(schema))
     errors = sorted(cls(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
@@ -155,17 +156,38 @@ def validate(config: dict, source: str = "config") -> dict:
     return config
 
 
-def with_task_defaults(task: str, task_cfg: dict) -> dict:
-    """A copy of one task's settings with the schema's defaults filled in."""
+def _check_moved(config: dict, source: str) -> None:
+    """Keys a config of an older clipbench has where they no longer are: said as such, not as a typo."""
+    if "heavytail" in ((config.get("run") or {}).get("tasks") or []) or "heavytail" in (config.get("tasks") or {}):
+        raise ConfigError(f"invalid {source}: the convex check is no longer a task: remove heavytail from run.tasks "
+                          "and move tasks.heavytail's settings to the top-level section `heavytail` "
+                          "(heavytail.enabled: false turns it off)")
+
+
+def _with_block_defaults(path: tuple[str, ...], cfg: dict) -> dict:
+    """A copy of ``cfg``, the config block at ``path`` of the schema, with the schema's defaults."""
     schema = full_schema()
-    block = copy.deepcopy(schema["properties"]["tasks"]["properties"][task])
+    block = schema
+    for key in path:
+        block = block["properties"][key]
+    block = copy.deepcopy(block)
     block["definitions"] = schema.get("definitions", {})  # its $refs point there
     block.pop("required", None)  # a partial block (e.g. no methods) only gets its defaults
-    out = copy.deepcopy(task_cfg)
+    out = copy.deepcopy(cfg)
     cls = _with_defaults(jsonschema.validators.validator_for(schema))
     for err in cls(block).iter_errors(out):
-        raise ConfigError(f"invalid tasks.{task}.{_key_path(err)}: {err.message}")
+        raise ConfigError(f"invalid {'.'.join(path)}.{_key_path(err)}: {err.message}")
     return out
+
+
+def with_task_defaults(task: str, task_cfg: dict) -> dict:
+    """A copy of one task's settings with the schema's defaults filled in."""
+    return _with_block_defaults(("tasks", task), task_cfg)
+
+
+def with_section_defaults(section: str, cfg: dict) -> dict:
+    """A copy of a top-level section's settings (e.g. ``heavytail``) with the schema's defaults."""
+    return _with_block_defaults((section,), cfg)
 
 
 def task_methods(config: dict, task: str) -> list[str]:
@@ -177,8 +199,7 @@ def task_methods(config: dict, task: str) -> list[str]:
 def _check_methods(config: dict, source: str) -> None:
     """A name in run.methods that is not the thesis' must be a method of the user's own in every
     task run (else it is most likely a typo)."""
-    trained = [t for t in config["run"]["tasks"]
-               if t in registry.names() and registry.get(t).trains]
+    trained = [t for t in config["run"]["tasks"] if t in registry.names()]
     for method in custom_methods(config):
         index = config["run"]["methods"].index(method)
         lacking = [t for t in trained if method in task_methods(config, t)
@@ -224,8 +245,6 @@ def _check_matrix(config: dict, source: str) -> None:
         if task_cfg is None:
             missing.append(f"tasks.{task}")
             continue
-        if not registry.get(task).trains:
-            continue  # no run matrix: the task lists its own methods
         for method in task_methods(config, task):
             if method not in task_cfg.get("methods", {}):
                 missing.append(f"tasks.{task}.methods.{method}")
@@ -258,9 +277,9 @@ def _check_tuning(config: dict, source: str) -> None:
 
     blocks = (config.get("tuning") or {}).get("tasks") or {}
     for task in blocks:
-        if task not in registry.names() or not registry.get(task).trains:
-            raise ConfigError(f"invalid {source}: tuning.tasks.{task}: not a task that trains "
-                              f"(tasks: {', '.join(registry.training(registry.names()))})")
+        if task not in registry.names():
+            raise ConfigError(f"invalid {source}: tuning.tasks.{task}: not a task "
+                              f"(tasks: {', '.join(registry.names())})")
     schema = full_schema()
     builtin = schema["definitions"]
     for task in tuning.tuned_tasks(config):

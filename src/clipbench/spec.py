@@ -147,6 +147,11 @@ def task_settings(config: dict, task: str) -> dict:
     return {k: copy.deepcopy(v) for k, v in config["tasks"][task].items() if k != "methods"}
 
 
+def heavytail_settings(config: dict) -> dict:
+    """The convex check's settings (the config's ``heavytail`` section, less its switch)."""
+    return {k: copy.deepcopy(v) for k, v in config["heavytail"].items() if k != "enabled"}
+
+
 def with_levels(spec: dict, init: dict | None) -> dict:
     """``spec`` with a ``{quantile: q}`` clip level resolved from the task's noise at
     initialisation (``init.json``), and what was resolved recorded as ``resolved``."""

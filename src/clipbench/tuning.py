@@ -34,7 +34,7 @@ def tuned_tasks(config: dict) -> list[str]:
     tuning = config.get("tuning") or {}
     if not tuning.get("enabled", True):
         return []
-    return [t for t in registry.training(config["run"]["tasks"]) if t in (tuning.get("tasks") or {})]
+    return [t for t in config["run"]["tasks"] if t in (tuning.get("tasks") or {})]
 
 
 def task_tuning(config: dict, task: str) -> dict:

@@ -40,7 +40,7 @@ def test_bad_config_stops_snakemake_before_any_job(tmp_path):
     proc = snakemake(repo)
     assert proc.returncode != 0
     for line in ("run.seeds: [0, 0] has non-unique elements",
-                 "run.tasks.1: 'detection' is not one of ['classification', 'segmentation', 'superres', 'heavytail']",
+                 "run.tasks.1: 'detection' is not one of ['classification', 'segmentation', 'superres']",
                  "tasks.classification.epochs: 'four' is not of type 'integer'"):
         assert line in output(proc)
     assert sorted(p.name for p in (repo / "results").iterdir()) == ["README.md"]

@@ -17,8 +17,6 @@ import clipbench.spec as cb_spec
 cb_config.validate(config, source="workflow config (config/config.yaml + --configfile)")
 
 TASKS = config["run"]["tasks"]
-# The tasks that train networks: the run matrix. Others (the convex check) have a rule of their own.
-TRAINED = registry.training(TASKS)
 METHODS = config["run"]["methods"]
 SEEDS = config["run"]["seeds"]
 ENGINE = config["engine"]
@@ -38,7 +36,7 @@ def run_dir(task, method, seed):
 def all_runs(name):
     return [
         f"{run_dir(t, m, s)}/{name}"
-        for t in TRAINED
+        for t in TASKS
         for m in cb_config.task_methods(config, t)
         for s in SEEDS
     ]
@@ -59,7 +57,7 @@ def manifest_for(wildcards):
 
 
 def all_manifests():
-    datasets = sorted({dataset_of(t) for t in TRAINED} - {None})
+    datasets = sorted({dataset_of(t) for t in TASKS} - {None})
     return [f"prepared/{ds}/manifest.json" for ds in datasets]
 
 
@@ -107,7 +105,7 @@ def methods_file(task):
 def clip_plan_for(wildcards):
     """With noise diagnostics on, a task's training runs wait for its predicted clipping
     (results/noise/{task}/clip_plan.json, written by noise_init before training)."""
-    if not config["noise"]["enabled"] or wildcards.task not in TRAINED:
+    if not config["noise"]["enabled"] or wildcards.task not in TASKS:
         return []
     return [f"results/noise/{wildcards.task}/clip_plan.json"]
 
@@ -137,7 +135,7 @@ def noise_init_for(wildcards):
 
 
 def all_noise():
-    return [f"results/noise/{t}/noise.json" for t in TRAINED] if config["noise"]["enabled"] else []
+    return [f"results/noise/{t}/noise.json" for t in TASKS] if config["noise"]["enabled"] else []
 
 
 def dataset_file(wildcards):
@@ -146,7 +144,7 @@ def dataset_file(wildcards):
 
 def uses_archives():
     """Whether a dataset in use comes from archives in data/ (then data.dvc is kept current)."""
-    for ds in {dataset_of(t) for t in TRAINED} - {None}:
+    for ds in {dataset_of(t) for t in TASKS} - {None}:
         cfg = config["datasets"].get(ds, {})
         if not cfg.get("root") and cfg.get("source") in ("download", "archives"):
             return True
@@ -165,12 +163,12 @@ def noise_inputs(wildcards):
     the config turns them off (noise.enabled: false)."""
     if not _made_by_a_rule("results/noise/{task}/noise.json") or not config.get("noise", {}).get("enabled", True):
         return []
-    return [f"results/noise/{t}/noise.json" for t in TASKS if t != "heavytail"]
+    return [f"results/noise/{t}/noise.json" for t in TASKS]
 
 
 def heavytail_inputs(wildcards):
-    """The convex check's outputs, when the run matrix includes it."""
-    if "heavytail" not in TASKS or not _made_by_a_rule("results/heavytail/summary.json"):
+    """The convex check's outputs, when the config runs it (heavytail.enabled)."""
+    if not config["heavytail"]["enabled"] or not _made_by_a_rule("results/heavytail/summary.json"):
         return []
     return ["results/heavytail/summary.json", "results/heavytail/quantiles.csv"]
 
@@ -276,7 +274,7 @@ def prune_checkpoints():
         return
     keep = set()
     runs = {Path(p).parent for p in all_runs(cb_runfiles.METRICS_JSON)}
-    for t in TRAINED:
+    for t in TASKS:
         try:
             ref = json.loads(open(f"results/noise/{t}/noise.json").read()).get("reference") or {}
         except (OSError, ValueError):

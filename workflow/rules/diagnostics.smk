@@ -5,7 +5,7 @@ rule heavytail:
         summary="results/heavytail/summary.json",
         figure=report("results/heavytail/quantiles.png", category="heavytail", caption="../report/heavytail.rst"),
     params:
-        cfg=lambda wc: task_file("heavytail"),
+        cfg=lambda wc: cb_spec.write("heavytail", cb_spec.heavytail_settings(config), "heavytail"),
     resources:
         **job_resources("heavytail"),
     log:

@@ -46,7 +46,7 @@ rule baseline:
 
 
 # The report page's learning-curve figures, report/figures/<task>_<metric>.png (trained tasks only).
-CURVE_FIGURE = "{task,%s}_{metric,[a-z0-9_]+}.png" % "|".join(registry.training(registry.names()))
+CURVE_FIGURE = "{task,%s}_{metric,[a-z0-9_]+}.png" % "|".join(registry.names())
 
 
 # The report states what made it: the resolved config (its hash and text) and the prepared

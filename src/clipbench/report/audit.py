@@ -22,9 +22,8 @@ def expected_runs(config: dict | None) -> set[tuple[str, str, int]]:
     if not config or "run" not in config:
         return set()
     from clipbench import config as cfgmod
-    from clipbench.tasks import registry
 
-    return {(t, m, int(s)) for t in registry.training(config["run"]["tasks"])
+    return {(t, m, int(s)) for t in config["run"]["tasks"]
             for m in cfgmod.task_methods(config, t) for s in config["run"]["seeds"]}
 
 

@@ -26,14 +26,12 @@ class TaskInfo:
     # Pretrained weights the workflow fetches before training (its `weights` rule), by model:
     # {tasks.<task>.model: a name of clipbench.data.weights}, used with `pretrained: imagenet`.
     weights: dict[str, str] = field(default_factory=dict, compare=False)
-    # False for a task that trains no network (the convex check): no run matrix, a rule of its own.
-    trains: bool = True
     schema: dict | None = field(default=None, compare=False)  # only for tasks registered from outside
 
 
-# The tasks, in the report's order: the thesis' three, then the convex check, which trains no
-# network (its code is clipbench.diagnostics.heavytail). ``notes`` say how the numbers are
-# computed; the report states them beside the task's table.
+# The tasks, in the report's order. ``notes`` say how the numbers are computed; the report
+# states them beside the task's table. (The convex check is not a task: it trains no network;
+# see clipbench.diagnostics.heavytail and the config's top-level `heavytail` section.)
 TASKS: dict[str, TaskInfo] = {
     "classification": TaskInfo(
         name="classification",
@@ -77,41 +75,6 @@ TASKS: dict[str, TaskInfo] = {
         baseline="bicubic_baseline",
         module="clipbench.tasks.superres",
     ),
-    "heavytail": TaskInfo(
-        name="heavytail",
-        label="Convex check (heavy-tailed noise)",
-        main_metric="q99",
-        higher_is_better=False,
-        trains=False,
-        notes=(
-            "Least squares on scikit-learn's diabetes data (standardised, with an intercept): f(x) = |Ax - b|^2 / 2n, "
-            "f* from a direct solve. The oracle samples a mini-batch of rows; each row's gradient gets its own draw of "
-            "added noise and the oracle returns the mean, so the batch divides a finite noise variance by its size. "
-            "Three noises with the same scale parameter: Gaussian; multivariate Student-t with nu = 3 (heavy-tailed, "
-            "finite variance: inside the theorems); nu = 1.5 (infinite variance: a stress test outside the theorems, "
-            "which assume bounded variance). q50, q90 and q99 are quantiles of f(output) - f* over independent runs "
-            "(SGD's output is the average iterate, Algorithm 3.2; SSTM's is y, Algorithm 3.3).",
-            "The theorems' parameters are the reference: gamma = 1/(80 L ln(4N/beta)), lambda = L R0 (Theorem 1); "
-            "a = max{1, 16 ln(4N/beta)/C, 36(2 ln(4N/beta) + sqrt(4 ln^2(4N/beta) + 2 ln(4N/beta)))} with C = sqrt 5, "
-            "B = R0 / ln(4N/beta) (Theorem 2); where the thesis gives only an order Theta(.), the constant is 1. The "
-            "batch is Theorem 1's max{1, N sigma^2 / (R0^2 L^2 ln(4N/beta))} (sigma^2 one sample's Gaussian noise "
-            "variance) for every method; Theorem 2 asks for larger batches, so SSTM does best at steps below its "
-            "theorem's.",
-            "Each method sweeps its step: the theorem's times step_multipliers (0.01 to 1000 by default); the clipped "
-            "methods also sweep the clip level, the theorem's times clip_multipliers, in gradient units (lambda for "
-            "clipped-SGD; B/alpha_k for clipped-SSTM, B scaled with the step so the level does not move with it). SGD "
-            "and SSTM are the same updates without clipping. Per (noise, method) the arm with the lowest q99 over "
-            "tuning runs is chosen, then run again on fresh runs (another seed): the reported quantiles and the claims "
-            "come from those, free of selection bias. Every arm also runs once with the full gradient and no noise; "
-            "its noise-free error tells optimisation error from noise. A run that leaves a ball of 10^6 R0 counts as "
-            "diverged (f - f* = inf).",
-            "Claims: per noise, best-tuned clipped-SGD vs best-tuned SGD and clipped-SSTM vs SSTM on the ratio of "
-            "q99s (unclipped / clipped), with a 95% percentile-bootstrap interval over the fresh runs (paired: the "
-            "arms share batches and noise draws). Better (worse) when the ratio passes the tolerance (default 2x) and "
-            "the interval excludes 1; practically equivalent when the 90% interval lies within the tolerance either "
-            "way; else undecided.",
-        ),
-    ),
 }
 _registry: dict[str, TaskInfo] = dict(TASKS)  # plus the tasks registered from outside
 
@@ -139,11 +102,6 @@ def get(name: str) -> TaskInfo:
     if name not in _registry:
         raise ValueError(f"unknown task {name!r} (known: {', '.join(_registry)})")
     return _registry[name]
-
-
-def training(tasks) -> list[str]:
-    """Those of ``tasks`` that train networks (and so have a run matrix)."""
-    return [t for t in tasks if get(t).trains]
 
 
 def with_baseline() -> list[str]:

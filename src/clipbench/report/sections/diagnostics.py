@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from clipbench import files
+from clipbench.diagnostics.heavytail import NOTES
 from clipbench.report import figures
 from clipbench.report.names import method_label
 
@@ -98,4 +99,5 @@ def heavytail(heavy_dir: str | Path | None, out: Path) -> dict | None:
             for kind, by_method in data["final"].items() for m, v in by_method.items()]
     figure = heavy_dir / "quantiles.png"
     return {"settings": data["settings"], "rows": rows, "claims": data["claims"], "arms": data.get("arms") or [],
+            "notes": list(NOTES),
             "figure": _figure(figure, out, "figures/heavytail_quantiles.png") if figure.is_file() else None}
