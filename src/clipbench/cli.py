@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from clipbench import config as cfgmod
+from clipbench import runfiles
 from clipbench import spec as jobspec
 from clipbench.errors import ClipbenchError
 from clipbench.tasks import registry
@@ -112,8 +113,6 @@ def cmd_train(args) -> int:
 
 
 def cmd_record_failure(args) -> int:
-    from clipbench import runfiles
-
     if args.exit_code == 3:
         return 3  # a divergence with engine.fail_on_divergence: the user asked the workflow to stop
     spec = _json_arg(str(args.spec), "--spec")
@@ -151,8 +150,6 @@ def cmd_spec(args) -> int:
 
 
 def cmd_rerun(args) -> int:
-    from clipbench import runfiles
-
     for run in args.runs:
         if not run.is_dir():
             raise SystemExit(f"clipbench rerun: {run}: no such run folder (e.g. results/runs/<task>/<method>/seed<k>)")
@@ -187,7 +184,6 @@ def _resolve_levels(spec: dict, init_json) -> dict:
 
 
 def cmd_noise(args) -> int:
-    from clipbench import runfiles
     from clipbench.data.prepare import load_manifest
     from clipbench.diagnostics import noise
 
@@ -438,7 +434,7 @@ def _run_commands(sub) -> None:
 def _result_commands(sub) -> None:
     s = sub.add_parser("collect", help="gather every run's metrics into one tidy table")
     s.add_argument("metrics", nargs="*", type=Path, help="runs' metrics.json files (default: every run under --runs)")
-    s.add_argument("--runs", type=Path, default=Path("results/runs"), help="the run folders' root (without METRICS)")
+    s.add_argument("--runs", type=Path, default=Path(runfiles.RUNS_DIR), help="the run folders' root (without METRICS)")
     s.add_argument("--out", type=Path, default=Path("results/summary.csv"), help="the tidy table to write")
     s.add_argument("--dvc-metrics", type=Path, help="also write each task's main val metric per method (mean over "
                    "seeds) as JSON: the numeric columns of `dvc exp show` and `dvc metrics diff`")

@@ -16,6 +16,19 @@ from pathlib import Path
 
 from clipbench import files
 
+# Where the runs are, spelled once: the workflow's rules (wildcards), collect and the report.
+RUNS_DIR = "results/runs"
+RUN_NAME = "{task}/{method}/seed{seed}"  # a run's name: its folder under RUNS_DIR, its log's
+RUN_DIR = f"{RUNS_DIR}/{RUN_NAME}"
+
+
+def run_name(task: str, method: str, seed) -> str:
+    return RUN_NAME.format(task=task, method=method, seed=seed)
+
+
+def run_dir(task: str, method: str, seed) -> str:
+    return RUN_DIR.format(task=task, method=method, seed=seed)
+
 
 METRICS_JSON = "metrics.json"
 HISTORY_CSV = "history.csv"

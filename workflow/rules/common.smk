@@ -29,8 +29,7 @@ wildcard_constraints:
     seed=r"\d+",
 
 
-def run_dir(task, method, seed):
-    return f"results/runs/{task}/{method}/seed{seed}"
+run_dir = cb_runfiles.run_dir
 
 
 def all_runs(name):
@@ -281,10 +280,10 @@ def prune_checkpoints():
             if config["noise"]["enabled"]:
                 # Its noise is still to be measured (this run asked for other targets), at
                 # whichever of its runs finished: every one of them is still needed.
-                keep |= {r for r in runs if Path("results/runs") / t in r.parents}
+                keep |= {r for r in runs if Path(cb_runfiles.RUNS_DIR) / t in r.parents}
             continue
         if ref.get("run"):
-            keep.add(Path("results/runs") / ref["run"])
+            keep.add(Path(cb_runfiles.RUNS_DIR) / ref["run"])
     freed = cb_runfiles.prune_checkpoints(sorted(runs), keep)
     if freed:
         print(f"engine.keep_checkpoints: needed: deleted the checkpoints no later step needs ({freed / 1e6:.0f} MB; "

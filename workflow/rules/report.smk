@@ -21,8 +21,8 @@ rule collect:
         " --dvc-metrics-dir {output.metrics_dir} --dvc-plots {output.plots} {input.metrics} > {log} 2>&1"
 
 
-# Training-free baselines on the same validation data as the runs, for the tasks whose INFO
-# names one (classification: chance; segmentation: background everywhere; superres: bicubic).
+# Training-free baselines on the same validation data as the runs, for the tasks whose registry
+# entry names one (TaskInfo.baseline, a function of the task's module).
 rule baseline:
     input:
         manifest=manifest_for,

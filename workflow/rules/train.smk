@@ -12,8 +12,8 @@ rule train:
         plan=clip_plan_for,  # the predicted clipping, written before any training of the task
         weights=weights_for,
     output:
-        metrics="results/runs/{task}/{method}/seed{seed}/metrics.json",
-        history="results/runs/{task}/{method}/seed{seed}/history.csv",
+        metrics=f"{cb_runfiles.RUN_DIR}/{cb_runfiles.METRICS_JSON}",
+        history=f"{cb_runfiles.RUN_DIR}/{cb_runfiles.HISTORY_CSV}",
     params:
         spec=run_spec_file,
         out=lambda wc: run_dir(wc.task, wc.method, wc.seed),
@@ -32,9 +32,9 @@ rule train:
         mem_mb=train_resource("mem_mb"),
         runtime=train_resource("runtime"),
     log:
-        "results/logs/train/{task}/{method}/seed{seed}.log",
+        f"results/logs/train/{cb_runfiles.RUN_NAME}.log",
     benchmark:
-        "results/benchmarks/train/{task}/{method}/seed{seed}.tsv"
+        f"results/benchmarks/train/{cb_runfiles.RUN_NAME}.tsv"
     conda:
         "../../environment.yml"
     shell:

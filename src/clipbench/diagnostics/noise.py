@@ -36,6 +36,7 @@ import sys
 
 import numpy as np
 
+from clipbench import runfiles
 from clipbench.diagnostics.clip_levels import CLIP_KEYS, resolve_levels
 
 MARGIN = 0.1  # practical margin around α = 2 (and around a norm ratio of 1)
@@ -369,7 +370,7 @@ def pick_reference(runs) -> tuple[object, dict | None, list[dict]]:
     (None, None, those) when none did."""
     from pathlib import Path
 
-    from clipbench import files, runfiles
+    from clipbench import files
 
     skipped = []
     for run in map(Path, runs):
@@ -432,7 +433,7 @@ def run(spec: dict, manifest: dict | None, out, checkpoint=None, init=None, meth
     init_data = files.read_json(init)
     noise = assemble(task, task_label, [init_data["point"], point], _levels(methods, init_data))
     noise.update(seed=spec["seed"], batch_size=spec["task_config"]["batch_size"],
-                 reference={"run": f"{task}/{spec['method']}/seed{seed}", "skipped": skipped or []})
+                 reference={"run": runfiles.run_name(task, spec["method"], seed), "skipped": skipped or []})
     _with_plan(noise, init)
     files.write_json(out / "noise.json", noise)
     return noise["verdict"]

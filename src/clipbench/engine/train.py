@@ -236,7 +236,7 @@ class Setup:
 def setup(spec: dict, manifest, out_dir: Path, eng: dict, device: torch.device, d: Dist) -> Setup:
     """Build the task, model, optimizer, schedule and loaders of one run (seeded by the spec)."""
     seed = int(spec["seed"])
-    name = f"{spec['task']}/{spec['method']}/seed{seed}"
+    name = runfiles.run_name(spec['task'], spec['method'], seed)
     log = tqdm.write if d.main else (lambda msg: None)
     if d.main:
         out_dir.mkdir(parents=True, exist_ok=True)
