@@ -24,7 +24,8 @@ CONFIG = {"run": {"methods": ["sgd", "adam", "crashy"]},
               "crashy": {"optimizer": "tests.reliability._faulty:CrashAtStep", "lr": 0.01}}}}}
 # Each neutral key with a value other than the one the workflow ran with.
 NEUTRAL = {"threads": 2, "num_workers": 1, "gpus": 1, "fail_on_divergence": True, "checkpoint_every_steps": 5,
-           "dvclive": True, "loaders": {"classification": {"num_workers": 2}}, "keep_checkpoints": "final"}
+           "dvclive": True, "loaders": {"classification": {"num_workers": 2}}, "keep_checkpoints": "final",
+           "tensorboard": True}
 
 
 def _metrics(repo, method) -> dict:
