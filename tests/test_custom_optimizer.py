@@ -14,6 +14,7 @@ from clipbench.engine import train as T
 from clipbench.optim import build_optimizer
 from clipbench.report import collect, render
 from clipbench import spec as jobspec
+from tests._kills import DieAfterSaves, Killed
 from tests._torchstate import restore_torch_globals, torch_globals
 
 PATH = "tests.test_custom_optimizer:SignMomentum"
@@ -98,10 +99,6 @@ def test_adamw_by_name():
     assert isinstance(opt, torch.optim.AdamW) and opt.param_groups[0]["betas"] == (0.9, 0.95)
 
 
-class Killed(Exception):
-    pass
-
-
 def test_own_optimizer_trains_resumes_and_is_reported(tiny_imagenet, tmp_path, monkeypatch):
     cfg = _config()
     spec = jobspec.run_spec(cfg, "classification", "signsgd", 0)
@@ -111,20 +108,12 @@ def test_own_optimizer_trains_resumes_and_is_reported(tiny_imagenet, tmp_path, m
     assert state["param_groups"][0]["momentum"] == 0.8 and state["state"]  # its buffers are checkpointed
 
     # A crash after the 3rd checkpoint, then the same command again: bit-for-bit the same run.
-    real_save, saves = checkpoint.save, []
-
-    def save_then_die(path, state):
-        real_save(path, state)
-        saves.append(state["step"])
-        if len(saves) == 3:
-            raise Killed
-
-    monkeypatch.setattr(checkpoint, "save", save_then_die)
+    die = DieAfterSaves(monkeypatch, 3)
     with pytest.raises(Killed):
         T.train(copy.deepcopy(spec), tiny_imagenet, tmp_path / "crashed")
-    monkeypatch.setattr(checkpoint, "save", real_save)
+    die.disarm()
     resumed = T.train(copy.deepcopy(spec), tiny_imagenet, tmp_path / "crashed")
-    assert resumed["timing"]["resumed_at_steps"] == [saves[-1]]
+    assert resumed["timing"]["resumed_at_steps"] == [die.saves[-1]]
     assert {k: v for k, v in resumed.items() if k != "timing"} == {k: v for k, v in ref.items() if k != "timing"}
     assert (tmp_path / "crashed/history.csv").read_text() == \
         (tmp_path / "runs/classification/signsgd/seed0/history.csv").read_text()

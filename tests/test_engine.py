@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from tests._kills import DieAfterSaves, Killed
 from tests._tensortask import ReportingSGD, tensor_task_spec, use_tensor_task
 from tests._torchstate import restore_torch_globals, torch_globals
 from clipbench import config as cfgmod
@@ -56,10 +57,6 @@ def test_same_seed_same_metrics(monkeypatch, tmp_path):
     assert c["final"] != a["final"]
 
 
-class Killed(Exception):
-    pass
-
-
 @pytest.mark.parametrize("accumulate,kill_after", [(1, 3), (1, 4), (2, 3)])
 def test_resume_mid_epoch_is_bit_for_bit(monkeypatch, tmp_path, accumulate, kill_after):
     """Stop right after a mid-epoch (or epoch-end) checkpoint, as a crash would, and resume."""
@@ -68,21 +65,13 @@ def test_resume_mid_epoch_is_bit_for_bit(monkeypatch, tmp_path, accumulate, kill
                             lr=0.1, momentum=0.9, batch_multiplier=accumulate)
     ref = T.train(copy.deepcopy(spec), None, tmp_path / "ref")
 
-    real_save, saves = checkpoint.save, []
-
-    def save_then_die(path, state):
-        real_save(path, state)
-        saves.append(state["step"])
-        if len(saves) == kill_after:
-            raise Killed
-
-    monkeypatch.setattr(checkpoint, "save", save_then_die)
+    die = DieAfterSaves(monkeypatch, kill_after)
     with pytest.raises(Killed):
         T.train(copy.deepcopy(spec), None, tmp_path / "run")
-    monkeypatch.setattr(checkpoint, "save", real_save)
+    die.disarm()
     assert not (tmp_path / "run" / "metrics.json").exists()
     resumed = T.train(copy.deepcopy(spec), None, tmp_path / "run")
-    assert resumed["timing"]["resumed_at_steps"] == [saves[-1]]
+    assert resumed["timing"]["resumed_at_steps"] == [die.saves[-1]]
     assert without_timing(resumed) == without_timing(ref)
     assert (tmp_path / "run" / "history.csv").read_text() == (tmp_path / "ref" / "history.csv").read_text()
     assert_same_params(final_params(tmp_path / "run"), final_params(tmp_path / "ref"))
@@ -317,19 +306,10 @@ def test_schedule_resumes(monkeypatch, tmp_path):
                             lr=0.1, schedule={"name": "cosine", "eta_min": 0.0})
     ref = T.train(copy.deepcopy(spec), None, tmp_path / "ref")
     assert ref["telemetry"]["lr"] == pytest.approx(0.0, abs=1e-12)
-    real_save = checkpoint.save
-    n = []
-
-    def die(path, state):
-        real_save(path, state)
-        n.append(1)
-        if len(n) == 6:
-            raise Killed
-
-    monkeypatch.setattr(checkpoint, "save", die)
+    die = DieAfterSaves(monkeypatch, 6)
     with pytest.raises(Killed):
         T.train(copy.deepcopy(spec), None, tmp_path / "run")
-    monkeypatch.setattr(checkpoint, "save", real_save)
+    die.disarm()
     assert without_timing(T.train(copy.deepcopy(spec), None, tmp_path / "run")) == without_timing(ref)
 
 

@@ -14,6 +14,7 @@ import time
 import pytest
 import torch
 
+from tests._kills import DieAfterSaves, Killed
 from tests._tensortask import tensor_task_spec, use_tensor_task
 from clipbench.engine import checkpoint, tracking, train as T
 
@@ -31,10 +32,6 @@ def _keep_torch_globals():
     yield
     torch.set_num_threads(saved[0])
     torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
-
-
-class Killed(BaseException):
-    """A kill: not an Exception, so no side-channel handler swallows it."""
 
 
 def history(run) -> dict[str, list[tuple[int, float]]]:
@@ -139,15 +136,7 @@ def test_a_resumed_run_continues_the_views(monkeypatch, tmp_path, crash):
     # A kill ends nothing: DVCLive's end() and the TensorBoard writer's close() never run.
     monkeypatch.setattr(tracking.Tracker, "close", lambda self: None)
     if crash.startswith("checkpoint"):
-        kill_after, real_save, saves = int(crash.split()[1]), checkpoint.save, []
-
-        def save_then_die(path, state):
-            real_save(path, state)
-            saves.append(state["step"])
-            if len(saves) == kill_after:
-                raise Killed
-
-        monkeypatch.setattr(checkpoint, "save", save_then_die)
+        DieAfterSaves(monkeypatch, int(crash.split()[1]))
     else:
         real_write, calls = tracking._DVCLive.write, []
 
