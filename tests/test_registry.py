@@ -45,7 +45,41 @@ def test_config_cli_and_report_import_no_torch():
 
 def test_task_defaults_are_the_schemas():
     """The code keeps no defaults of its own: a hand-written spec gets the schema's."""
-    block = cfgmod.load_schema()["properties"]["tasks"]["properties"]["superres"]["properties"]
+    block = cfgmod.full_schema()["properties"]["tasks"]["properties"]["superres"]["properties"]
     filled = cfgmod.with_task_defaults("superres", {"epochs": 1})
     assert filled["repeat"] == block["repeat"]["default"] == 20
     assert filled["epochs"] == 1 and "methods" not in filled
+
+
+def test_each_task_and_dataset_keeps_its_config_block_beside_its_code(repo):
+    from clipbench.data.datasets import DATASETS
+
+    assert sorted(p.stem for p in (repo / "src/clipbench/tasks/schemas").glob("*.yaml")) == sorted(registry.TASKS)
+    assert cfgmod.dataset_names() == sorted(DATASETS)
+    blocks = cfgmod.full_schema()["properties"]["tasks"]["properties"]
+    for name, info in registry.TASKS.items():
+        assert blocks[name]["properties"]["dataset"]["enum"] == [info.dataset]
+    cfg = cfgmod.load(repo / "config/config.yaml")
+    cfg["engine"]["loaders"] = {"segmentaton": {"num_workers": 2}}
+    with pytest.raises(cfgmod.ConfigError, match="engine.loaders"):
+        cfgmod.validate(cfg)
+    cfg = cfgmod.load(repo / "config/config.yaml")
+    cfg["tasks"]["superres"]["pach_size"] = 8
+    with pytest.raises(cfgmod.ConfigError, match="src/clipbench/tasks/schemas/superres.yaml"):
+        cfgmod.validate(cfg)
+
+
+def test_the_workflow_names_no_task_model_or_dataset(repo):
+    """Tasks, their models, datasets and weights are named in the package only; the workflow
+    gets them from the config and the registry (docs/adding-a-task.md edits no workflow file)."""
+    from clipbench.data.datasets import DATASETS
+
+    blocks = cfgmod.full_schema()["properties"]["tasks"]["properties"]
+    names = set(registry.TASKS) | set(DATASETS) | {"imagenet", "voc", "div2k", "vgg16", "resnet", "edsr", "fcn"}
+    for block in blocks.values():
+        names |= set(block["properties"]["model"]["enum"])
+    for info in registry.TASKS.values():
+        names |= set(info.weights.values())
+    hits = subprocess.run(["git", "grep", "-n", "-i", "-E", r"\b(" + "|".join(sorted(names)) + r")", "--",
+                           "workflow", "Snakefile"], cwd=repo, capture_output=True, text=True).stdout
+    assert hits == "", hits

@@ -2,7 +2,8 @@
 
 The schema in ``workflow/schemas/config.schema.yaml`` is the single source of truth for keys,
 types and defaults (the code holds no defaults of its own); the task registry adds which task
-names exist. This module is the one validator: the Snakefile and the command line both call
+names exist, and each task and dataset keeps its own block beside its code
+(``clipbench/tasks/schemas/``, ``clipbench/data/schemas/``). This module is the one validator: the Snakefile and the command line both call
 ``validate``, so both fill in the same defaults and reject the same mistakes.
 """
 from __future__ import annotations
@@ -52,25 +53,43 @@ def custom_methods(config: dict) -> list[str]:
     return [m for m in config["run"]["methods"] if m not in methods()]
 
 
+@functools.lru_cache(maxsize=None)
+def _blocks(folder: str) -> dict[str, dict]:
+    """The config blocks the package keeps beside their code, ``clipbench/<folder>/schemas/<name>.yaml``
+    (a task's or a dataset's settings), by name."""
+    files = sorted(resources.files("clipbench").joinpath(folder, "schemas").iterdir(), key=lambda f: f.name)
+    return {f.name.removesuffix(".yaml"): yaml.load(f.read_text(), Loader=_SafeLoader)
+            for f in files if f.name.endswith(".yaml")}
+
+
+def dataset_names() -> list[str]:
+    """The datasets whose ``datasets.<name>`` block the config takes."""
+    return list(_blocks("data"))
+
+
 def full_schema() -> dict:
-    """What ``validate`` checks against: the schema file plus what the task registry knows,
-    the task names ``run.tasks`` accepts and the ``tasks.<name>`` block of each task
-    registered from outside."""
+    """What ``validate`` checks against: the schema file plus what the tasks and datasets own,
+    the task names ``run.tasks``, ``resources.tasks`` and ``engine.loaders`` accept, each task's
+    ``tasks.<name>`` block (``clipbench/tasks/schemas/<name>.yaml``, or the ``schema`` of a task
+    registered from outside) and each dataset's ``datasets.<name>`` block
+    (``clipbench/data/schemas/<name>.yaml``)."""
     schema = load_schema()
-    schema["properties"]["run"]["properties"]["tasks"]["items"]["enum"] = registry.names()
-    schema["properties"]["resources"]["properties"]["tasks"]["propertyNames"] = {"enum": registry.names()}
+    props = schema["properties"]
+    props["run"]["properties"]["tasks"]["items"]["enum"] = registry.names()
+    for per_task in (props["resources"]["properties"]["tasks"], props["engine"]["properties"]["loaders"]):
+        per_task["propertyNames"] = {"enum": registry.names()}
     # Beside the thesis' methods, run.methods takes methods of the user's own, whose names
     # _check_methods checks against the tasks' method blocks (with a message for typos).
-    run_methods = schema["properties"]["run"]["properties"]["methods"]["items"]
+    run_methods = props["run"]["properties"]["methods"]["items"]
     run_methods.pop("enum")
     run_methods["pattern"] = schema["definitions"]["methods"]["propertyNames"]["pattern"]
-    blocks = schema["properties"]["tasks"]["properties"]
+    own = _blocks("tasks")
     for name in registry.names():
-        info = registry.get(name)
-        if info.schema is not None:
-            blocks[name] = copy.deepcopy(info.schema)
-        elif name not in blocks:
-            raise ConfigError(f"task {name!r} has no tasks.{name} block in workflow/schemas/config.schema.yaml")
+        block = registry.get(name).schema or own.get(name)
+        if block is None:
+            raise ConfigError(f"task {name!r} has no config block: add src/clipbench/tasks/schemas/{name}.yaml")
+        props["tasks"]["properties"][name] = copy.deepcopy(block)
+    props["datasets"]["properties"] = copy.deepcopy(_blocks("data"))
     return schema
 
 
@@ -123,6 +142,14 @@ def check_expanded_size(config, source: str = "config") -> None:
             stack.extend(item)
 
 
+def _schema_file(err: jsonschema.ValidationError) -> str:
+    """Where the block an error is about is described."""
+    path = list(err.absolute_path)
+    if len(path) >= 2 and path[0] in ("tasks", "datasets"):
+        return f"src/clipbench/{'tasks' if path[0] == 'tasks' else 'data'}/schemas/{path[1]}.yaml"
+    return "workflow/schemas/config.schema.yaml"
+
+
 def validate(config: dict, source: str = "config") -> dict:
     """Validate ``config`` in place (filling defaults) and return it.
 
@@ -139,7 +166,7 @@ def validate(config: dict, source: str = "config") -> dict:
             if err.validator == "additionalProperties":
                 allowed = ", ".join(sorted(err.schema.get("properties", {}))) or "none"
                 lines.append(f"{_key_path(err)}: {err.message} (allowed: {allowed}; check the spelling, "
-                             f"see workflow/schemas/config.schema.yaml)")
+                             f"see {_schema_file(err)})")
             elif err.validator == "required" and "'optimizer'" in err.message:
                 lines.append(f"{_key_path(err)}: {err.message}: {err.absolute_path[-1]!r} is not one of the "
                              f"thesis' methods ({', '.join(methods())}; check the spelling), and a method of "

@@ -231,7 +231,7 @@ def train_resources(task):
 
 def job_resources(rule):
     """What one job (training aside) asks a scheduler for, from `resources.jobs.<rule>`
-    over `resources.job` (a demo's prepare asks 1 CPU; the thesis' extracts ImageNet on 8).
+    over `resources.job` (a demo's prepare asks 1 CPU; the thesis' unpacks its 150 GB of archives on 8).
     cpus_per_task null: the rule's threads."""
     res = config["resources"]
     want = {**res["job"], **res["jobs"].get(rule, {})}

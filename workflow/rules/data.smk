@@ -1,4 +1,4 @@
-# Archives (downloads, or the user's ImageNet tars) live in data/<dataset>/, which data.dvc
+# Archives (downloads, or tars the user brings) live in data/<dataset>/, which data.dvc
 # versions; extracted and generated trees live in prepared/<dataset>/, which it does not.
 rule prepare:
     output:
@@ -35,7 +35,7 @@ rule datasets:
         "ls {input} > {output} 2> {log}"
 
 
-# After archives were downloaded (or the user's ImageNet tars are in data/), data.dvc is
+# After archives were downloaded (or the user brought theirs into data/), data.dvc is
 # brought up to date, so `dvc push` shares exactly what the runs used.
 rule track_data:
     input:
