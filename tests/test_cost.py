@@ -56,3 +56,18 @@ def test_a_task_is_asked_for_its_example_and_named_when_it_has_none(monkeypatch)
     monkeypatch.setattr(registry, "load_module", lambda name: types.ModuleType("clipbench.tasks.bare"))
     with pytest.raises(ValueError, match=r"task 'superres' .* clipbench.tasks.bare has no example_model\(\)"):
         cost.example_step("superres", {}, {}, 2)
+
+
+def test_the_loader_and_the_sizes_are_asked_of_the_task_and_the_dataset(tmp_path):
+    from clipbench import config as cfgmod
+
+    config = cfgmod.load("config/config.yaml", "config/thesis.yaml")
+    seg = config["tasks"]["segmentation"]
+    assert cost.dataset_size(seg, config)[:2] == (1_464, 1_449)
+    config["datasets"]["voc2012"]["sbd"] = True
+    assert cost.dataset_size(seg, config)[:2] == (10_582, 1_449)
+    sr = config["tasks"]["superres"]
+    assert cost.dataset_size(sr, config)[:2] == (800 * sr["repeat"], 100)
+    dataset = cost.task_function("segmentation", "stand_in_dataset")(seg, config["datasets"]["voc2012"], tmp_path / "f", 2)
+    image, mask = dataset[0]
+    assert len(dataset) == 2 and image.shape[-2:] == mask.shape[-2:] == (seg["crop_size"],) * 2

@@ -12,13 +12,14 @@ ResNet-18, FCN-32s on VGG16, EDSR-baseline) and times, separately,
 * the loader: one training sample of the task's real pipeline (decode, augment, convert) on
   one core, on stand-in files of the real sizes (ImageNet-sized JPEGs, pre-resized when the
   config pre-resizes; VOC-sized image/mask pairs; DIV2K-sized PNGs, decoded into the cache
-  when the config caches), times the samples of a step, over the task's loader workers.
+  when the config caches: the task's ``stand_in_dataset``), times the samples of a step, over
+  the task's loader workers.
 
 With loader workers the two overlap and the slower one bounds a step; without, they add.
 A run is ``epochs`` x (steps x that bound + one evaluation pass, estimated as a forward pass
 per validation pixel at a third of a training step's cost per pixel). The replication is every
-method x seed of ``run``. Dataset sizes are the real ones (``KNOWN_SIZES``), so the estimate
-does not need the data.
+method x seed of ``run``. Dataset sizes are the real ones (each dataset module's
+``real_size``), so the estimate does not need the data.
 
 ``--smoke`` (the default on a CPU): two steps at batch 2, scaled linearly to the configured
 batch; it checks that every thesis model builds and steps here, and its hours are a CPU's,
@@ -36,20 +37,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from clipbench import config as cfgmod
 from clipbench.engine.env import autocast, loader_options, pick_device
 from clipbench.optim import make_optimizer
 from clipbench.tasks import registry
 
-# (train samples per epoch before `repeat`, validation images, where the number comes from)
-KNOWN_SIZES = {
-    "imagenet100": (130_000, 5_000, "ImageNet-100: at most 1,300 train images per class x 100, 50 val each"),
-    "voc2012": (1_464, 1_449, "VOC 2012 segmentation train / val"),
-    "voc2012+sbd": (10_582, 1_449, "VOC 2012 + SBD 'trainaug' / VOC val"),
-    "div2k": (800, 100, "DIV2K train / valid"),
-}
 MARGIN = 1.25  # ask for a quarter more than the estimate: evaluation outliers, restarts
 
 
@@ -149,63 +142,6 @@ def time_step(model, loss_fn, batch, methods: dict, device, eng: dict, steps: in
 
 # -- the loader ------------------------------------------------------------------------------------
 
-def _voc_like(root: Path, n: int) -> tuple[list[str], list[str]]:
-    """``n`` VOC-sized JPEGs (natural photos) with palette masks of a few class rectangles."""
-    from clipbench.bench.data import make_jpegs
-    from clipbench.data.synthetic import voc_palette
-
-    make_jpegs(root, n, classes=1)
-    images = sorted(str(p) for p in root.rglob("*.JPEG"))
-    rng = np.random.default_rng(0)
-    masks = []
-    for i, path in enumerate(images):
-        w, h = Image.open(path).size
-        mask = np.zeros((h, w), np.uint8)
-        for _ in range(3):
-            x, y = int(rng.integers(0, w // 2)), int(rng.integers(0, h // 2))
-            mask[y:y + h // 3, x:x + w // 3] = int(rng.integers(1, 21))
-        im = Image.fromarray(mask, mode="P")
-        im.putpalette(voc_palette())
-        masks.append(str(root / f"mask_{i}.png"))
-        im.save(masks[-1])
-    return images, masks
-
-
-def stand_in_dataset(task: str, cfg: dict, ds_cfg: dict, tmp: Path, n: int):
-    """The task's training dataset and transforms, on ``n`` stand-in files of the real sizes."""
-    if task == "classification":
-        from torchvision import datasets
-
-        from clipbench.bench.data import make_jpegs
-        from clipbench.data.imagenet100 import resize_tree
-        from clipbench.tasks.classification import transforms
-
-        make_jpegs(tmp / "cls", n, classes=2)
-        tree, side = tmp / "cls", (ds_cfg.get("resize") or {}).get("shorter_side")
-        if side:
-            resize_tree(tree, tmp / "cls_resized", shorter_side=side, quality=ds_cfg["resize"].get("quality", 90),
-                        workers=1, progress=False)
-            tree = tmp / "cls_resized"
-        return datasets.ImageFolder(tree / "train", transform=transforms(int(cfg.get("image_size", 224)), True))
-    if task == "segmentation":
-        from clipbench.tasks.segmentation import SegmentationFiles, transforms
-
-        images, masks = _voc_like(tmp / "seg", n)
-        tf = transforms(True, int(cfg.get("base_size", 520)), int(cfg.get("crop_size", 480)), cfg.get("eval_size"))
-        return SegmentationFiles([Path(i).stem for i in images], images, masks, tf)
-    from clipbench.bench.data import make_div2k_like
-    from clipbench.data.div2k import build_cache
-    from clipbench.tasks.superres import DIV2K
-
-    make_div2k_like(tmp / "sr", max(1, min(n, 3)))
-    cache = None
-    if ds_cfg.get("cache", True):
-        cache = tmp / "sr_cache"
-        build_cache(tmp / "sr", cache, workers=1, progress=False)
-    return DIV2K(tmp / "sr", "train", int(cfg.get("scale", 4)), train=True,
-                 patch_size=int(cfg.get("patch_size", 48)), repeat=20, cache=cache)
-
-
 def sample_seconds(dataset, samples: int) -> float:
     """Seconds of one core per training sample (as in a loader worker: one thread)."""
     threads = torch.get_num_threads()
@@ -224,12 +160,12 @@ def sample_seconds(dataset, samples: int) -> float:
 # -- the estimate ----------------------------------------------------------------------------------
 
 def dataset_size(cfg: dict, config: dict) -> tuple[int, int, str]:
-    """(training samples per epoch, validation images, where the sizes come from); a task
-    with ``repeat`` draws that many samples per training image and epoch."""
-    ds = cfg.get("dataset")
-    if ds == "voc2012" and config["datasets"].get("voc2012", {}).get("sbd"):
-        ds = "voc2012+sbd"
-    n_train, n_val, note = KNOWN_SIZES[ds]
+    """(training samples per epoch, validation images, where the sizes come from), the real
+    dataset's as its module states them; a task with ``repeat`` draws that many samples per
+    training image and epoch."""
+    from clipbench.data.datasets import DATASETS
+
+    n_train, n_val, note = DATASETS[cfg["dataset"]].real_size(config["datasets"][cfg["dataset"]])
     return n_train * int(cfg.get("repeat", 1)), n_val, note
 
 
@@ -253,7 +189,7 @@ def estimate_task(task: str, config: dict, device, smoke: bool, steps: int, samp
         step_s[method] = k * micro + opt_s[method]
         steps_per_run[method] = (n_train // (batch * k)) * int(cfg["epochs"])
     eval_s = n_val * (micro / batch) / 3 * eval_pixels
-    dataset = stand_in_dataset(task, cfg, ds_cfg, tmp / task, max(samples, 2))
+    dataset = task_function(task, "stand_in_dataset")(cfg, ds_cfg, tmp / task / "files", max(samples, 2))
     workers = loader_options(eng, task, device)["num_workers"]
     return TaskCost(task=task, batch=batch, timed_batch=timed, step_s=step_s, sample_s=sample_seconds(dataset, samples),
                     workers=workers, steps_per_run=steps_per_run, eval_s=eval_s, epochs=int(cfg["epochs"]),

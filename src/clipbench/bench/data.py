@@ -17,39 +17,19 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
-from skimage import data as skdata
 from torch.utils.data import DataLoader
 from torchvision import datasets
 
 from clipbench.data.div2k import build_cache
 from clipbench.data.imagenet100 import resize_tree
+from clipbench.data.standins import DIV2K_HR, make_div2k_like, make_jpegs
 from clipbench.tasks.classification import transforms
 from clipbench.tasks.superres import DIV2K
 
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "cat", "hubble_deep_field", "immunohistochemistry")
 # ResNet-18 training at batch 32 on one current data-centre GPU (A100/H100, AMP,
 # channels_last) runs at roughly 2,500-3,000 images/s; the loader must keep up with that.
 GPU_IMAGES_PER_S = 2500
-DIV2K_HR = (2040, 1356)  # the commonest DIV2K HR size (w, h)
-
-
-def make_jpegs(root: Path, n: int, classes: int = 4, size=(500, 375), seed: int = 0) -> None:
-    rng = np.random.default_rng(seed)
-    photos = []
-    for name in PHOTOS:
-        img = np.asarray(getattr(skdata, name)())
-        if img.ndim == 2:
-            img = np.stack([img] * 3, axis=-1)
-        photos.append(Image.fromarray(img[..., :3]).resize((size[0] * 2, size[1] * 2), Image.Resampling.BICUBIC))
-    for i in range(n):
-        src = photos[i % len(photos)]
-        x, y = rng.integers(0, src.width - size[0]), rng.integers(0, src.height - size[1])
-        d = root / "train" / f"n{i % classes:08d}"
-        d.mkdir(parents=True, exist_ok=True)
-        src.crop((x, y, x + size[0], y + size[1])).save(d / f"img_{i}.JPEG", "JPEG", quality=90)
 
 
 def loader_rate(root: Path, workers: int, batches: int, image_size: int = 224, batch_size: int = 32) -> float:
@@ -67,24 +47,6 @@ def loader_rate(root: Path, workers: int, batches: int, image_size: int = 224, b
             x, _ = next(it)
         seen += x.shape[0]
     return seen / (time.perf_counter() - start)
-
-
-def make_div2k_like(root: Path, n: int, seed: int = 0) -> None:
-    """``n`` DIV2K-sized HR/LR x4 PNG pairs in DIV2K's layout (``valid`` gets one)."""
-    rng = np.random.default_rng(seed)
-    w, h = DIV2K_HR
-    for split, count, first in (("train", n, 1), ("valid", 1, 801)):
-        hr_dir, lr_dir = root / f"DIV2K_{split}_HR", root / f"DIV2K_{split}_LR_bicubic" / "X4"
-        hr_dir.mkdir(parents=True)
-        lr_dir.mkdir(parents=True)
-        for i in range(count):
-            photo = np.asarray(getattr(skdata, PHOTOS[(first + i) % len(PHOTOS)])())
-            photo = np.stack([photo] * 3, axis=-1) if photo.ndim == 2 else photo[..., :3]
-            big = np.asarray(Image.fromarray(photo).resize((w, h), Image.Resampling.BICUBIC), dtype=np.float32)
-            big = np.clip(big + rng.normal(0, 4, big.shape), 0, 255).astype(np.uint8)
-            hr = Image.fromarray(big)
-            hr.save(hr_dir / f"{first + i:04d}.png")
-            hr.resize((w // 4, h // 4), Image.Resampling.BICUBIC).save(lr_dir / f"{first + i:04d}x4.png")
 
 
 def patch_rate(dataset, seconds: float, start: int = 0) -> float:

@@ -47,6 +47,11 @@ CACHE = "cache"  # the decoded cache, under the prepared folder
 INDEX = "index.json"  # in the cache: each copy's size and sha256, and its PNG's sha256
 
 
+def real_size(cfg: dict) -> tuple[int, int, str]:
+    """(training images, validation images, where the numbers come from) of the real DIV2K."""
+    return 800, 100, "DIV2K train / valid"
+
+
 class CacheError(ClipbenchError, RuntimeError):
     """A decoded-cache file is missing, damaged or decoded from other PNG bytes."""
 

@@ -62,6 +62,12 @@ class ImageNetError(ClipbenchError, RuntimeError):
 # ------------------------------------------------------------------ class lists
 
 
+def real_size(cfg: dict) -> tuple[int, int, str]:
+    """(training images, validation images, where the numbers come from) of the real dataset
+    that ``cfg`` (``datasets.imagenet100``) describes, without it (the cost estimate)."""
+    return 130_000, 5_000, "ImageNet-100: at most 1,300 train images per class x 100, 50 val each"
+
+
 def load_class_list(name: str) -> list[str]:
     """The wnids of a shipped class list (``first100`` or ``cmc``), in file order."""
     try:

@@ -21,6 +21,14 @@ SBD_SUBDIRS = ("img", "cls")
 SBD_LISTS = ("train.txt", "val.txt")
 
 
+def real_size(cfg: dict) -> tuple[int, int, str]:
+    """(training images, validation images, where the numbers come from) of the real dataset
+    that ``cfg`` (``datasets.voc2012``, with or without SBD) describes, without it."""
+    if cfg["sbd"]:
+        return 10_582, 1_449, "VOC 2012 + SBD 'trainaug' / VOC val"
+    return 1_464, 1_449, "VOC 2012 segmentation train / val"
+
+
 def prepare(cfg: dict, out: Path, source: str, root: Path | None, **options) -> dict:
     """Make VOC 2012 (and SBD where ``cfg["sbd"]``) ready under ``out``; returns the manifest.
 

@@ -123,3 +123,18 @@ def example_batch(cfg: dict, dataset_cfg: dict, batch_size: int, train: bool = T
     size = cfg["image_size"]
     return (torch.rand(batch_size, 3, size, size),
             torch.randint(0, configured_classes(dataset_cfg), (batch_size,)))
+
+
+def stand_in_dataset(cfg: dict, dataset_cfg: dict, root: Path, n: int):
+    """The training dataset and transforms of a run of ``cfg`` on ``n`` stand-in JPEGs of
+    ImageNet's typical size (500 x 375), pre-resized as the config pre-resizes."""
+    from clipbench.data.standins import make_jpegs
+    from clipbench.data.imagenet100 import resize_tree
+
+    make_jpegs(root, n, classes=2)
+    tree, resize = root, dataset_cfg["resize"]
+    if resize["shorter_side"]:
+        tree = root.with_name(root.name + "_resized")
+        resize_tree(root, tree, shorter_side=resize["shorter_side"], quality=resize["quality"], workers=1, progress=False)
+    return datasets.ImageFolder(tree / "train", transform=transforms(int(cfg["image_size"]), True))
+

@@ -267,3 +267,28 @@ def example_batch(cfg: dict, dataset_cfg: dict, batch_size: int, train: bool = T
     elif cfg["eval_size"]:
         h, w = cfg["eval_size"], round(cfg["eval_size"] * w / h)
     return torch.rand(batch_size, 3, h, w), torch.randint(0, NUM_CLASSES, (batch_size, h, w))
+
+
+def stand_in_dataset(cfg: dict, dataset_cfg: dict, root: Path, n: int):
+    """The training dataset and transforms of a run of ``cfg`` on ``n`` stand-in pairs of VOC's
+    typical size: natural-photo JPEGs with palette masks of a few class rectangles."""
+    from clipbench.data.standins import make_jpegs
+    from clipbench.data.synthetic import voc_palette
+
+    make_jpegs(root, n, classes=1)
+    images = sorted(str(p) for p in root.rglob("*.JPEG"))
+    rng = np.random.default_rng(0)
+    masks = []
+    for i, path in enumerate(images):
+        w, h = Image.open(path).size
+        mask = np.zeros((h, w), np.uint8)
+        for _ in range(3):
+            x, y = int(rng.integers(0, w // 2)), int(rng.integers(0, h // 2))
+            mask[y:y + h // 3, x:x + w // 3] = int(rng.integers(1, 21))
+        im = Image.fromarray(mask, mode="P")
+        im.putpalette(voc_palette())
+        masks.append(str(root / f"mask_{i}.png"))
+        im.save(masks[-1])
+    tf = transforms(True, int(cfg["base_size"]), int(cfg["crop_size"]), cfg["eval_size"])
+    return SegmentationFiles([Path(i).stem for i in images], images, masks, tf)
+

@@ -190,3 +190,18 @@ def example_batch(cfg: dict, dataset_cfg: dict, batch_size: int, train: bool = T
     else:
         h, w = (side // s for side in DIV2K_TYPICAL_SIZE)
     return torch.rand(batch_size, 3, h, w), torch.rand(batch_size, 3, h * s, w * s)
+
+
+def stand_in_dataset(cfg: dict, dataset_cfg: dict, root: Path, n: int):
+    """The training dataset of a run of ``cfg`` on up to 3 stand-in DIV2K-sized PNGs, decoded
+    into the cache when the config caches."""
+    from clipbench.data.standins import make_div2k_like
+    from clipbench.data.div2k import build_cache
+
+    make_div2k_like(root, max(1, min(n, 3)))
+    cache = None
+    if dataset_cfg["cache"]:
+        cache = root.with_name(root.name + "_cache")
+        build_cache(root, cache, workers=1, progress=False)
+    return DIV2K(root, "train", int(cfg["scale"]), train=True, patch_size=int(cfg["patch_size"]), repeat=20, cache=cache)
+
