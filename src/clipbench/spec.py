@@ -59,12 +59,12 @@ def run_spec(config: dict, task: str, method: str, seed: int) -> dict[str, Any]:
     return spec
 
 
-def without_neutral(spec_or_config: dict) -> dict:
-    """A copy without the settings that change no number (engine's neutral keys, and for a
-    whole config its neutral sections): what decides whether a job is redone."""
+def without_neutral(spec_or_config: dict, keep: tuple[str, ...] = ()) -> dict:
+    """A copy without the settings that change no number (engine's neutral keys but ``keep``,
+    and for a whole config its neutral sections): what decides whether a job is redone."""
     out = {k: v for k, v in spec_or_config.items() if k not in NEUTRAL_SECTIONS}
     if "engine" in out:
-        out["engine"] = {k: v for k, v in out["engine"].items() if k not in NEUTRAL_ENGINE_KEYS}
+        out["engine"] = {k: v for k, v in out["engine"].items() if k in keep or k not in NEUTRAL_ENGINE_KEYS}
     return copy.deepcopy(out)
 
 
@@ -171,9 +171,9 @@ def train_job(config: dict, task: str, method: str, seed: int) -> dict:
 
 
 def trial_job(config: dict, task: str, method: str, trial: int) -> dict:
-    spec = without_neutral(trial_spec(config, task, method, trial))
-    spec["engine"]["fail_on_divergence"] = False  # pinned: a diverged trial is a result, not a failed job
-    return spec
+    # trial_spec's fail_on_divergence: false stays in the job's spec (the workflow's environment
+    # does not override it), so a diverged trial is a result, not a failed job.
+    return without_neutral(trial_spec(config, task, method, trial), keep=("fail_on_divergence",))
 
 
 def noise_job(config: dict, task: str) -> dict:
