@@ -27,11 +27,17 @@ include: "workflow/rules/report.smk"
 
 onstart:
     check_slurm_requests()
+    start_jobserver()
 
 
 onsuccess:
+    stop_jobserver()
     say_what_failed()
     prune_checkpoints()
+
+
+onerror:
+    stop_jobserver()
 
 
 rule all:

@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from clipbench import config as cfgmod
+from clipbench import jobserver
 from clipbench import runfiles
 from clipbench import spec as jobspec
 from clipbench.errors import ClipbenchError
@@ -258,6 +259,15 @@ def cmd_collect(args) -> int:
     return 0
 
 
+def cmd_jobserver(args) -> int:
+    path = args.socket or jobserver.socket_path(os.getcwd())
+    if args.action == "stop":
+        print(f"clipbench jobserver: {'asked the one at ' + path + ' to stop' if jobserver.shutdown(path) else 'none at ' + path}")
+        return 0
+    jobserver.serve(path, idle=args.idle)
+    return 0
+
+
 def cmd_readme(args) -> int:
     from clipbench.report.readme import update
 
@@ -468,6 +478,13 @@ def _result_commands(sub) -> None:
     s.add_argument("--other-note", default="", help="how the second run differed, printed before its table")
     s.set_defaults(func=cmd_readme)
 
+    s = sub.add_parser("jobserver", help="a local process that imports torch once and forks each clipbench command "
+                       "the workflow runs here (the Snakefile starts and stops it)")
+    s.add_argument("action", choices=["serve", "stop"])
+    s.add_argument("--socket", help="its Unix socket (default: one per user and working directory, in the temp folder)")
+    s.add_argument("--idle", type=float, default=120.0, help="serve: exit after this many seconds without a job")
+    s.set_defaults(func=cmd_jobserver)
+
     s = sub.add_parser("bench", add_help=False, help="benchmarks and the cost estimate (`clipbench bench cost --help`, ...)")
     s.add_argument("what", nargs="?", choices=list(BENCHMARKS), help="the benchmark; its options: clipbench bench WHAT --help")
     s.set_defaults(func=None)
@@ -475,6 +492,17 @@ def _result_commands(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``clipbench ...``: in a child of the local job server when the workflow runs one
+    ($CLIPBENCH_JOBSERVER), else here."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] != ["jobserver"]:
+        rc = jobserver.delegate(argv)
+        if rc is not None:
+            return rc
+    return run(argv)
+
+
+def run(argv: list[str]) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if args.command == "bench":

@@ -28,7 +28,7 @@ from clipbench.tuning import TuningError, task_tuning, trials
 # The workflow keeps them out of every rule's params (a change reruns nothing) and the checkpoint
 # hash leaves them out (a change keeps a checkpoint valid); jobs get them through --runtime.
 NEUTRAL_ENGINE_KEYS = ("threads", "num_workers", "gpus", "fail_on_divergence", "checkpoint_every_steps", "dvclive",
-                       "tensorboard", "loaders", "keep_checkpoints")
+                       "tensorboard", "loaders", "keep_checkpoints", "jobserver")
 # Top-level sections that change no number at all: what a scheduler is asked for.
 NEUTRAL_SECTIONS = ("resources",)
 

@@ -25,7 +25,7 @@ CONFIG = {"run": {"methods": ["sgd", "adam", "crashy"]},
 # Each neutral key with a value other than the one the workflow ran with.
 NEUTRAL = {"threads": 2, "num_workers": 1, "gpus": 1, "fail_on_divergence": True, "checkpoint_every_steps": 5,
            "dvclive": True, "loaders": {"classification": {"num_workers": 2}}, "keep_checkpoints": "final",
-           "tensorboard": True}
+           "tensorboard": True, "jobserver": False}
 
 
 def _metrics(repo, method) -> dict:
