@@ -4,11 +4,14 @@
 
 Each job's file holds its wall time (``s``) and CPU time; per rule this prints the jobs, their
 summed and mean wall time, and their CPU time, as a Markdown table. With ``--wall`` (the whole
-run's wall-clock time) it also says how well the jobs filled the cores.
+run's wall-clock time) it also says how well the jobs filled the cores. A job forked by the job
+server (``clipbench jobserver``) did its work outside the process Snakemake measured; its CPU
+time is then read from the server's log (``--jobserver-log``), by command (= rule).
 """
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -34,13 +37,29 @@ def breakdown(root: str | Path) -> pd.DataFrame:
     return out.sort_values("wall_s", ascending=False)
 
 
+def served_cpu(log: Path) -> dict[str, float]:
+    """CPU seconds of the job server's children, summed by the clipbench command they ran."""
+    text = log.read_text() if log.exists() else ""
+    command = dict(re.findall(r"job (\d+): clipbench (\S+)", text))
+    out: dict[str, float] = {}
+    for pid, cpu in re.findall(r"job (\d+): exit -?\d+, cpu ([\d.]+) s", text):
+        name = command.get(pid, "?")
+        out[name] = out.get(name, 0.0) + float(cpu)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="clipbench bench workflow", description=__doc__.split("\n\n")[0])
     p.add_argument("root", nargs="?", default="results/benchmarks", type=Path)
     p.add_argument("--wall", type=float, help="the whole run's wall-clock seconds")
     p.add_argument("--cores", type=int, default=2)
+    p.add_argument("--jobserver-log", type=Path, default=Path("results/logs/jobserver.log"))
     args = p.parse_args(argv)
     t = breakdown(args.root)
+    served = served_cpu(args.jobserver_log)
+    for rule in t.index:  # a forked job's CPU was its child's, not the measured client's
+        if rule in served:
+            t.loc[rule, "cpu_s"] += served[rule]
     print("| rule | jobs | wall s (sum) | wall s (mean) | CPU s |\n|---|---:|---:|---:|---:|")
     for rule, r in t.iterrows():
         print(f"| {rule} | {int(r.jobs)} | {r.wall_s:.1f} | {r.mean_s:.1f} | {r.cpu_s:.1f} |")
