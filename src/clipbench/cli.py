@@ -480,7 +480,8 @@ def _result_commands(sub) -> None:
 
     s = sub.add_parser("jobserver", help="a local process that imports torch once and forks each clipbench command "
                        "the workflow runs here (the Snakefile starts and stops it)")
-    s.add_argument("action", choices=["serve", "stop"])
+    s.add_argument("action", choices=["serve", "stop"], help="serve: listen (the Snakefile runs it in the background); "
+                   "stop: ask the one at --socket to exit once its jobs are done")
     s.add_argument("--socket", help="its Unix socket (default: one per user and working directory, in the temp folder)")
     s.add_argument("--idle", type=float, default=120.0, help="serve: exit after this many seconds without a job")
     s.set_defaults(func=cmd_jobserver)
