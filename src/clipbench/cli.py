@@ -264,7 +264,7 @@ def cmd_jobserver(args) -> int:
     if args.action == "stop":
         print(f"clipbench jobserver: {'asked the one at ' + path + ' to stop' if jobserver.shutdown(path) else 'none at ' + path}")
         return 0
-    jobserver.serve(path, idle=args.idle)
+    jobserver.serve(path, run, idle=args.idle)
     return 0
 
 

@@ -151,7 +151,8 @@ def shutdown(path: str) -> bool:
 
 # -- the server ------------------------------------------------------------------------------------
 
-def _child(request: dict, fds: list[int], listener: socket.socket, conn: socket.socket, imported_env: dict) -> None:
+def _child(request: dict, fds: list[int], listener: socket.socket, conn: socket.socket, imported_env: dict,
+           run) -> None:
     """In the forked child: become the client's command, run it, exit with its status."""
     rc = 1
     try:
@@ -180,9 +181,7 @@ def _child(request: dict, fds: list[int], listener: socket.socket, conn: socket.
         random.seed()
         np.random.seed()
         _apply_threads(request["env"])
-        from clipbench import cli
-
-        rc = cli.run(request["argv"])
+        rc = run(request["argv"])
     except SystemExit as exc:
         rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:  # noqa: BLE001 - the child reports anything, as a fresh process would
@@ -228,9 +227,10 @@ def _watch(conn: socket.socket, pid: int, jobs: dict, lock: threading.Lock) -> N
             jobs.pop(pid, None)
 
 
-def serve(path: str, idle: float = 120.0, preload=PRELOAD) -> None:
-    """Listen at ``path`` (mode 0600) right away, import ``preload``, then fork a child per job;
-    exit after ``idle`` seconds without a job, or when asked."""
+def serve(path: str, run, idle: float = 120.0, preload=PRELOAD) -> None:
+    """Listen at ``path`` (mode 0600) right away, import ``preload``, then fork a child per job,
+    which calls ``run(argv)`` (``clipbench.cli.run``) and exits with its status; exit after
+    ``idle`` seconds without a job, or when asked."""
     if os.path.exists(path):
         if listening(path):
             print(f"clipbench jobserver: one already listens at {path}", file=sys.stderr)
@@ -291,7 +291,7 @@ def serve(path: str, idle: float = 120.0, preload=PRELOAD) -> None:
             sys.stderr.flush()
             pid = os.fork()
             if pid == 0:
-                _child(request, fds, listener, conn, imported_env)
+                _child(request, fds, listener, conn, imported_env, run)
             for fd in fds:
                 os.close(fd)
             _send(conn, {"pid": pid})
