@@ -1,5 +1,6 @@
 """The repository under test (``REPO``), a scratch copy of it to run the workflow in without
-touching the repo (``scratch_checkout``), and Snakemake run in such a copy (``run_snakemake``).
+touching the repo (``scratch_checkout``), Snakemake run in such a copy (``run_snakemake``), and
+the environment of a child process that must import this checkout's clipbench (``checkout_env``).
 
 tests/reliability/_workflow.py builds on these for its tiny run matrix (``tiny.yaml``)."""
 from __future__ import annotations
@@ -11,6 +12,14 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def checkout_env(**extra: str) -> dict:
+    """This environment (plus ``extra``) for a child that imports this checkout's clipbench,
+    whatever is pip-installed."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    return {**env, **extra}
 
 
 def scratch_checkout(dst: Path) -> Path:

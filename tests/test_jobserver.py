@@ -15,16 +15,17 @@ import pytest
 
 from clipbench import jobserver
 
+from tests._checkout import checkout_env
 from tests._polling import wait_for
 from tests._specs import classification_spec
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")  # the children import this checkout's clipbench
 
 
 def _env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != jobserver.ENV}
-    env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
-    return {**env, **extra}
+    env = checkout_env(**extra)
+    if jobserver.ENV not in extra:
+        env.pop(jobserver.ENV, None)
+    return env
 
 
 def _clipbench(*args, server=None, cwd=None, env=None, **kw):

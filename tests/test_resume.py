@@ -15,13 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests._checkout import checkout_env
 from tests._specs import classification_spec
 from tests._torchstate import restore_torch_globals, torch_globals
 from clipbench.data.prepare import load_manifest
 from clipbench.engine import checkpoint
 from clipbench.engine.train import train
-
-SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
 @pytest.fixture(autouse=True)
@@ -31,20 +30,13 @@ def _keep_torch_globals():
     restore_torch_globals(saved)
 
 
-def _env() -> dict:
-    env = dict(os.environ)
-    # The children must import this checkout's clipbench, whatever is pip-installed.
-    env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
 def _command(spec: dict, manifest_dir: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "clipbench.cli", "train", "--spec", json.dumps(spec),
             "--data", str(manifest_dir / "manifest.json"), "--out", str(out)]
 
 
 def _run(cmd, timeout=120):
-    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, env=checkout_env(), capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
 
@@ -54,7 +46,7 @@ def _run_and_kill(cmd, ckpt: Path, kills_after: int, rng: random.Random) -> bool
 
     Returns False when the run finished before it could be killed.
     """
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, env=checkout_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     seen, last = 0, None
     deadline = time.monotonic() + 120
     try:
@@ -143,7 +135,7 @@ def test_sigterm_to_the_process_group_with_workers_checkpoints_and_the_rerun_res
     manifest_dir, ref, run = _reference(tiny_imagenet, tmp_path, spec)
     ckpt = run / "checkpoint.pt"
     # Its own process group (session), as a SLURM job step is: killpg reaches the workers too.
-    proc = subprocess.Popen(_command(spec, manifest_dir, run), env=_env(), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(_command(spec, manifest_dir, run), env=checkout_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 120
     while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -182,7 +174,7 @@ def test_sigterm_checkpoints_at_the_next_step_and_the_rerun_resumes(tiny_imagene
     spec["engine"].update({"checkpoint_every_steps": 1, "dvclive": False})
     manifest_dir, ref, run = _reference(tiny_imagenet, tmp_path, spec)
     ckpt = run / "checkpoint.pt"
-    proc = subprocess.Popen(_command(spec, manifest_dir, run), env=_env(), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(_command(spec, manifest_dir, run), env=checkout_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:

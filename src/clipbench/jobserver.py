@@ -23,7 +23,6 @@ This module imports no torch: the client path costs only the socket round trip.
 """
 from __future__ import annotations
 
-import array
 import hashlib
 import json
 import os
@@ -195,7 +194,7 @@ def _child(request: dict, fds: list[int], listener: socket.socket, conn: socket.
         os._exit(rc)
 
 
-def _watch(conn: socket.socket, pid: int, jobs: dict, lock: threading.Lock) -> None:
+def _watch(conn: socket.socket, pid: int, jobs: set, lock: threading.Lock) -> None:
     """Report the child's exit status to its client; kill the child when the client goes."""
     status = None
     try:
@@ -224,7 +223,7 @@ def _watch(conn: socket.socket, pid: int, jobs: dict, lock: threading.Lock) -> N
     finally:
         conn.close()
         with lock:
-            jobs.pop(pid, None)
+            jobs.discard(pid)
 
 
 def serve(path: str, run, idle: float = 120.0, preload=PRELOAD) -> None:
@@ -243,7 +242,7 @@ def serve(path: str, run, idle: float = 120.0, preload=PRELOAD) -> None:
     finally:
         os.umask(old)
     listener.listen(64)
-    jobs: dict[int, threading.Thread] = {}
+    jobs: set[int] = set()  # running children
     lock = threading.Lock()
     try:
         import importlib
@@ -278,8 +277,9 @@ def serve(path: str, run, idle: float = 120.0, preload=PRELOAD) -> None:
                 stopping = stopping or bool(request)
                 conn.close()
                 continue
-            if len(fds) != 3 or _import_time_env(request["env"]) != env:
-                differ = sorted(set(_import_time_env(request["env"]).items()) ^ set(env.items()))
+            theirs = _import_time_env(request["env"])
+            if len(fds) != 3 or theirs != env:
+                differ = set(theirs.items()) ^ set(env.items())
                 print(f"clipbench jobserver: refused {' '.join(request['argv'][:1])}: import-time environment differs "
                       f"({', '.join(sorted({k for k, _ in differ}))}); it runs in its own process", flush=True)
                 for fd in fds:
@@ -297,10 +297,9 @@ def serve(path: str, run, idle: float = 120.0, preload=PRELOAD) -> None:
             _send(conn, {"pid": pid})
             print(f"clipbench jobserver: job {pid}: clipbench {' '.join(request['argv'][:1])}", flush=True)
             last = time.monotonic()
-            watcher = threading.Thread(target=_watch, args=(conn, pid, jobs, lock), daemon=True)
             with lock:
-                jobs[pid] = watcher
-            watcher.start()
+                jobs.add(pid)
+            threading.Thread(target=_watch, args=(conn, pid, jobs, lock), daemon=True).start()
     finally:
         listener.close()
         try:
