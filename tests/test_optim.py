@@ -676,3 +676,17 @@ def test_engine_clip_stats_aggregates_records():
     old = ClipStats()  # a checkpoint written before clip_entry_fraction existed
     old.load_state_dict({"sums": {"clipped": 1.0, "scale": 0.5}, "counts": {"clipped": 2, "scale": 2}})
     assert old.compute() == {"clip_fraction": 0.5, "clip_scale_mean": 0.25}
+
+
+def test_scratch_views_follow_the_buffer_as_it_grows():
+    from clipbench.optim.clipping import Scratch
+
+    scratch = Scratch()
+    small = scratch.like(torch.zeros(2, 3))
+    assert small.shape == (2, 3) and scratch.like(torch.ones(2, 3)) is small  # the same view, reused
+    big = scratch.like(torch.zeros(50))
+    again = scratch.like(torch.zeros(2, 3))
+    assert again is not small and again.data_ptr() == big.data_ptr()  # a view of the new buffer
+    assert scratch.like(torch.zeros(6, dtype=torch.float64)).dtype == torch.float64
+    again.fill_(1.0)
+    assert big[:6].eq(1.0).all()  # one workspace: views alias it

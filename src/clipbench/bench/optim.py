@@ -1,8 +1,8 @@
 """Step-time benchmark of the optimizers on ResNet-18's parameters (11.7M), against torch's SGD.
 
-Methods are interleaved within each round (so machine load hits all of them alike) and the
-median over rounds is reported, with the ratio to ``torch.optim.SGD(momentum=0.9)`` measured
-in the same run.  Each clipped optimizer runs twice per round, with its clipping telemetry on
+Methods are interleaved within each round (so machine load hits all of them alike); the ratio
+to ``torch.optim.SGD(momentum=0.9)`` is taken within each round and its median over rounds
+is reported.  Each clipped optimizer runs twice per round, with its clipping telemetry on
 (as in training) and off, so the telemetry's own cost is measured in the same run too.
 ``clipbench bench optim --device cpu --rounds 30``.
 """
@@ -106,17 +106,21 @@ def run(device: str = "cpu", rounds: int = 20, warmup: int = 3, methods: list[st
                 sync()
                 if r >= warmup:
                     times[name].append(time.perf_counter() - t0)
-    base = statistics.median(times["sgd"])
     rows = []
     for name in names:
-        on = statistics.median(times[name])
         off_times = times.get(f"{name} (telemetry off)")
-        off = statistics.median(off_times) if off_times else None
-        rows.append(dict(method=name, median_ms=on * 1e3, ratio=on / base,
-                         ratio_off=None if off is None else off / base,
-                         telemetry_cost=None if off is None else on / off - 1,
+        rows.append(dict(method=name, median_ms=statistics.median(times[name]) * 1e3,
+                         ratio=_paired(times[name], times["sgd"]),
+                         ratio_off=None if off_times is None else _paired(off_times, times["sgd"]),
+                         telemetry_cost=None if off_times is None else _paired(times[name], off_times) - 1,
                          target=TARGETS.get(name)))
     return rows
+
+
+def _paired(times: list[float], base: list[float]) -> float:
+    """The median over rounds of the ratio within each round: a machine whose speed drifts
+    over a run (a shared VM's neighbours, clock changes) shifts both times of a round alike."""
+    return statistics.median(t / b for t, b in zip(times, base))
 
 
 def main(argv: list[str] | None = None) -> int:

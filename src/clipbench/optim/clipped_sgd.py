@@ -227,7 +227,9 @@ def _sgd_loop(params, grads, bufs, *, lr, mu, lam, clipping, target, norm, scrat
     if group_scale is not None and group_scale.device.type == "cpu" and group_scale.item() == 1.0:
         group_scale = None  # nothing clipped: skip the multiply (a free check on CPU)
     used = [] if clipping == "layer" else None
-    for i, (p, d) in enumerate(zip(params, grads)):
+    # ``norm``: in reverse, so the gradients the global norm read last are still in cache.
+    for i in (reversed(range(len(params))) if clipping == "norm" else range(len(params))):
+        p, d = params[i], grads[i]
         if mu != 0 and target == "momentum" and clipping in ("layer", "coordinate"):
             _step_on_buffer(p, d, bufs, i, lr=lr, mu=mu, lam=lam, clipping=clipping, used=used, scratch=scratch)
             continue

@@ -235,18 +235,25 @@ def _sstm_reference(params, grads, ys, zs, *, alpha, lam, w, w_next, clipping, n
 def _sstm_loop(params, grads, ys, zs, *, alpha, lam, w, w_next, clipping, norms, scratch: Scratch):
     """Three passes (z, y, the next point) per cache block, so y and z are read from cache."""
     group_scale = norm_scale(norms, lam) if clipping == "norm" and norms is not None else None
-    for i, (p, g, y, z) in enumerate(zip(params, grads, ys, zs)):
+    if group_scale is not None and group_scale.device.type == "cpu":
+        group_scale = group_scale.item()  # read once, a scalar step for every tensor
+    # In reverse: the norm was just computed front to back, so the last gradients are still
+    # in cache when their update reads them again.
+    for i in reversed(range(len(params))):
+        p, g, y, z = params[i], grads[i], ys[i], zs[i]
         s = None
         if g is not None and clipping in ("norm", "layer"):
-            s = (group_scale if clipping == "norm" else norm_scale(norms[i], lam)).to(g.dtype)
+            s = group_scale if clipping == "norm" else norm_scale(norms[i], lam)
+            if isinstance(s, torch.Tensor):
+                s = s.item() if s.device.type == "cpu" else s.to(g.dtype)
         for pc, gc, yc, zc in cache_blocks(p, g, y, z):
             if gc is not None:
                 if clipping == "coordinate":
                     zc.add_(torch.clamp(gc, -lam, lam, out=scratch.like(gc)), alpha=-alpha)
                 elif s is None:
                     zc.add_(gc, alpha=-alpha)
-                elif s.device.type == "cpu":
-                    zc.add_(gc, alpha=-alpha * s.item())  # a scalar step: no tensor broadcast
+                elif not isinstance(s, torch.Tensor):
+                    zc.add_(gc, alpha=-alpha * s)  # a scalar step: no tensor broadcast
                 else:
                     zc.addcmul_(gc, s, value=-alpha)
             yc.lerp_(zc, 1 - w)

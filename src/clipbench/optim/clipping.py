@@ -77,7 +77,8 @@ def global_norm(tensors: Sequence[Tensor], *, foreach: bool = False) -> Tensor:
     if foreach:
         norms = torch._foreach_norm(list(tensors))
         return torch.linalg.vector_norm(torch.stack([n.to(acc) for n in norms]))
-    return torch.stack([sq_norm(t).to(acc) for t in tensors]).sum().sqrt()
+    # .to() costs a dispatch even when it changes nothing: convert only what differs.
+    return torch.stack([sq if sq.dtype == acc else sq.to(acc) for sq in map(sq_norm, tensors)]).sum().sqrt()
 
 
 def norm_scale(norm: Tensor, level: float) -> Tensor:
@@ -138,13 +139,22 @@ class Scratch:
 
     def __init__(self) -> None:
         self._bufs: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+        # Views by dtype, device and shape: a step asks for the same shapes every time,
+        # and a slice plus a view per call was a third of a small tensor's step (CPU).
+        self._views: dict[tuple, Tensor] = {}
 
     def like(self, t: Tensor) -> Tensor:
+        vkey = (t.dtype, t.is_cpu, t.get_device(), t.shape)
+        view = self._views.get(vkey)
+        if view is not None:
+            return view
         key = (t.device, t.dtype)
         buf = self._bufs.get(key)
         if buf is None or buf.numel() < t.numel():
             buf = self._bufs[key] = torch.empty(t.numel(), device=t.device, dtype=t.dtype)
-        return buf[: t.numel()].view(t.shape)
+            self._views = {k: v for k, v in self._views.items() if k[:3] != vkey[:3]}  # the old buffer's
+        view = self._views[vkey] = buf[: t.numel()].view(t.shape)
+        return view
 
 
 # Entries per block (2 MiB of float32): a chain of elementwise ops over one block finds its
