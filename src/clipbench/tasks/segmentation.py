@@ -25,6 +25,7 @@ from torchvision import datasets, tv_tensors
 from torchvision.transforms import v2 as T
 
 from clipbench.data import filelist
+from clipbench.data import decoded
 from clipbench.data.imagenet100 import MEAN, STD
 from clipbench.data.images import CorruptImageError, open_rgb
 from clipbench.data.voc2012 import check_sbd_root, check_voc_root, trainaug_files
@@ -101,11 +102,15 @@ def read_sbd_mask(path: str | Path) -> np.ndarray:
     return _check_labels(arr, path)
 
 
+def _decode_pair(image: str, mask: str) -> tuple[torch.Tensor, np.ndarray]:
+    pixels = T.functional.pil_to_tensor(open_rgb(image))
+    return pixels, read_sbd_mask(mask) if str(mask).endswith(".mat") else read_mask(mask)
+
+
 def _load_pair(image: str, mask: str, transforms):
     """Image and mask as tv_tensors (masks by suffix: VOC PNG or SBD .mat), transformed together."""
-    img = tv_tensors.Image(T.functional.pil_to_tensor(open_rgb(image)))
-    arr = read_sbd_mask(mask) if str(mask).endswith(".mat") else read_mask(mask)
-    target = tv_tensors.Mask(torch.from_numpy(arr))
+    pixels, arr = decoded.CACHE.get("segmentation pair", (image, mask), lambda: _decode_pair(image, mask))
+    img, target = tv_tensors.Image(pixels), tv_tensors.Mask(torch.from_numpy(arr))
     if img.shape[-2:] != target.shape[-2:]:
         raise ValueError(f"{mask}: mask {tuple(target.shape)} and image "
                          f"{image} {tuple(img.shape[-2:])} differ in size")
