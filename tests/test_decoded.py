@@ -62,6 +62,15 @@ def test_the_budget_and_dataloader_workers_add_nothing(tmp_path, monkeypatch):
     assert len(calls) == 2 and in_worker.used == 0
 
 
+def test_a_dataset_with_the_cached_loader_pickles(tiny_imagenet):
+    """A DataLoader worker started by spawn or forkserver receives the dataset pickled."""
+    import pickle
+
+    val_set = build_task(classification_spec(), tiny_imagenet).val_set  # deterministic transforms
+    copy = pickle.loads(pickle.dumps(val_set))
+    assert torch.equal(copy[0][0], val_set[0][0])
+
+
 def test_a_missing_file_is_named_as_before(tmp_path):
     cache = DecodedCache(2**20)
     with pytest.raises(FileNotFoundError, match="gone.png"):

@@ -82,10 +82,12 @@ def _identity(path) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
-def cached(decode: Callable[[str], Any]) -> Callable[[str], Any]:
-    """``decode`` (a loader of one path) through :data:`CACHE`."""
-    def load(path):
-        return CACHE.get(decode.__qualname__, (path,), lambda: decode(path))
+class Cached:
+    """A loader of one path (``decode``) through :data:`CACHE`. A class, not a closure: a
+    DataLoader worker started by spawn or forkserver receives its dataset pickled."""
 
-    load.__qualname__ = f"cached({decode.__qualname__})"
-    return load
+    def __init__(self, decode: Callable[[str], Any]) -> None:
+        self.decode = decode
+
+    def __call__(self, path):
+        return CACHE.get(self.decode.__qualname__, (path,), lambda: self.decode(path))

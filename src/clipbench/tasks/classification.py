@@ -9,7 +9,7 @@ from torchvision.transforms import v2 as T
 import torch
 
 from clipbench.data import filelist
-from clipbench.data.decoded import cached
+from clipbench.data.decoded import Cached
 from clipbench.data.images import open_rgb
 from clipbench.data.imagenet100 import MEAN, STD  # as torchvision's classification reference
 from clipbench.data.imagenet100 import resolve_classes
@@ -60,7 +60,7 @@ class ClassFolders(datasets.ImageFolder):
     def __init__(self, root, wnids, transform, listed: set[str] | None = None) -> None:
         self.wnids = sorted(wnids)
         self.listed = listed
-        super().__init__(root, transform=transform, loader=cached(open_rgb))
+        super().__init__(root, transform=transform, loader=Cached(open_rgb))
 
     def find_classes(self, directory):
         return list(self.wnids), {w: i for i, w in enumerate(self.wnids)}
