@@ -62,6 +62,24 @@ def test_the_budget_and_dataloader_workers_add_nothing(tmp_path, monkeypatch):
     assert len(calls) == 2 and in_worker.used == 0
 
 
+def test_the_budget_comes_from_the_environment_of_the_process_that_stores(tmp_path, monkeypatch):
+    path = _png(tmp_path / "a.png", 7)
+    cache = DecodedCache()  # as the module's, made before the job's environment is known
+    monkeypatch.setenv("CLIPBENCH_DECODED_CACHE_MB", "0")
+    cache.get("rgb", (path,), lambda: _reader([])(path))
+    assert cache.budget == 0 and cache.used == 0
+    monkeypatch.setenv("CLIPBENCH_DECODED_CACHE_MB", "1")
+    assert decoded.budget_from_env() == 2**20
+
+
+@pytest.mark.parametrize("raw", ["lots", "-5", "1.5", ""])
+def test_a_bad_budget_is_named(raw, tmp_path, monkeypatch):
+    path = _png(tmp_path / "a.png", 7)
+    monkeypatch.setenv("CLIPBENCH_DECODED_CACHE_MB", raw)
+    with pytest.raises(ValueError, match="CLIPBENCH_DECODED_CACHE_MB=.*whole number of MB"):
+        DecodedCache().get("rgb", (path,), lambda: _reader([])(path))
+
+
 def test_a_dataset_with_the_cached_loader_pickles(tiny_imagenet):
     """A DataLoader worker started by spawn or forkserver receives the dataset pickled."""
     import pickle

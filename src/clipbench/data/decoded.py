@@ -21,9 +21,18 @@ import numpy as np
 import torch
 from PIL import Image
 
-# Decoded bytes kept per process: the default's data take ~15 MB; an ImageNet-sized set fills
-# the budget with its first files and decodes the rest as before.
-BUDGET_BYTES = int(os.environ.get("CLIPBENCH_DECODED_CACHE_MB", "512")) * 2**20
+# Decoded megabytes kept per process: the default's data take ~15 MB; an ImageNet-sized set
+# fills the budget with its first files and decodes the rest as before.
+BUDGET_ENV, BUDGET_MB = "CLIPBENCH_DECODED_CACHE_MB", 512
+
+
+def budget_from_env() -> int:
+    """The budget in bytes, from ``CLIPBENCH_DECODED_CACHE_MB`` (0 turns the cache off)."""
+    raw = os.environ.get(BUDGET_ENV, str(BUDGET_MB))
+    if not raw.strip().isdigit():
+        raise ValueError(f"{BUDGET_ENV}={raw!r}: the decoded-image cache's budget must be a whole number "
+                         f"of MB (0 turns the cache off; unset: {BUDGET_MB})")
+    return int(raw) * 2**20
 
 
 def _nbytes(value: Any) -> int:
@@ -48,7 +57,10 @@ def _copy(value: Any) -> Any:
 
 
 class DecodedCache:
-    def __init__(self, budget: int) -> None:
+    """``budget``: bytes; None reads :func:`budget_from_env` at the first store, in the process
+    that stores (a job forked from the job server has its own environment, not the server's)."""
+
+    def __init__(self, budget: int | None = None) -> None:
         self.budget, self.used = budget, 0
         self._values: dict[Any, Any] = {}
 
@@ -63,6 +75,8 @@ class DecodedCache:
         if value is not None:
             return _copy(value)
         value = decode()
+        if self.budget is None:
+            self.budget = budget_from_env()
         size = _nbytes(value)
         if self.used + size <= self.budget and torch.utils.data.get_worker_info() is None:
             self._values[key] = _copy(value)
@@ -74,7 +88,7 @@ class DecodedCache:
         self.used = 0
 
 
-CACHE = DecodedCache(BUDGET_BYTES)
+CACHE = DecodedCache()
 
 
 def _identity(path) -> tuple[int, int]:

@@ -24,8 +24,7 @@ from PIL import Image
 from torchvision import datasets, tv_tensors
 from torchvision.transforms import v2 as T
 
-from clipbench.data import filelist
-from clipbench.data import decoded
+from clipbench.data import decoded, filelist
 from clipbench.data.imagenet100 import MEAN, STD
 from clipbench.data.images import CorruptImageError, open_rgb
 from clipbench.data.voc2012 import check_sbd_root, check_voc_root, trainaug_files
