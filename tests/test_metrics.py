@@ -41,3 +41,17 @@ def test_against_torchmetrics():
     for k, ours in zip((1, 5), topk_correct(output, target, (1, 5))):
         acc = torchmetrics.functional.accuracy(output, target, task="multiclass", num_classes=10, top_k=k, average="micro")
         assert math.isclose(ours / 200, float(acc), abs_tol=1e-6)
+
+
+def test_segmentation_meter_predicts_the_first_of_tied_classes():
+    from clipbench.metrics import SegmentationMeter
+
+    scores = torch.zeros(1, 3, 1, 4)
+    scores[0, 1, 0, 1] = scores[0, 2, 0, 1] = 1.0  # classes 1 and 2 tie: 1 is the prediction
+    scores[0, 2, 0, 2] = 1.0
+    scores[0, :, 0, 3] = torch.tensor([0.5, 2.0, 2.0])
+    meter = SegmentationMeter(num_classes=3, per_class=False)
+    meter.update(scores, torch.tensor([[[0, 1, 2, 1]]]), 0.0)
+    assert meter.cm.tolist() == [[1, 0, 0], [0, 2, 0], [0, 0, 1]]
+    assert meter.cm.tolist() == torch.bincount(torch.tensor([0, 1, 2, 1]) * 3 + scores.argmax(1).flatten(),
+                                               minlength=9).reshape(3, 3).tolist()

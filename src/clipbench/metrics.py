@@ -98,7 +98,10 @@ class SegmentationMeter:
         b = target.shape[0]
         self.n += b
         self.loss_sum += float(loss) * b
-        self.cm += confusion_matrix(output.argmax(1).cpu(), target.cpu(), self.num_classes, self.ignore_index)
+        # max(1).indices is argmax(1) (both take the first maximum), but argmax over the class
+        # dimension of an N x C x H x W tensor is ~7x slower on the CPU: a seventh of a demo run.
+        pred = output.max(1).indices
+        self.cm += confusion_matrix(pred.cpu(), target.cpu(), self.num_classes, self.ignore_index)
 
     def compute(self) -> dict[str, float]:
         if self.n == 0:
@@ -146,9 +149,9 @@ def psnr_per_image(pred: torch.Tensor, target: torch.Tensor, shave: int = 0, y_o
         raise ValueError(f"a {pred.shape[-1]}x{pred.shape[-2]} image has no pixels left after shaving {shave} px "
                          "at each border; use larger images (tasks.superres.val_crop) "
                          "or a smaller tasks.superres.shave")
-    pred, target = pred.double(), target.double()
-    if shave:
+    if shave:  # before the conversion to float64, which then converts only what is scored
         pred, target = pred[..., shave:-shave, shave:-shave], target[..., shave:-shave, shave:-shave]
+    pred, target = pred.double(), target.double()
     data_range = 1.0
     if y_only:
         pred, target, data_range = rgb_to_y(pred), rgb_to_y(target), 255.0
