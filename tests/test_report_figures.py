@@ -86,6 +86,25 @@ def test_stability_panels_are_titled_and_their_axes_named(tmp_path):
     assert figures.stability_figure({"superres": _runs("superres", rng).iloc[:0]}, tmp_path / "none") is None
 
 
+def test_figures_are_the_same_files_however_drawn(tmp_path):
+    """Curves drawn by two processes or by one, and the stability figure drawn twice (its dots'
+    jitter is seeded, its SVG undated with fixed ids), are byte for byte the same files."""
+    history = pd.concat([_history(), _history("loss", (0.5, 0.4, 0.3))])
+    one = figures.curve_figures(history, tmp_path / "one")
+    two = figures.curve_figures(history, tmp_path / "two", workers=2)
+    assert [p.name for p in one["classification"]] == [p.name for p in two["classification"]] == \
+        ["classification_top1.png", "classification_loss.png"]
+    for a, b in zip(one["classification"], two["classification"]):
+        assert a.read_bytes() == b.read_bytes()
+    rng = np.random.default_rng(0)
+    per_run = {t: _runs(t, rng) for t in ("classification", "superres")}
+    np.random.seed(123)
+    paths = [figures.stability_figure(per_run, tmp_path / d) for d in ("a", "b")]
+    assert np.random.randint(1000) == np.random.RandomState(123).randint(1000)  # the global generator left alone
+    for suffix in (".png", ".svg"):
+        assert paths[0].with_suffix(suffix).read_bytes() == paths[1].with_suffix(suffix).read_bytes()
+
+
 def test_embed_inlines_a_figure_and_prefers_its_svg(tmp_path):
     png = tmp_path / "figures" / "curve.png"
     png.parent.mkdir()

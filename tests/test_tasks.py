@@ -165,6 +165,27 @@ def test_fcn_upsampling_is_bilinear():
     assert torch.allclose(up[inner], ref[inner], atol=1e-5)
 
 
+def test_fcn_upsamples_by_the_matrix_form_of_its_transposed_convolution():
+    from clipbench.models.fcn import STRIDE, bilinear_kernel, bilinear_matrix, fcn32s_tiny
+
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    up = F.conv_transpose2d(x, bilinear_kernel(3, STRIDE).double(), stride=STRIDE, padding=STRIDE // 2, groups=3)
+    matrix = bilinear_matrix(4, STRIDE, torch.float64) @ x @ bilinear_matrix(5, STRIDE, torch.float64).T
+    assert matrix.shape == up.shape == (2, 3, 4 * STRIDE, 5 * STRIDE)
+    assert torch.allclose(matrix, up, rtol=1e-12, atol=1e-12 * float(up.abs().max()))
+    # In the model: the scores' upsampling, cropped to the input (50 x 70 is padded to 64 x 96).
+    model = fcn32s_tiny(3).eval()
+    torch.nn.init.normal_(model.score.weight)
+    image = torch.randn(1, 3, 50, 70)
+    with torch.no_grad():
+        scores = model.score(model.fc7(F.relu(model.fc6(model.encoder(F.pad(image, (0, 26, 0, 14)))))).relu())
+        expected = F.conv_transpose2d(scores, bilinear_kernel(3, STRIDE), stride=STRIDE, padding=STRIDE // 2,
+                                      groups=3)[..., :50, :70]
+        out = model(image)
+    assert out.shape == expected.shape
+    assert (out - expected).abs().max() <= 1e-5 * expected.abs().max()
+
+
 def test_vgg16_checkpoint_is_mapped_into_fcn(tmp_path):
     import torchvision
     from clipbench.models.fcn import FCN32s

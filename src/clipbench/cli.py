@@ -292,7 +292,7 @@ def cmd_report(args) -> int:
         config = jobspec.without_neutral(config)  # the hash stated is of the settings that change numbers
     paths = build_report(args.summary, args.out, baselines=args.baselines, config=config, manifests=args.manifests,
                          noise=args.noise, heavytail=args.heavytail,
-                         tuning=args.tuning)
+                         tuning=args.tuning, workers=args.workers)
     for p in paths:
         print(p)
     return 0
@@ -467,6 +467,7 @@ def _result_commands(sub) -> None:
     s.add_argument("--heavytail", type=Path, default=Path("results/heavytail"),
                    help="folder of the convex check's summary.json and quantiles.png (shown when present)")
     s.add_argument("--tuning", type=Path, help="results/tuning: show the tuning (its */*/chosen.json files)")
+    s.add_argument("--workers", type=int, default=1, help="processes that draw the figures (the workflow: the rule's threads)")
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("readme", help="write the README's demo tables (its <!-- clipbench:NAME --> blocks) from a run's outputs")

@@ -197,6 +197,17 @@ def weights_config_file(wildcards):
     return cb_spec.write("weights", config.get("weights", {}), "weights")
 
 
+# --- the order jobs run in (`priority:`, higher first among the jobs ready to run) -----------
+# A task's runs go before the next task's, in run.tasks order, so that its end-of-training
+# noise, which waits for all of them, runs while the next task trains instead of after the
+# last run, where it would hold up the report; the noise jobs go before any run.
+NOISE_PRIORITY = len(TASKS) + 1
+
+
+def train_priority(wildcards):
+    return len(TASKS) - TASKS.index(wildcards.task) if wildcards.task in TASKS else 0
+
+
 def train_threads(wildcards):
     """Cores a run asks for: engine.threads, and one per loader worker of its task plus the
     training process (engine.loaders.<task>.num_workers over engine.num_workers)."""

@@ -38,6 +38,7 @@ rule noise_init:
         methods=lambda wc: plan_methods_file(wc.task),
         data=lambda wc, input: f"--data {input[0]}" if input else "",
     threads: ENGINE["threads"]
+    priority: NOISE_PRIORITY
     resources:
         **job_resources("noise_init"),
     log:
@@ -65,6 +66,7 @@ rule noise:
         data=lambda wc, input: f"--data {input.manifest}" if "manifest" in input.keys() else "",
         runs=lambda wc: " ".join(noise_candidates(wc.task)),
     threads: ENGINE["threads"]
+    priority: NOISE_PRIORITY
     resources:
         **job_resources("noise"),
     log:

@@ -71,6 +71,7 @@ rule report:
         # Without the settings that change no number (threads, scheduler requests): changing
         # one neither reruns the report nor changes the config hash it states.
         config=lambda wc: config_file(),
+    threads: 2  # processes that draw the figures, the report's longest part; at most --cores
     resources:
         **job_resources("report"),
     log:
@@ -83,4 +84,4 @@ rule report:
         "clipbench report --summary {input.summary} --baselines results/baselines --noise results/noise"
         " --heavytail results/heavytail --config-json {params.config} --manifests {input.manifests}"
         + (" --tuning results/tuning" if TUNED else "")
-        + " --out report > {log} 2>&1"
+        + " --workers {threads} --out report > {log} 2>&1"

@@ -23,6 +23,7 @@ rule train:
         tuned=lambda wc, input: f"--tuned {input.chosen}" if "chosen" in input.keys() else "",
         retry_of=lambda wc: cb_runfiles.failure_id(run_dir(wc.task, wc.method, wc.seed)),
     threads: train_threads
+    priority: train_priority
     # What the SLURM profile turns into sbatch options (--gpus, --cpus-per-task, --mem, -t);
     # a local run only counts `gpu` against `--resources gpu=N`.
     resources:

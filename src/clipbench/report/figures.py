@@ -5,13 +5,16 @@ step size; and the one way a figure goes into both outputs (``figure``: its path
 from __future__ import annotations
 
 import base64
+import multiprocessing
 import textwrap
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
@@ -128,28 +131,44 @@ def curve_grid(task: str, metric: str, df: pd.DataFrame, baselines: list[dict] |
 
 
 def curve_figures(history: pd.DataFrame, out_dir: str | Path,
-                  baselines: dict[str, list[dict]] | None = None) -> dict[str, list[Path]]:
+                  baselines: dict[str, list[dict]] | None = None, workers: int = 1) -> dict[str, list[Path]]:
     """One figure per (task, metric), train and val side by side; returns paths per task.
 
     ``baselines`` (task -> rows as ``tables.baseline_rows`` gives) are drawn as dashed lines
-    on the val panel, so a curve below a training-free baseline shows at a glance.
+    on the val panel, so a curve below a training-free baseline shows at a glance. ``workers``
+    processes draw them (drawing is most of the report's time; the files are the same).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    jobs = [(task, metric, df, (baselines or {}).get(task), out_dir / f"{task}_{metric}.png")
+            for (task, metric), df in history.groupby(["task", "metric"], sort=False)
+            # per-class values and clipping telemetry go in tables, not more figures
+            if not (metric.startswith(PER_CLASS_PREFIX) or metric in TABLE_ONLY
+                    or df["split"].isin(["train_step"]).all())]
+    if workers > 1 and len(jobs) > 1 and "fork" in multiprocessing.get_all_start_methods():
+        # Forked: the children have every module and the data already; nothing is pickled back but paths.
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("fork")) as pool:
+            drawn = list(pool.map(_curve_file, jobs))
+    else:
+        drawn = [_curve_file(job) for job in jobs]
     made: dict[str, list[Path]] = {}
-    sns.set_theme(style="whitegrid", context="notebook")
-    for (task, metric), df in history.groupby(["task", "metric"], sort=False):
-        if metric.startswith(PER_CLASS_PREFIX) or metric in TABLE_ONLY or df["split"].isin(["train_step"]).all():
-            continue  # per-class values and clipping telemetry go in tables, not more figures
-        grid = curve_grid(task, metric, df, (baselines or {}).get(task))
-        if grid is None:
-            continue
-        path = out_dir / f"{task}_{metric}.png"
-        with atomic_path(path) as tmp:
-            grid.figure.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-        plt.close(grid.figure)
-        made.setdefault(task, []).append(path)
+    for (task, *_), path in zip(jobs, drawn):
+        if path is not None:
+            made.setdefault(task, []).append(path)
     return made
+
+
+def _curve_file(job: tuple) -> Path | None:
+    """Draw and write one (task, metric) figure; None if there was nothing to draw."""
+    task, metric, df, baselines, path = job
+    sns.set_theme(style="whitegrid", context="notebook")
+    grid = curve_grid(task, metric, df, baselines)
+    if grid is None:
+        return None
+    with atomic_path(path) as tmp:
+        grid.figure.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(grid.figure)
+    return path
 
 
 def _metric_unit(metric: str | None) -> str:
@@ -188,6 +207,17 @@ def stability_grid(per_run: dict[str, pd.DataFrame]):
     measures = [k for k in MEASURES if any(df[k].notna().any() for df in runs.values())]
     tasks = list(runs)
     sns.set_theme(style="whitegrid", context="notebook")
+    # The strip plot's jitter draws from numpy's global generator: seeded, the figure is the
+    # same file every time (and the generator is left as it was).
+    rng_state = np.random.get_state()
+    np.random.seed(0)
+    try:
+        return _stability_axes(runs, measures, tasks)
+    finally:
+        np.random.set_state(rng_state)
+
+
+def _stability_axes(runs: dict[str, pd.DataFrame], measures: list[str], tasks: list[str]):
     with plt.rc_context(TEXT):
         fig, axes = plt.subplots(len(measures), len(tasks), squeeze=False,
                                  figsize=(4.2 * len(tasks), 3.6 * len(measures)), layout="constrained")
@@ -231,7 +261,10 @@ def stability_figure(per_run: dict[str, pd.DataFrame], out_dir: str | Path) -> P
     # PNG for the PDF, SVG (same name) for the page: points and text stay sharp when zoomed.
     for fmt in ("png", "svg"):
         with atomic_path(path.with_suffix(f".{fmt}")) as tmp:
-            fig.savefig(tmp, dpi=110, bbox_inches="tight", format=fmt)
+            # No date in the SVG's metadata, and fixed element ids: the same figure is the same file.
+            with plt.rc_context({"svg.hashsalt": "clipbench"}):
+                fig.savefig(tmp, dpi=110, bbox_inches="tight", format=fmt,
+                            metadata={"Date": None} if fmt == "svg" else None)
     plt.close(fig)
     return path
 

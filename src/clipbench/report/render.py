@@ -92,14 +92,16 @@ def default_templates() -> Path:
 
 def build_report(summary_csv: str | Path, out: str | Path, templates: str | Path | None = None,
                  baselines: str | Path | None = None, config: dict | None = None, manifests=None,
-                 noise: str | Path | None = None, heavytail: str | Path | None = None, tuning: str | Path | None = None) -> list[Path]:
+                 noise: str | Path | None = None, heavytail: str | Path | None = None, tuning: str | Path | None = None,
+                 workers: int = 1) -> list[Path]:
     """Figures, tables, ``claims.json`` and the rendered report for the runs in ``summary_csv``.
 
     Training-free baselines come from ``baselines/<task>.json``; ``config`` (the resolved
     workflow config) and ``manifests`` (prepared datasets' manifest.json) go into the
     provenance and the data banner; ``noise/<task>/noise.json`` and ``heavytail/summary.json``
     fill the gradient noise section when present; ``tuning`` (results/tuning) adds the tuning
-    section. Every verdict the page states is a record of ``claims.json``, rendered from it.
+    section; ``workers`` processes draw the curve figures. Every verdict the page states is a
+    record of ``claims.json``, rendered from it.
     """
     out = Path(out)
     margins = claims.margins(config)
@@ -108,7 +110,7 @@ def build_report(summary_csv: str | Path, out: str | Path, templates: str | Path
     history = collect.load_histories(runs)
     summary, history, audited = audit.audit(summary, history, config)
     tasks = sections.task.sections(summary, history, collect.epoch_wall_times(runs), baselines, out, margins,
-                                   config, audited)
+                                   config, audited, workers)
     stability_figure = sections.task.stability_figure(tasks, out)
     versions_ = versions(summary)
     noise_ = sections.diagnostics.noise(noise, [t["name"] for t in tasks], summary, out)

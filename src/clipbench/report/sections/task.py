@@ -13,12 +13,13 @@ from clipbench.report.names import METRIC_LABEL, main_metric, shown_tasks, task_
 
 
 def sections(summary: pd.DataFrame, history: pd.DataFrame, walls: pd.DataFrame, baselines: str | Path | None,
-             out: Path, margins: dict, config: dict | None, audited: dict) -> list[dict]:
+             out: Path, margins: dict, config: dict | None, audited: dict, workers: int = 1) -> list[dict]:
     """One section per task shown, in the page's order; its curve figures are drawn under
-    ``out/figures`` (training-free baselines from ``baselines/<task>.json`` as dashed lines)."""
+    ``out/figures`` by ``workers`` processes (training-free baselines from
+    ``baselines/<task>.json`` as dashed lines)."""
     shown = shown_tasks(summary["task"])
     baseline_rows = {t: tables.baseline_rows(baselines, t) for t in shown}
-    figs = figures.curve_figures(history, out / "figures", baselines=baseline_rows)
+    figs = figures.curve_figures(history, out / "figures", baselines=baseline_rows, workers=workers)
     return [section(t, summary, history, walls, baseline_rows[t], figs.get(t, []), out, margins, config, audited)
             for t in shown]
 
