@@ -99,7 +99,7 @@ class SegmentationMeter:
         self.n += b
         self.loss_sum += float(loss) * b
         # max(1).indices is argmax(1) (both take the first maximum), but argmax over the class
-        # dimension of an N x C x H x W tensor is ~7x slower on the CPU: an eighth of a demo run.
+        # dimension of an N x C x H x W tensor is ~7x slower on the CPU: an eighth of a demo segmentation run.
         pred = output.max(1).indices
         self.cm += confusion_matrix(pred.cpu(), target.cpu(), self.num_classes, self.ignore_index)
 

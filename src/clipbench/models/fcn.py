@@ -12,6 +12,7 @@ effect and cheaper).
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -26,27 +27,35 @@ VGG16_FILE = "vgg16-397923af.pth"
 VGG16_URL = f"https://download.pytorch.org/models/{VGG16_FILE}"
 
 
+def bilinear_filter(factor: int) -> torch.Tensor:
+    """The 2 * ``factor`` taps (float64) of the 1-D bilinear filter of upsampling by ``factor``."""
+    center = factor - 0.5
+    return 1 - (torch.arange(2 * factor, dtype=torch.float64) - center).abs() / factor
+
+
 def bilinear_kernel(channels: int, factor: int) -> torch.Tensor:
     """Depthwise (channels, 1, 2f, 2f) kernel: with stride f and padding f/2 a transposed
     convolution by it is bilinear upsampling (``align_corners=False``) away from the border."""
-    size = 2 * factor
-    center = factor - 0.5
-    og = torch.arange(size, dtype=torch.float64)
-    filt = 1 - (og - center).abs() / factor
+    filt = bilinear_filter(factor)
     k = (filt[:, None] * filt[None, :]).float()
-    return k.expand(channels, 1, size, size).clone()
+    return k.expand(channels, 1, 2 * factor, 2 * factor).clone()
 
 
 def bilinear_matrix(n: int, factor: int, dtype: torch.dtype = torch.float32,
                     device: torch.device | None = None) -> torch.Tensor:
     """(factor * n, n) matrix ``U``: ``U @ x @ U.T`` is ``conv_transpose2d`` of an n x n map by
     :func:`bilinear_kernel` (stride ``factor``, padding ``factor / 2``); output row ``o`` takes
-    input row ``i`` with the 1-D filter's tap ``o + factor / 2 - factor * i`` (0 off the filter)."""
-    size, center = 2 * factor, factor - 0.5
-    tap = (torch.arange(n * factor, dtype=torch.float64)[:, None] + factor // 2
-           - factor * torch.arange(n, dtype=torch.float64)[None, :])
-    weights = torch.where((tap >= 0) & (tap < size), 1 - (tap - center).abs() / factor, torch.zeros(()))
-    return weights.to(dtype=dtype, device=device)
+    input row ``i`` with the 1-D filter's tap ``o + factor / 2 - factor * i`` (0 off the filter).
+    Made once per size (every forward pass asks for it); read it, never write to it."""
+    return _bilinear_matrix(n, factor).to(dtype=dtype, device=device)
+
+
+@functools.lru_cache(maxsize=64)
+def _bilinear_matrix(n: int, factor: int) -> torch.Tensor:
+    tap = torch.arange(n * factor)[:, None] + factor // 2 - factor * torch.arange(n)[None, :]
+    on_filter = (tap >= 0) & (tap < 2 * factor)
+    return torch.where(on_filter, bilinear_filter(factor)[tap.clamp(0, 2 * factor - 1)],
+                       torch.zeros((), dtype=torch.float64))
 
 
 class FCN32s(nn.Module):

@@ -145,6 +145,7 @@ def curve_figures(history: pd.DataFrame, out_dir: str | Path,
             # per-class values and clipping telemetry go in tables, not more figures
             if not (metric.startswith(PER_CLASS_PREFIX) or metric in TABLE_ONLY
                     or df["split"].isin(["train_step"]).all())]
+    sns.set_theme(style="whitegrid", context="notebook")  # forked workers inherit it
     if workers > 1 and len(jobs) > 1 and "fork" in multiprocessing.get_all_start_methods():
         # Forked: the children have every module and the data already; nothing is pickled back but paths.
         with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("fork")) as pool:
@@ -161,7 +162,6 @@ def curve_figures(history: pd.DataFrame, out_dir: str | Path,
 def _curve_file(job: tuple) -> Path | None:
     """Draw and write one (task, metric) figure; None if there was nothing to draw."""
     task, metric, df, baselines, path = job
-    sns.set_theme(style="whitegrid", context="notebook")
     grid = curve_grid(task, metric, df, baselines)
     if grid is None:
         return None
